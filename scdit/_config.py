@@ -1,0 +1,141 @@
+"""Frozen dataclass configurations, serialised as JSON inside saved models."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How the AnnData is read.
+
+    Attributes
+    ----------
+    condition_key
+        ``obs`` column holding the perturbation label of each cell.
+    control
+        Label of control cells in ``condition_key``.
+    covariate_keys
+        ``obs`` columns used as conditioning covariates (cell type, batch, ...).
+    separator
+        Separator between members of a combination label (``"A+B"``).
+    layer
+        Layer holding expression (``None`` = ``.X``).
+    representation
+        ``"counts"`` or ``"log1p"`` of the training input (detected when ``fit`` runs).
+    """
+
+    condition_key: str
+    control: str
+    covariate_keys: tuple[str, ...] = ()
+    separator: str = "+"
+    layer: str | None = None
+    representation: str = "log1p"
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Gene-token tokenizer settings.
+
+    Attributes
+    ----------
+    kind
+        Registry name of the tokenizer (``"genes"``).
+    n_top_genes
+        Number of highly variable genes to model (all genes when the data has fewer).
+    max_tokens
+        Upper bound on tokens per cell; genes are grouped into patches to respect it.
+    gene_order
+        ``"coexpression"`` (hierarchical clustering of gene correlations) or ``"given"``.
+    """
+
+    kind: str = "genes"
+    n_top_genes: int = 2000
+    max_tokens: int = 64
+    gene_order: str = "coexpression"
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Diffusion Transformer architecture (Peebles & Xie, 2023) with adaLN-Zero blocks."""
+
+    hidden_size: int = 128
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    cond_dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Rectified flow: ``x_t = t x1 + (1 - t) x0``, ``t = 0`` data, ``t = 1`` source."""
+
+    source: str = "noise"
+    time_sampling: str = "logit_normal"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    solver: str = "heun"
+    steps: int = 20
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; ``max_steps=None`` picks a length from the data size."""
+
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    max_steps: int | None = None
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    val_fraction: float = 0.05
+    val_every: int = 250
+    patience: int = 8
+    precision: str = "auto"
+    accelerator: str = "auto"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ScDiTConfig:
+    """All configuration of a fitted model."""
+
+    data: DataConfig
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``dict`` (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScDiTConfig:
+        """Rebuild from :meth:`to_dict` output (tuples restored, unknown keys rejected)."""
+        data = dict(d["data"])
+        data["covariate_keys"] = tuple(data.get("covariate_keys", ()))
+        return cls(
+            data=DataConfig(**data),
+            tokenizer=TokenizerConfig(**d.get("tokenizer", {})),
+            dit=DiTConfig(**d.get("dit", {})),
+            flow=FlowConfig(**d.get("flow", {})),
+            train=TrainConfig(**d.get("train", {})),
+        )
+
+
+#: Size presets of the DiT; ``small`` is the CPU default.
+DIT_PRESETS: dict[str, DiTConfig] = {
+    "tiny": DiTConfig(hidden_size=32, depth=2, num_heads=2),
+    "small": DiTConfig(hidden_size=128, depth=4, num_heads=4),
+    "base": DiTConfig(hidden_size=384, depth=8, num_heads=6),
+    "large": DiTConfig(hidden_size=768, depth=12, num_heads=12),
+}

@@ -1,0 +1,322 @@
+"""The fitted model: predict cells under perturbations, sample, save and load."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load_file, save_file
+
+from ._config import ScDiTConfig
+from .conditions import ConditionEncoder
+from .data._representation import detect_representation, library_size, log1p_to_counts, to_log1p
+from .data._setup import get_matrix
+from .data._vocab import ConditionVocab, CovariateVocab
+from .flow import guided, integrate
+from .models import DiT, VelocityField
+from .tokenizers import GeneTokenizer
+
+FORMAT_VERSION = 1
+LIBRARY_KEY = "_scdit_library_size"
+
+
+def build_field(cfg: ScDiTConfig, tokenizer: GeneTokenizer, vocab: ConditionVocab,
+                covariates: CovariateVocab) -> VelocityField:
+    """Fresh velocity field sized for the tokenizer and vocabularies."""
+    d = cfg.dit
+    dit = DiT(tokenizer.n_tokens, tokenizer.patch_size, tokenizer.n_genes, d.hidden_size,
+              d.depth, d.num_heads, d.mlp_ratio)
+    return VelocityField(dit, ConditionEncoder(len(vocab.atoms), covariates.sizes(), d.hidden_size))
+
+
+class ScDiT:
+    """A perturbation-conditioned DiT trained with rectified flow.
+
+    Create one with :func:`scdit.fit` or :func:`scdit.load`. Generated cells come back in the
+    training gene space and representation (counts in → integer counts out, log1p in → log1p
+    out). Genes the tokenizer does not model are copied from each generated cell's *reference
+    cell*: the source cell it was transported from when ``source=`` is given, otherwise a
+    training cell of the same perturbation (or, for perturbations unseen in training, a control
+    cell) drawn at random from the model's stored reference cells. For counts, the reference
+    cell's library size also sets the scale of the modelled genes.
+    """
+
+    def __init__(self, config: ScDiTConfig, vocab: ConditionVocab, covariates: CovariateVocab,
+                 tokenizer: GeneTokenizer, field: VelocityField, var_names: Sequence[str],
+                 reference: ad.AnnData, summary: dict[str, Any] | None = None):
+        self.config = config
+        self.vocab = vocab
+        self.covariates = covariates
+        self.tokenizer = tokenizer
+        self.field = field.eval()
+        self.var_names = pd.Index(var_names)
+        self.reference = reference
+        self.summary = dict(summary or {})
+        self.gene_index = self.var_names.get_indexer(list(tokenizer.genes))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def condition_key(self) -> str:
+        """``obs`` column of perturbation labels."""
+        return self.config.data.condition_key
+
+    @property
+    def representation(self) -> str:
+        """``"counts"`` or ``"log1p"``: the training input and prediction output space."""
+        return self.config.data.representation
+
+    def __repr__(self) -> str:
+        return (f"ScDiT({len(self.vocab.atoms)} perturbations, {len(self.var_names)} genes "
+                f"({self.tokenizer.n_genes} modelled in {self.tokenizer.n_tokens} tokens), "
+                f"covariates={list(self.covariates.keys)}, representation={self.representation!r})")
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def sample(self, perturbation: str, n_cells: int = 100, *, covariates: Mapping[str, str] |
+               pd.DataFrame | None = None, guidance_scale: float = 1.0, steps: int | None = None,
+               solver: str | None = None, seed: int | None = None,
+               batch_size: int = 2048) -> np.ndarray:
+        """Generate log1p expression of the modelled genes, shape ``(n_cells, n_modelled)``.
+
+        ``covariates`` is a mapping (one context for all cells) or a DataFrame with one row per
+        cell. See :meth:`predict` for the other arguments.
+        """
+        cov_df = self._covariate_frame(covariates, n_cells)
+        gen = torch.Generator().manual_seed(int(seed) if seed is not None else
+                                            int(np.random.default_rng().integers(2**31)))
+        atoms = torch.as_tensor(self.vocab.encode([perturbation] * n_cells))
+        covs = torch.as_tensor(self.covariates.encode(cov_df)) if self.covariates.keys else \
+            torch.zeros((n_cells, 0), dtype=torch.long)
+        out = []
+        t, p = self.tokenizer.n_tokens, self.tokenizer.patch_size
+        for s in range(0, n_cells, batch_size):
+            sl = slice(s, min(n_cells, s + batch_size))
+            x1 = torch.randn((sl.stop - sl.start, t, p), generator=gen)  # (b, T, P)
+            v = guided(self.field, {"atoms": atoms[sl], "covariates": covs[sl]}, guidance_scale)
+            x0 = integrate(v, x1, steps=steps or self.config.flow.steps,
+                           solver=solver or self.config.flow.solver)  # (b, T, P)
+            out.append(self.tokenizer.decode(x0).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.tokenizer.n_genes), np.float32)
+
+    def predict(self, perturbations: str | Sequence[str], n_cells: int | None = None, *,
+                covariates: Mapping[str, str] | None = None, source: ad.AnnData | None = None,
+                guidance_scale: float = 1.0, steps: int | None = None, solver: str | None = None,
+                seed: int | None = None, layer: str | None = None) -> ad.AnnData:
+        """Generate cells under each perturbation, in the training genes and representation.
+
+        Parameters
+        ----------
+        perturbations
+            A label or list of labels (combinations as ``"A+B"``, any order).
+        n_cells
+            Cells per perturbation. Default 100, or the number of ``source`` cells (a larger
+            value resamples them with replacement).
+        covariates
+            One value per covariate key (e.g. ``{"cell_type": "k562"}``). Default: read from
+            ``source`` cells, else drawn with the reference cells of that perturbation.
+        source
+            Cells whose context to predict (e.g. control cells of one cell type): their
+            covariates, library sizes and unmodelled genes are carried over. Must have the
+            training genes and representation.
+        guidance_scale
+            Classifier-free guidance scale; 1 is the plain conditional model.
+        steps, solver
+            ODE integration (defaults from the model's :class:`~scdit._config.FlowConfig`).
+        seed
+            Seed for reproducible output; ``None`` draws a fresh one.
+        layer
+            Layer of ``source`` holding expression (default ``.X``).
+
+        Returns
+        -------
+        AnnData with ``obs[condition_key]``, the covariates and ``obs["reference_cell"]``.
+        """
+        labels = [perturbations] if isinstance(perturbations, str) else list(perturbations)
+        if not labels:
+            raise ValueError("perturbations is empty; pass at least one perturbation label.")
+        self.vocab.encode(labels)  # clear error for unknown perturbations, before any work
+        rng = np.random.default_rng(seed)
+        src = self._check_source(source, layer) if source is not None else None
+        parts = []
+        for i, label in enumerate(labels):
+            ref = self._reference_cells(label, src, n_cells, covariates, rng)
+            cov_df = ref.obs[list(self.covariates.keys)] if self.covariates.keys else None
+            sub_seed = None if seed is None else int(seed) * 1000003 + i
+            gen_log = self.sample(label, ref.n_obs, covariates=cov_df, guidance_scale=guidance_scale,
+                                  steps=steps, solver=solver,
+                                  seed=sub_seed if sub_seed is not None else int(rng.integers(2**31)))
+            parts.append(self._assemble(label, gen_log, ref, rng))
+        out = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
+        out.obs_names_make_unique()
+        out.uns["scdit"] = {"guidance_scale": guidance_scale, "steps": steps or self.config.flow.steps,
+                            "solver": solver or self.config.flow.solver, "seed": seed,
+                            "representation": self.representation}
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    def _covariate_frame(self, covariates, n: int) -> pd.DataFrame:
+        keys = list(self.covariates.keys)
+        if isinstance(covariates, pd.DataFrame):
+            missing = [k for k in keys if k not in covariates]
+            if missing:
+                raise KeyError(f"covariates lacks column(s) {missing}; the model was trained with {keys}.")
+            return covariates.reset_index(drop=True)
+        covariates = dict(covariates or {})
+        missing = [k for k in keys if k not in covariates]
+        if missing:
+            raise KeyError(f"Pass a value for covariate(s) {missing} (trained with {keys}).")
+        return pd.DataFrame({k: [str(covariates[k])] * n for k in keys})
+
+    def _check_source(self, source: ad.AnnData, layer: str | None) -> ad.AnnData:
+        if source.n_obs == 0:
+            raise ValueError("source has no cells.")
+        missing = self.var_names.difference(source.var_names)
+        extra = source.var_names.difference(self.var_names)
+        if len(missing):
+            raise ValueError(
+                f"source has different genes: {len(missing)} training gene(s) are missing (e.g. "
+                f"{list(missing[:5])}) and {len(extra)} are extra. Subset/reorder source to the "
+                "training genes: source[:, model.var_names]."
+            )
+        X = get_matrix(source, layer)
+        rep = detect_representation(X)
+        if rep != self.representation:
+            raise ValueError(
+                f"source holds {rep} but the model was trained on {self.representation}; pass "
+                f"source in the training representation (layer=...)."
+            )
+        keys = [k for k in self.covariates.keys if k not in source.obs]
+        if keys:
+            raise KeyError(f"source.obs lacks covariate column(s) {keys} used in training.")
+        obs = source.obs[list(self.covariates.keys)].astype(str).copy()
+        self.covariates.encode(obs)  # unknown covariate values → clear error
+        X = X[:, source.var_names.get_indexer(self.var_names)]
+        ref = ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=obs,
+                         var=pd.DataFrame(index=self.var_names))
+        if self.representation == "counts":
+            ref.obs[LIBRARY_KEY] = library_size(X)
+        return ref
+
+    def _reference_cells(self, label: str, src, n_cells, covariates, rng) -> ad.AnnData:
+        if src is not None:
+            n = src.n_obs if n_cells is None else int(n_cells)
+            rows = np.arange(n) if n == src.n_obs else rng.choice(src.n_obs, n, replace=n > src.n_obs)
+            ref = src[rows].copy()
+            if covariates:
+                for k, v in covariates.items():
+                    ref.obs[k] = str(v)
+            return ref
+        n = 100 if n_cells is None else int(n_cells)
+        if n < 1:
+            raise ValueError(f"n_cells must be >= 1, got {n_cells}.")
+        obs = self.reference.obs
+        key = self.condition_key
+        canonical = self._canonical(label)
+        pool = np.flatnonzero(obs[key].map(self._canonical).to_numpy() == canonical)
+        if len(pool) == 0:
+            pool = np.flatnonzero(obs[key].to_numpy() == self.vocab.control)
+        if covariates:
+            self._covariate_frame(covariates, 1)
+            self.covariates.encode(pd.DataFrame({k: [str(v)] for k, v in covariates.items()}))
+            mask = np.ones(len(pool), bool)
+            for k, v in covariates.items():
+                mask &= obs[k].astype(str).to_numpy()[pool] == str(v)
+            if mask.any():
+                pool = pool[mask]
+            else:  # context never seen with this perturbation: use its control cells
+                ctrl = obs[key].to_numpy() == self.vocab.control
+                for k, v in covariates.items():
+                    ctrl &= obs[k].astype(str).to_numpy() == str(v)
+                pool = np.flatnonzero(ctrl) if ctrl.any() else pool
+        ref = self.reference[rng.choice(pool, n, replace=True)].copy()
+        for k, v in (covariates or {}).items():
+            ref.obs[k] = str(v)
+        return ref
+
+    def _canonical(self, label: str) -> str:
+        return self.vocab.separator.join(self.vocab.members(str(label))) or self.vocab.control
+
+    def _assemble(self, label: str, gen_log: np.ndarray, ref: ad.AnnData, rng) -> ad.AnnData:
+        X = ref.X.toarray() if sp.issparse(ref.X) else np.array(ref.X, dtype=np.float32)
+        X = X.astype(np.float32)
+        if self.representation == "counts":
+            lib = ref.obs[LIBRARY_KEY].to_numpy()
+            X[:, self.gene_index] = log1p_to_counts(gen_log, lib, rng=rng)
+        else:
+            X[:, self.gene_index] = gen_log
+        obs = pd.DataFrame({self.condition_key: label}, index=[f"{label}-{i}" for i in range(len(X))])
+        for k in self.covariates.keys:
+            obs[k] = ref.obs[k].astype(str).to_numpy()
+        obs["reference_cell"] = ref.obs_names.to_numpy()
+        return ad.AnnData(X=sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=self.var_names))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``reference.h5ad`` into ``path``."""
+        path = Path(path)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True.")
+        path.mkdir(parents=True, exist_ok=True)
+        tok_meta, tok_arrays = self.tokenizer.state()
+        meta = {"format_version": FORMAT_VERSION, "config": self.config.to_dict(),
+                "vocab": self.vocab.to_dict(), "covariates": self.covariates.to_dict(),
+                "tokenizer": tok_meta, "var_names": list(map(str, self.var_names)),
+                "summary": self.summary}
+        (path / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+        tensors = {f"field.{k}": v.detach().cpu().contiguous() for k, v in self.field.state_dict().items()}
+        tensors.update({f"tokenizer.{k}": torch.as_tensor(v) for k, v in tok_arrays.items()})
+        save_file(tensors, str(path / "model.safetensors"))
+        self.reference.write_h5ad(path / "reference.h5ad", compression="gzip")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScDiT:
+        """Load a model written by :meth:`save`."""
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"No scdit model in {path} (config.json missing).")
+        meta = json.loads((path / "config.json").read_text())
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"Model format {meta['format_version']} is newer than this scdit.")
+        cfg = ScDiTConfig.from_dict(meta["config"])
+        tensors = load_file(str(path / "model.safetensors"))
+        tok = GeneTokenizer.from_state(meta["tokenizer"], {k.split(".", 1)[1]: v.numpy() for k, v
+                                                           in tensors.items() if k.startswith("tokenizer.")})
+        vocab = ConditionVocab.from_dict(meta["vocab"])
+        covs = CovariateVocab.from_dict(meta["covariates"])
+        field = build_field(cfg, tok, vocab, covs)
+        field.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("field.")})
+        reference = ad.read_h5ad(path / "reference.h5ad")
+        return cls(cfg, vocab, covs, tok, field, meta["var_names"], reference, meta.get("summary"))
+
+
+def make_reference(adata: ad.AnnData, X, cfg: ScDiTConfig, *, max_per_group: int = 300,
+                   seed: int = 0) -> ad.AnnData:
+    """Up to ``max_per_group`` training cells per (condition × covariates) group, in the training
+    representation, with their library sizes (counts), used by :meth:`ScDiT.predict`."""
+    keys = [cfg.data.condition_key, *cfg.data.covariate_keys]
+    obs = adata.obs[keys].astype(str)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _, idx in obs.groupby(keys, sort=True, observed=True).indices.items():
+        rows.extend(rng.choice(idx, min(len(idx), max_per_group), replace=False))
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
+    sub = X[rows]
+    ref = ad.AnnData(X=sp.csr_matrix(sub, dtype=np.float32), obs=obs.iloc[rows].copy(),
+                     var=pd.DataFrame(index=adata.var_names.astype(str)))
+    if cfg.data.representation == "counts":
+        ref.obs[LIBRARY_KEY] = library_size(sub)
+    return ref
+
+
+def log1p_of(adata: ad.AnnData, layer: str | None = None) -> sp.csr_matrix:
+    """log1p-normalised CSR of an AnnData (helper shared by fit and evaluation code)."""
+    X = get_matrix(adata, layer)
+    return sp.csr_matrix(to_log1p(X))

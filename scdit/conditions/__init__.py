@@ -1,0 +1,5 @@
+"""Condition encoders for perturbations and covariates."""
+
+from ._encoder import ConditionEncoder
+
+__all__ = ["ConditionEncoder"]

@@ -1,0 +1,1 @@
+"""Data layer: validation, representation, vocabularies, datasets and splits."""

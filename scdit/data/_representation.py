@@ -1,0 +1,96 @@
+"""Detect and convert between expression representations (raw counts vs log1p-normalised)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+Representation = Literal["counts", "log1p"]
+
+#: Target sum used for ``normalize_total`` before ``log1p`` throughout scdit.
+TARGET_SUM: float = 1e4
+
+
+def _values(X) -> np.ndarray:
+    """Return the stored (non-implicit-zero) values of a dense or sparse matrix, flattened."""
+    if sp.issparse(X):
+        return np.asarray(X.data)
+    return np.asarray(X).ravel()
+
+
+def detect_representation(X, *, max_values: int = 1_000_000) -> Representation:
+    """Guess whether ``X`` holds raw counts or log1p-normalised expression.
+
+    Counts are non-negative integers; anything non-integer is taken as log1p (or otherwise
+    normalised) expression.
+
+    Parameters
+    ----------
+    X
+        Dense array or scipy sparse matrix, cells × genes.
+    max_values
+        At most this many stored values are inspected (a deterministic stride subsample).
+
+    Returns
+    -------
+    ``"counts"`` or ``"log1p"``.
+    """
+    vals = _values(X)
+    if vals.size > max_values:
+        vals = vals[:: int(np.ceil(vals.size / max_values))]
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return "log1p"
+    if np.all(np.abs(vals - np.round(vals)) < 1e-6) and vals.min() >= 0:
+        return "counts"
+    return "log1p"
+
+
+def library_size(X) -> np.ndarray:
+    """Total counts per cell, shape ``(n_cells,)`` (float64)."""
+    return np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+
+
+def counts_to_log1p(X, *, target_sum: float = TARGET_SUM, lib: np.ndarray | None = None):
+    """``log1p(X / lib * target_sum)`` keeping sparsity; ``lib`` defaults to each cell's total.
+
+    Cells with a zero library stay zero. Returns float32 CSR for sparse input, ndarray otherwise.
+    """
+    lib = library_size(X) if lib is None else np.asarray(lib, dtype=np.float64)
+    scale = np.divide(target_sum, lib, out=np.zeros_like(lib), where=lib > 0)
+    if sp.issparse(X):
+        out = sp.csr_matrix(sp.diags(scale) @ X, dtype=np.float32)
+        np.log1p(out.data, out=out.data)
+        return out
+    return np.log1p(np.asarray(X, dtype=np.float64) * scale[:, None]).astype(np.float32)
+
+
+def to_log1p(X, representation: Representation | None = None, *, target_sum: float = TARGET_SUM):
+    """Return ``X`` as log1p-normalised expression (normalising counts; log1p input unchanged)."""
+    representation = representation or detect_representation(X)
+    if representation == "counts":
+        return counts_to_log1p(X, target_sum=target_sum)
+    if sp.issparse(X):
+        return sp.csr_matrix(X, dtype=np.float32)
+    return np.asarray(X, dtype=np.float32)
+
+
+def log1p_to_counts(
+    X: np.ndarray,
+    lib: np.ndarray,
+    *,
+    target_sum: float = TARGET_SUM,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Invert :func:`counts_to_log1p` for given library sizes, returning non-negative integers.
+
+    ``expm1(X) * lib / target_sum`` is rounded stochastically (floor plus a Bernoulli draw on the
+    fractional part), which keeps the expected value equal to the continuous inverse.
+    """
+    rng = rng or np.random.default_rng(0)
+    mu = np.expm1(np.clip(np.asarray(X, dtype=np.float64), 0.0, None))
+    mu *= np.asarray(lib, dtype=np.float64)[:, None] / target_sum
+    floor = np.floor(mu)
+    return (floor + (rng.random(mu.shape) < (mu - floor))).astype(np.float32)

@@ -1,0 +1,288 @@
+"""Baseline predictors (no change, mean, additive) and the data helpers they share with evaluate.
+
+A baseline for condition ``p`` in context ``ctx`` (a covariate value, or ``None``) is the real
+control cells of ``ctx`` shifted by a vector in log1p space:
+
+* ``no_change``: shift 0;
+* ``mean``: the centroid-average of the perturbation effects ``δ_q = x̄_q − x̄_ctrl`` of the
+  source's non-control groups (same context if it has any, else all contexts);
+* ``additive`` (combinations ``A+B[+C]``): ``Σ δ_member``, each member's effect from the same
+  context if available, else averaged over the contexts that have it.
+
+The source is ``train`` when given (used as is), else ``real`` with the evaluated group
+``(p, ctx)`` left out, so a baseline never sees the cells it is scored against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ..data._representation import to_log1p
+from ._de import group_stats
+
+#: Labels recognised as control when ``control=None`` (case-insensitive).
+CONTROL_LABELS: tuple[str, ...] = (
+    "control",
+    "ctrl",
+    "non-targeting",
+    "non_targeting",
+    "nt",
+    "dmso",
+    "vehicle",
+)
+BASELINES: tuple[str, ...] = ("no_change", "mean", "additive")
+
+Key = tuple  # (condition, context)
+
+
+def detect_control(labels, control: str | None = None) -> str:
+    """Return the control label among ``labels`` (given, or auto-detected from common names).
+
+    Raises
+    ------
+    ValueError
+        If ``control`` is given but absent, or none / several of :data:`CONTROL_LABELS` occur.
+    """
+    present = pd.unique(pd.Series(np.asarray(labels, dtype=object)).astype(str))
+    if control is not None:
+        if control not in set(present):
+            raise ValueError(f"Control label {control!r} not found; labels: {_preview(present)}.")
+        return control
+    found = [lab for lab in present if lab.lower() in CONTROL_LABELS]
+    if len(found) != 1:
+        what = "No control label" if not found else f"Several control labels {found}"
+        raise ValueError(
+            f"{what} found among {_preview(present)}; pass control=... (looked for "
+            f"{', '.join(CONTROL_LABELS)}, case-insensitive)."
+        )
+    return found[0]
+
+
+def _preview(items, n: int = 20) -> str:
+    items = [str(i) for i in items]
+    more = f" ... (+{len(items) - n} more)" if len(items) > n else ""
+    return repr(items[:n])[:-1] + more + "]"
+
+
+def condition_members(label: str, separator: str = "+", control: str | None = None) -> tuple:
+    """Sorted unique members of a condition label, dropping empty parts and the control label.
+
+    ``"B+A"`` → ``("A", "B")``; ``"A+ctrl"`` → ``("A",)`` (GEARS-style single).
+    """
+    parts = {p.strip() for p in str(label).split(separator)} if separator else {str(label)}
+    return tuple(sorted(p for p in parts if p and p != control))
+
+
+def align_genes(adata: AnnData, var_names: pd.Index, name: str) -> AnnData:
+    """Subset/reorder ``adata`` to ``var_names``; ValueError listing genes it lacks."""
+    if adata.var_names.equals(var_names):
+        return adata
+    missing = var_names[~var_names.isin(adata.var_names)]
+    if len(missing):
+        raise ValueError(
+            f"`{name}` lacks {len(missing)} of the {len(var_names)} genes of `real`: "
+            f"{_preview(missing)}."
+        )
+    return adata[:, var_names]
+
+
+@dataclass
+class GroupedData:
+    """Log1p expression of one AnnData with per-(condition, context) statistics."""
+
+    X: object  # log1p matrix, dense or CSR
+    keys: list  # list of (condition, context)
+    n: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray | None
+    codes: np.ndarray
+    index: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.index = {k: i for i, k in enumerate(self.keys)}
+
+    def mean_of(self, key: Key) -> np.ndarray | None:
+        i = self.index.get(key)
+        return None if i is None else self.mean[i]
+
+    def cells(self, key: Key) -> np.ndarray:
+        return np.flatnonzero(self.codes == self.index[key])
+
+
+def group_data(
+    adata: AnnData,
+    condition_key: str,
+    covariate_key: str | None = None,
+    *,
+    layer: str | None = None,
+    with_var: bool = False,
+    name: str = "adata",
+) -> GroupedData:
+    """Convert ``adata`` to log1p (auto-detected) and compute per-group means (and variances)."""
+    for key in (condition_key, covariate_key):
+        if key is not None and key not in adata.obs:
+            raise KeyError(f"`{name}.obs` has no column {key!r}.")
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(f"`{name}` has no layer {layer!r}; layers: {list(adata.layers)}.")
+    X = to_log1p(adata.layers[layer] if layer is not None else adata.X)
+    cond = adata.obs[condition_key].astype(str).to_numpy()
+    if covariate_key is None:
+        ctx = np.full(len(cond), None, dtype=object)
+    else:
+        ctx = adata.obs[covariate_key].astype(str).to_numpy().astype(object)
+    pairs = pd.MultiIndex.from_arrays([cond, ctx]) if covariate_key else pd.Index(cond)
+    codes, uniq = pd.factorize(pairs, sort=True)
+    keys = list(uniq) if covariate_key else [(c, None) for c in uniq]
+    n, mean, var = group_stats(X, codes, len(keys), with_var=with_var)
+    return GroupedData(X=X, keys=keys, n=n, mean=mean, var=var, codes=codes)
+
+
+class EffectSource:
+    """Perturbation effects of a source (train, or real with the evaluated group left out).
+
+    ``leave_out=True`` drops the evaluated ``(condition, context)`` group from every average.
+    """
+
+    def __init__(
+        self,
+        src: GroupedData,
+        control: str,
+        ctrl_means: dict,
+        separator: str = "+",
+        *,
+        leave_out: bool = True,
+    ):
+        self.control = control
+        self.leave_out = leave_out
+        self.separator = separator
+        self.centroids: dict[Key, np.ndarray] = {}
+        self.effects: dict[Key, np.ndarray] = {}
+        self.by_members: dict[tuple, list[Key]] = {}
+        for key in src.keys:
+            cond, ctx = key
+            if cond == control:
+                continue
+            ctrl = src.mean_of((control, ctx))
+            if ctrl is None:
+                ctrl = ctrl_means.get(ctx)
+            self.centroids[key] = src.mean_of(key)
+            if ctrl is None:
+                continue
+            self.effects[key] = src.mean_of(key) - ctrl
+            members = condition_members(cond, separator, control)
+            self.by_members.setdefault(members, []).append(key)
+
+    def _excluded(self, k: Key, key: Key) -> bool:
+        return self.leave_out and k == key
+
+    def mean_shift(self, key: Key) -> np.ndarray | None:
+        """Centroid-average effect of the other groups, same context first, else all contexts."""
+        others = [k for k in self.effects if not self._excluded(k, key)]
+        same = [k for k in others if k[1] == key[1]]
+        use = same or others
+        return np.mean([self.effects[k] for k in use], axis=0) if use else None
+
+    def additive_shift(self, key: Key) -> np.ndarray | None:
+        """``Σ δ_member`` for a combination, or None (not a combination / a member unknown)."""
+        members = condition_members(key[0], self.separator, self.control)
+        if len(members) < 2:
+            return None
+        total = 0.0
+        for m in members:
+            keys = [k for k in self.by_members.get((m,), []) if not self._excluded(k, key)]
+            same = [k for k in keys if k[1] == key[1]]
+            if not (same or keys):
+                return None
+            total = total + np.mean([self.effects[k] for k in same or keys], axis=0)
+        return total
+
+    def shift(self, kind: str, key: Key, n_genes: int) -> np.ndarray | None:
+        """Shift vector of baseline ``kind`` for ``key``, or None where it does not apply."""
+        if kind == "no_change":
+            return np.zeros(n_genes)
+        if kind == "mean":
+            return self.mean_shift(key)
+        if kind == "additive":
+            return self.additive_shift(key)
+        raise ValueError(f"Unknown baseline {kind!r}; choose from {BASELINES}.")
+
+    def pert_mean(self, key: Key, ctrl_mean: np.ndarray) -> np.ndarray | None:
+        """Systema's μ: mean of the source's perturbation centroids in the same context (else the
+        control plus the mean shift)."""
+        same = [k for k in self.centroids if not self._excluded(k, key) and k[1] == key[1]]
+        if same:
+            return np.mean([self.centroids[k] for k in same], axis=0)
+        shift = self.mean_shift(key)
+        return None if shift is None else ctrl_mean + shift
+
+
+def baseline_predictions(
+    real: AnnData,
+    condition_key: str,
+    *,
+    control: str | None = None,
+    train: AnnData | None = None,
+    conditions: Sequence[str] | None = None,
+    covariate_key: str | None = None,
+    separator: str = "+",
+    baselines: Sequence[str] = BASELINES,
+    layer: str | None = None,
+) -> dict[str, AnnData]:
+    """Build baseline predictions as AnnData of log1p cells, one per baseline.
+
+    Each output holds, for every evaluated condition (and covariate value), a copy of the real
+    control cells of that context shifted by the baseline's vector, with ``obs[condition_key]``
+    (and ``obs[covariate_key]``) set — so it can be passed to :func:`scdit.evaluate.evaluate`
+    as ``pred``. Conditions a baseline does not apply to (``additive`` for singles) are absent.
+
+    Parameters
+    ----------
+    real
+        Real cells, including the control cells of every context.
+    condition_key, control, train, conditions, covariate_key, separator, layer
+        As in :func:`scdit.evaluate.evaluate`.
+    baselines
+        Any of ``"no_change"``, ``"mean"``, ``"additive"``.
+
+    Returns
+    -------
+    Mapping baseline name → AnnData (``var_names`` of ``real``).
+    """
+    control = detect_control(real.obs[condition_key], control)
+    R = group_data(real, condition_key, covariate_key, layer=layer, name="real")
+    ctrl_means = {k[1]: R.mean[i] for i, k in enumerate(R.keys) if k[0] == control}
+    if train is not None:
+        train = align_genes(train, real.var_names, "train")
+        S = group_data(train, condition_key, covariate_key, layer=layer, name="train")
+    else:
+        S = R
+    source = EffectSource(S, control, ctrl_means, separator, leave_out=train is None)
+    wanted = None if conditions is None else set(map(str, conditions))
+    keys = [
+        k
+        for k in R.keys
+        if k[0] != control and k[1] in ctrl_means and (wanted is None or k[0] in wanted)
+    ]
+    out = {}
+    for kind in baselines:
+        blocks, obs = [], []
+        for key in keys:
+            shift = source.shift(kind, key, real.n_vars)
+            if shift is None:
+                continue
+            cells = R.X[R.cells((control, key[1]))]
+            cells = np.asarray(cells.toarray() if hasattr(cells, "toarray") else cells)
+            blocks.append((cells + shift).astype(np.float32))
+            obs.append(pd.DataFrame({condition_key: key[0]}, index=range(len(cells))))
+            if covariate_key is not None:
+                obs[-1][covariate_key] = key[1]
+        X = np.vstack(blocks) if blocks else np.zeros((0, real.n_vars), dtype=np.float32)
+        ob = pd.concat(obs, ignore_index=True) if obs else pd.DataFrame({condition_key: []})
+        ob.index = ob.index.astype(str)
+        out[kind] = AnnData(X=X, obs=ob, var=pd.DataFrame(index=real.var_names.copy()))
+    return out

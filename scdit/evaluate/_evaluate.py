@@ -1,0 +1,377 @@
+"""``evaluate``: score predicted cells against real cells, next to the standard baselines."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from . import _metrics as M
+from ._baselines import (
+    BASELINES,
+    EffectSource,
+    align_genes,
+    condition_members,
+    detect_control,
+    group_data,
+)
+from ._de import top_k_de as _top_k_de
+from ._de import welch_t
+
+#: One-line definition of every metric ``evaluate`` reports (also in ``df.attrs``).
+DEFINITIONS: dict[str, str] = {
+    "pearson_delta": "Pearson corr(x̂_p − x̄_c, x̄_p − x̄_c) over all genes; x̄_c = real control "
+    "mean of the same context, means of log1p(normalize_total 1e4) expression.",
+    "pearson_delta_de": "Pearson Δ on the top-k DE genes of p vs control (real cells, Welch t, "
+    "ranked by |t|).",
+    "pearson_delta_pert_mean": "Systema: Pearson corr(x̂_p − μ, x̄_p − μ), μ = mean of the "
+    "training perturbation centroids of the context (NaN for the mean baseline, which is μ).",
+    "cosine_delta": "Cosine similarity of x̂_p − x̄_c and x̄_p − x̄_c over all genes "
+    "(PerturBench cosine logFC).",
+    "mse": "Mean squared error of mean expression x̂_p vs x̄_p over all genes.",
+    "mae": "Mean absolute error of mean expression over all genes.",
+    "mse_de": "Mean squared error of mean expression on the top-k DE genes.",
+    "l2_top1000": "Euclidean distance of mean expression on the 1,000 genes most expressed in "
+    "the real control of the context (Ahlmann-Eltze L2).",
+    "r2_de": "scikit-learn R² (1 − SS_res/SS_tot, can be negative) of x̂_p vs x̄_p on the "
+    "top-k DE genes.",
+    "r2_pearson_de": "Squared Pearson correlation (scGen R²) of x̂_p vs x̄_p on the top-k DE genes.",
+    "direction_accuracy": "Share of the top-k DE genes with sign(x̂_p − x̄_c) = sign(x̄_p − x̄_c).",
+    "discrimination_cosine": "PDS: 1 − rank/(N−1) of the true δ_p among the real δ_q of all N "
+    "evaluated conditions of the context by cosine distance to δ̂_p (ties at mid-rank; all "
+    "perturbation target genes excluded); constant predictor = 0.5 on average.",
+    "discrimination_l1": "PDS as discrimination_cosine with the L1 (Manhattan) distance.",
+    "discrimination_l2": "PDS as discrimination_cosine with the L2 (Euclidean) distance.",
+    "energy_distance": "Energy distance 2E‖x−y‖ − E‖x−x′‖ − E‖y−y′‖ with Euclidean (not "
+    "squared) norms, V-statistic, between predicted and real cells in a PCA (n_pcs) fitted once "
+    "on the real control + evaluated cells; ≤ max_cells_energy cells per group.",
+}
+METRICS: tuple[str, ...] = tuple(DEFINITIONS)
+
+
+def _dense_rows(X, rows: np.ndarray) -> np.ndarray:
+    sub = X[rows]
+    return np.asarray(sub.toarray() if hasattr(sub, "toarray") else sub, dtype=np.float64)
+
+
+def _subsample(rows: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
+    if m <= 0 or len(rows) <= m:
+        return rows
+    return np.sort(rng.choice(rows, size=m, replace=False))
+
+
+def _fit_pca(X: np.ndarray, n_pcs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(center, components (n_genes, k))`` of a PCA of the rows of ``X``."""
+    center = X.mean(0)
+    Xc = X - center
+    k = int(min(n_pcs, X.shape[0] - 1, X.shape[1]))
+    if k < 1:
+        return center, np.zeros((X.shape[1], 0))
+    if min(Xc.shape) <= 2000:
+        # exact: eigen-decomposition of the smaller of the covariance and the Gram matrix
+        if Xc.shape[1] <= Xc.shape[0]:
+            w, v = np.linalg.eigh(Xc.T @ Xc)
+            return center, np.ascontiguousarray(v[:, ::-1][:, :k])
+        w, u = np.linalg.eigh(Xc @ Xc.T)
+        u, w = u[:, ::-1][:, :k], np.sqrt(np.maximum(w[::-1][:k], 1e-300))
+        return center, np.ascontiguousarray((Xc.T @ u) / w)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _, _, v = torch.svd_lowrank(torch.from_numpy(Xc), q=min(k + 10, min(Xc.shape)), niter=6)
+    return center, np.ascontiguousarray(v[:, :k].numpy())
+
+
+def _few_threads(small: bool):
+    """Single-threaded BLAS/OpenMP for small problems (threads only add overhead, and thrash on
+    busy machines); a no-op for large ones or without threadpoolctl."""
+    if not small:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+def _energies(R, P, keys, control, ctxs, shifts, method_name, n_pcs, max_cells, seed):
+    """Energy distance per group for the prediction and every baseline (NaN where absent).
+
+    Cells are subsampled (≤ ``max_cells`` per group, seeded) and projected on a PCA fitted once
+    on the real control and evaluated cells; a baseline is the control cells plus its shift, so
+    its within-set term is the control's.
+    """
+    rng = np.random.default_rng(seed)
+    ctrl_rows = {c: _subsample(R.cells((control, c)), max_cells, rng) for c in ctxs}
+    real_rows = {k: _subsample(R.cells(k), max_cells, rng) for k in keys}
+    pred_rows = {k: _subsample(P.cells(k), max_cells, rng) for k in keys}
+    n_fit = sum(map(len, ctrl_rows.values())) + sum(map(len, real_rows.values()))
+    with _few_threads(n_fit <= 20_000):
+        ctrl_cells = {c: _dense_rows(R.X, r) for c, r in ctrl_rows.items()}
+        real_cells = {k: _dense_rows(R.X, r) for k, r in real_rows.items()}
+        fit = np.vstack(list(ctrl_cells.values()) + list(real_cells.values()))
+        center, comps = _fit_pca(fit, n_pcs, seed)
+        del fit
+        ctrl_pc = {c: (A - center) @ comps for c, A in ctrl_cells.items()}
+        real_pc = {k: (A - center) @ comps for k, A in real_cells.items()}
+        ctrl_self = {c: M.mean_pairwise_distance(A) for c, A in ctrl_pc.items()}
+        real_self = {k: M.mean_pairwise_distance(A) for k, A in real_pc.items()}
+        out = {method_name: np.empty(len(keys))}
+        for i, k in enumerate(keys):
+            x = (_dense_rows(P.X, pred_rows[k]) - center) @ comps
+            out[method_name][i] = M.energy_distance(x, real_pc[k], yy=real_self[k])
+        for kind, sh in shifts.items():
+            out[kind] = np.full(len(keys), np.nan)
+            for i, (k, d) in enumerate(zip(keys, sh, strict=True)):
+                if d is not None:
+                    out[kind][i] = M.energy_distance(
+                        ctrl_pc[k[1]] + d @ comps, real_pc[k], xx=ctrl_self[k[1]], yy=real_self[k]
+                    )
+    return out, int(comps.shape[1])
+
+
+def _target_genes(conditions, var_names: pd.Index, separator: str, control: str) -> np.ndarray:
+    """Indices of all genes named as a member of any evaluated condition."""
+    names = {m for c in conditions for m in condition_members(c, separator, control)}
+    return np.flatnonzero(var_names.isin(list(names)))
+
+
+def _select_keys(P, R, control: str, conditions, covariate_key) -> list:
+    """Evaluated (condition, context) groups: in pred and real, with real control cells."""
+    ctrl_ctx = {k[1] for k in R.keys if k[0] == control}
+    if conditions is not None:
+        conditions = [str(c) for c in conditions]
+        if control in conditions:
+            raise ValueError(f"`conditions` contains the control label {control!r}.")
+        for name, G in (("real", R), ("pred", P)):
+            have = {k[0] for k in G.keys}
+            missing = [c for c in conditions if c not in have]
+            if missing:
+                raise ValueError(f"Conditions missing from `{name}`: {missing}.")
+        wanted = set(conditions)
+    else:
+        wanted = {k[0] for k in P.keys} & {k[0] for k in R.keys} - {control}
+    keys = [k for k in R.keys if k[0] in wanted and k in P.index]
+    no_ctrl = sorted({str(k[1]) for k in keys if k[1] not in ctrl_ctx})
+    if no_ctrl:
+        warnings.warn(
+            f"No real control cells for {covariate_key}={no_ctrl}; those groups are skipped.",
+            stacklevel=3,
+        )
+    keys = [k for k in keys if k[1] in ctrl_ctx]
+    if not keys:
+        raise ValueError("No condition to evaluate: none is present in both `pred` and `real`.")
+    return keys
+
+
+def evaluate(
+    pred: AnnData,
+    real: AnnData,
+    condition_key: str,
+    *,
+    control: str | None = None,
+    train: AnnData | None = None,
+    conditions: Sequence[str] | None = None,
+    covariate_key: str | None = None,
+    separator: str = "+",
+    baselines: Sequence[str] = BASELINES,
+    top_k_de: int = 20,
+    n_pcs: int = 30,
+    max_cells_energy: int = 2000,
+    seed: int = 0,
+    method_name: str = "scdit",
+    layer: str | None = None,
+) -> pd.DataFrame:
+    """Score predicted cells against real cells, next to the no-change/mean/additive baselines.
+
+    All scores use log1p(normalize_total 1e4) expression in the full gene space; each AnnData is
+    converted independently (raw counts are detected and normalised). Deltas are always taken to
+    the *real* control cells of the same context.
+
+    Parameters
+    ----------
+    pred
+        Generated cells; ``obs[condition_key]`` labels the condition (and
+        ``obs[covariate_key]`` the context). Must contain every gene of ``real`` (matched by
+        name; extra genes are dropped). Its ``.X`` is used.
+    real
+        Real cells: the control cells of every context and the evaluated conditions.
+    condition_key
+        ``obs`` column with the condition labels.
+    control
+        Control label; auto-detected among control/ctrl/non-targeting/NT/DMSO/vehicle if None.
+    train
+        Training cells, the source of the baselines' perturbation effects and of Systema's μ
+        (used as is). If None, ``real``'s other groups are used, leaving the evaluated
+        (condition, context) group out.
+    conditions
+        Conditions to score; default all non-control conditions present in ``pred`` and ``real``.
+    covariate_key
+        Optional context column (cell type, cell line...): deltas use the control cells of the
+        same context and each (condition, context) group is scored separately.
+    separator
+        Separator of combination labels (``"A+B"``); used by ``additive`` and for target genes.
+    baselines
+        Baselines to report next to the prediction (``additive`` only for combinations whose
+        members all have known effects; other rows are skipped).
+    top_k_de
+        Number of DE genes (real p vs real control, Welch t, ranked by |t|) for the ``*_de``
+        metrics and direction accuracy.
+    n_pcs
+        PCA components for the energy distance.
+    max_cells_energy
+        Cells per group (seeded subsample) for the energy distance and the PCA fit.
+    seed
+        Seed of the subsampling.
+    method_name
+        Name of the prediction in the ``method`` column.
+    layer
+        Layer of ``real`` and ``train`` to use instead of ``.X``.
+
+    Returns
+    -------
+    Long DataFrame with columns ``method, condition, covariate, metric, value`` (``covariate``
+    is None without ``covariate_key``); ``df.attrs["definitions"]`` maps metric → definition
+    and ``df.attrs["settings"]`` records the control label, baseline source and parameters.
+
+    Notes
+    -----
+    * ``no_change`` predicts δ̂ = 0: its delta correlations are NaN (undefined), its direction
+      accuracy 0 and its discrimination 0.5 (a constant predictor).
+    * Without ``train`` the ``mean`` baseline of p averages the *other* conditions' effects; this
+      leave-one-out prediction is pulled away from δ_p, so its discrimination falls below 0.5
+      (it is not a constant predictor). Pass ``train`` for the textbook mean baseline.
+    * Discrimination ranks within a context among all evaluated conditions of that context.
+    """
+    bad = [b for b in baselines if b not in BASELINES]
+    if bad:
+        raise ValueError(f"Unknown baselines {bad}; choose from {BASELINES}.")
+    if method_name in baselines:
+        raise ValueError(f"method_name {method_name!r} clashes with a baseline name.")
+    if condition_key not in real.obs:
+        raise KeyError(f"`real.obs` has no column {condition_key!r}.")
+    control = detect_control(real.obs[condition_key], control)
+    pred = align_genes(pred, real.var_names, "pred")
+    R = group_data(real, condition_key, covariate_key, layer=layer, with_var=True, name="real")
+    P = group_data(pred, condition_key, covariate_key, name="pred")
+    if train is not None:
+        train = align_genes(train, real.var_names, "train")
+        S = group_data(train, condition_key, covariate_key, layer=layer, name="train")
+    else:
+        S = R
+    keys = _select_keys(P, R, control, conditions, covariate_key)
+    ctrl_means = {k[1]: R.mean[i] for i, k in enumerate(R.keys) if k[0] == control}
+    source = EffectSource(S, control, ctrl_means, separator, leave_out=train is None)
+    n_genes = real.n_vars
+
+    # per-group real statistics and DE genes
+    ri = np.array([R.index[k] for k in keys])
+    ci = np.array([R.index[(control, k[1])] for k in keys])
+    real_mean, ctrl_mean = R.mean[ri], R.mean[ci]
+    t = welch_t(real_mean, R.var[ri], R.n[ri][:, None], ctrl_mean, R.var[ci], R.n[ci][:, None])
+    de = _top_k_de(t, top_k_de, diff=real_mean - ctrl_mean)
+    top_expr = _top_k_de(ctrl_mean, 1000)
+    pert_mu = np.full_like(real_mean, np.nan)
+    for i, k in enumerate(keys):
+        mu = source.pert_mean(k, ctrl_mean[i])
+        if mu is not None:
+            pert_mu[i] = mu
+
+    # predictions of every method: mean per group (NaN row = not applicable) + energy distance
+    shifts = {kind: [source.shift(kind, k, n_genes) for k in keys] for kind in baselines}
+    ctxs = list(dict.fromkeys(k[1] for k in keys))
+    energy, n_pcs_used = _energies(
+        R, P, keys, control, ctxs, shifts, method_name, n_pcs, max_cells_energy, seed
+    )
+    methods = {method_name: P.mean[[P.index[k] for k in keys]]}
+    for kind, sh in shifts.items():
+        methods[kind] = np.array(
+            [np.full(n_genes, np.nan) if d is None else ctrl_mean[i] + d for i, d in enumerate(sh)]
+        ).reshape(len(keys), n_genes)
+
+    targets = _target_genes([k[0] for k in keys], real.var_names, separator, control)
+    real_delta = real_mean - ctrl_mean
+    rows = []
+    for name, means in methods.items():
+        # baselines that do not apply are NaN rows; a NaN prediction is scored (as NaN)
+        has = np.ones(len(keys), bool) if name == method_name else ~np.isnan(means).any(1)
+        if not has.any():
+            continue
+        scores = _score(means, real_mean, ctrl_mean, pert_mu, de, top_expr)
+        scores["energy_distance"] = energy[name]
+        for metric in ("cosine", "l1", "l2"):
+            disc = np.full(len(keys), np.nan)
+            for ctx in ctxs:
+                cand = np.array([i for i, k in enumerate(keys) if k[1] == ctx])
+                sel = cand[has[cand]]
+                if sel.size:
+                    disc[sel] = M.discrimination(
+                        means[sel] - ctrl_mean[sel],
+                        real_delta[cand],
+                        metric,
+                        exclude_genes=targets,
+                        true_index=np.searchsorted(cand, sel),
+                    )
+            scores[f"discrimination_{metric}"] = disc
+        for i in np.flatnonzero(has):
+            cond, ctx = keys[i]
+            rows += [(name, cond, ctx, m, float(scores[m][i])) for m in METRICS]
+    df = pd.DataFrame(rows, columns=["method", "condition", "covariate", "metric", "value"])
+    df.attrs["definitions"] = dict(DEFINITIONS)
+    df.attrs["settings"] = {
+        "control": control,
+        "condition_key": condition_key,
+        "covariate_key": covariate_key,
+        "top_k_de": top_k_de,
+        "n_pcs": n_pcs_used,
+        "max_cells_energy": max_cells_energy,
+        "seed": seed,
+        "baseline_source": "train" if train is not None else "real (leave-one-out)",
+        "representation": "log1p(normalize_total 1e4)",
+    }
+    return df
+
+
+def _score(means, real_mean, ctrl_mean, pert_mu, de, top_expr) -> dict[str, np.ndarray]:
+    """All mean-based metrics for a batch of groups (rows)."""
+    pred_delta = means - ctrl_mean
+    real_delta = real_mean - ctrl_mean
+    return {
+        "pearson_delta": M.pearson_delta(means, real_mean, ctrl_mean),
+        "pearson_delta_de": M.pearson_delta(means, real_mean, ctrl_mean, genes=de),
+        "pearson_delta_pert_mean": M.pearson_delta_pert_mean(means, real_mean, pert_mu),
+        "cosine_delta": M.cosine_delta(means, real_mean, ctrl_mean),
+        "mse": M.mse(means, real_mean),
+        "mae": M.mae(means, real_mean),
+        "mse_de": M.mse(means, real_mean, genes=de),
+        "l2_top1000": M.l2(means, real_mean, genes=top_expr),
+        "r2_de": M.r2_score(means, real_mean, genes=de),
+        "r2_pearson_de": M.pearson(M._take(means, de), M._take(real_mean, de)) ** 2,
+        "direction_accuracy": M.direction_accuracy(pred_delta, real_delta, genes=de),
+    }
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean of each metric per method over conditions (and covariates), wide.
+
+    Parameters
+    ----------
+    df
+        Output of :func:`evaluate`.
+
+    Returns
+    -------
+    DataFrame indexed by method (in order of appearance), one column per metric; NaNs are
+    ignored in the mean.
+    """
+    wide = df.groupby(["method", "metric"], sort=False)["value"].mean().unstack("metric")
+    methods = list(dict.fromkeys(df["method"]))
+    metrics = list(dict.fromkeys(df["metric"]))
+    out = wide.reindex(index=methods, columns=metrics)
+    out.columns.name = None
+    out.attrs = dict(df.attrs)
+    return out

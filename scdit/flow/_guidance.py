@@ -1,0 +1,29 @@
+"""Classifier-free guidance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def guided(field: Callable, cond: dict[str, torch.Tensor], scale: float) -> Callable:
+    """Return ``v(x, t)`` = ``v_null + scale * (v_cond - v_null)``.
+
+    ``scale == 1`` is exactly the conditional field (the unconditional branch is not evaluated);
+    ``scale == 0`` is the unconditional field.
+    """
+    n = cond["atoms"].shape[0]
+    keep = torch.zeros(n, dtype=torch.bool, device=cond["atoms"].device)
+    cond_c = {**cond, "drop": keep}
+    if scale == 1.0:
+        return lambda x, t: field(x, t, cond_c)
+    both = {k: torch.cat([v, v]) for k, v in cond.items() if k != "drop"}
+    both["drop"] = torch.cat([keep, ~keep])
+
+    def v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = field(torch.cat([x, x]), torch.cat([t, t]), both)  # (2B, ...)
+        v_c, v_u = out[:n], out[n:]
+        return v_u + scale * (v_c - v_u)
+
+    return v

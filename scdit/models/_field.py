@@ -1,0 +1,23 @@
+"""Velocity field = condition encoder + DiT, with the call signature the flow code expects."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..conditions import ConditionEncoder
+from ._dit import DiT
+
+
+class VelocityField(nn.Module):
+    """``v(x, t, cond)`` where ``cond`` is a dict with ``atoms``, ``covariates`` and ``drop``."""
+
+    def __init__(self, dit: DiT, encoder: ConditionEncoder):
+        super().__init__()
+        self.dit = dit
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        """x ``(B, T, P)``, t ``(B,)`` → velocity ``(B, T, P)``."""
+        c = self.encoder(cond["atoms"], cond.get("covariates"), cond.get("drop"))  # (B, D)
+        return self.dit(x, t, c)  # (B, T, P)

@@ -1,0 +1,23 @@
+"""Train/test splits with an automatic leakage check (see ``scdit.data._splits``)."""
+
+from .data._split_base import LeakageError, Split, check_leakage
+from .data._splits import (
+    random_cells,
+    split_combinations,
+    split_covariate_context,
+    split_dose,
+    split_random_cells,
+    split_unseen_perturbations,
+)
+
+__all__ = [
+    "LeakageError",
+    "Split",
+    "check_leakage",
+    "random_cells",
+    "split_combinations",
+    "split_covariate_context",
+    "split_dose",
+    "split_random_cells",
+    "split_unseen_perturbations",
+]

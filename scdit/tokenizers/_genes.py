@@ -1,0 +1,141 @@
+"""Gene-token tokenizer: highly variable genes grouped into co-expression patches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ._base import register
+
+
+def select_genes(X, var_names: Sequence[str], n_top: int, required: Sequence[str] = ()) -> list[int]:
+    """Indices of the ``n_top`` most variable genes of log1p ``X``, plus ``required`` genes.
+
+    Variability is the dispersion (variance / mean) ranked within 20 bins of mean expression
+    (the Seurat recipe), computed on log1p values without densifying a sparse ``X``.
+    """
+    n_genes = len(var_names)
+    names = list(var_names)
+    req = [names.index(g) for g in dict.fromkeys(required) if g in set(names)]
+    if n_genes <= n_top:
+        return list(range(n_genes))
+    mean = np.asarray(X.mean(axis=0)).ravel()
+    sq = X.multiply(X) if sp.issparse(X) else np.asarray(X) ** 2
+    var = np.asarray(sq.mean(axis=0)).ravel() - mean**2
+    disp = np.log(np.maximum(var, 1e-12) / np.maximum(mean, 1e-12))
+    bins = np.digitize(mean, np.quantile(mean, np.linspace(0, 1, 21)[1:-1]))
+    score = np.full(n_genes, -np.inf)
+    for b in np.unique(bins):
+        m = (bins == b) & (mean > 0)
+        if m.sum() > 1:
+            sd = disp[m].std()
+            score[m] = (disp[m] - disp[m].mean()) / (sd if sd > 0 else 1.0)
+        elif m.sum() == 1:
+            score[m] = 0.0
+    top = list(np.argsort(-score, kind="stable")[:n_top])
+    chosen = list(dict.fromkeys(req + top))[: max(n_top, len(req))]
+    return sorted(chosen)
+
+
+def coexpression_order(X, *, max_cells: int = 5000, seed: int = 0) -> np.ndarray:
+    """Order genes by average-linkage clustering of ``1 - correlation`` (similar genes adjacent)."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    n = X.shape[0]
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(n, size=min(n, max_cells), replace=False)
+    sub = X[np.sort(rows)]
+    dense = sub.toarray() if sp.issparse(sub) else np.asarray(sub)
+    if dense.shape[1] < 3:
+        return np.arange(dense.shape[1])
+    corr = np.corrcoef(dense, rowvar=False)
+    corr = np.nan_to_num(corr, nan=0.0)
+    dist = np.clip(1.0 - corr, 0.0, 2.0)
+    np.fill_diagonal(dist, 0.0)
+    dist = (dist + dist.T) / 2
+    return leaves_list(linkage(squareform(dist, checks=False), method="average"))
+
+
+@register("genes")
+class GeneTokenizer:
+    """Standardised log1p expression of selected genes, grouped into patches of genes.
+
+    Parameters
+    ----------
+    n_top_genes
+        Highly variable genes to keep (all genes when there are fewer).
+    max_tokens
+        Maximum tokens per cell; ``patch_size = ceil(n_genes / max_tokens)`` genes share a token.
+    gene_order
+        ``"coexpression"`` (co-expressed genes share patches) or ``"given"``.
+    """
+
+    def __init__(self, n_top_genes: int = 2000, max_tokens: int = 64, gene_order: str = "coexpression"):
+        if gene_order not in ("coexpression", "given"):
+            raise ValueError(f"gene_order must be 'coexpression' or 'given', got {gene_order!r}.")
+        self.n_top_genes = int(n_top_genes)
+        self.max_tokens = int(max_tokens)
+        self.gene_order = gene_order
+        self.genes: tuple[str, ...] = ()
+        self.patch_size = 1
+        self.n_tokens = 0
+        self.mean = torch.zeros(0)
+        self.std = torch.ones(0)
+
+    def fit(self, X, var_names: Sequence[str], *, required_genes: Sequence[str] = (), seed: int = 0):
+        """Select and order genes, set patching and per-gene standardisation from log1p ``X``."""
+        idx = np.asarray(select_genes(X, var_names, self.n_top_genes, required_genes))
+        sub = X[:, idx]
+        if self.gene_order == "coexpression":
+            idx = idx[coexpression_order(sub, seed=seed)]
+            sub = X[:, idx]
+        self.genes = tuple(str(var_names[i]) for i in idx)
+        n = len(idx)
+        self.patch_size = int(np.ceil(n / self.max_tokens))
+        self.n_tokens = int(np.ceil(n / self.patch_size))
+        mean = np.asarray(sub.mean(axis=0), dtype=np.float64).ravel()
+        sq = sub.multiply(sub) if sp.issparse(sub) else np.asarray(sub) ** 2
+        var = np.asarray(sq.mean(axis=0), dtype=np.float64).ravel() - mean**2
+        self.mean = torch.as_tensor(mean, dtype=torch.float32)
+        self.std = torch.as_tensor(np.sqrt(np.maximum(var, 0.0)) + 0.05, dtype=torch.float32)
+        return self
+
+    @property
+    def n_genes(self) -> int:
+        """Number of modelled genes."""
+        return len(self.genes)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, n_genes)`` log1p → ``(B, n_tokens, patch_size)`` standardised, zero-padded."""
+        z = (x - self.mean.to(x)) / self.std.to(x)  # (B, G)
+        pad = self.n_tokens * self.patch_size - self.n_genes
+        if pad:
+            z = torch.nn.functional.pad(z, (0, pad))  # (B, T*P)
+        return z.reshape(x.shape[0], self.n_tokens, self.patch_size)  # (B, T, P)
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, n_tokens, patch_size)`` → ``(B, n_genes)`` log1p, clipped at 0."""
+        z = tokens.reshape(tokens.shape[0], -1)[:, : self.n_genes]  # (B, G)
+        return (z * self.std.to(z) + self.mean.to(z)).clamp_min(0.0)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON-able settings, arrays) to save."""
+        meta = {"kind": "genes", "n_top_genes": self.n_top_genes, "max_tokens": self.max_tokens,
+                "gene_order": self.gene_order, "genes": list(self.genes),
+                "patch_size": self.patch_size, "n_tokens": self.n_tokens}
+        return meta, {"mean": self.mean.numpy(), "std": self.std.numpy()}
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> GeneTokenizer:
+        """Rebuild a fitted tokenizer from :meth:`state`."""
+        tok = cls(meta["n_top_genes"], meta["max_tokens"], meta["gene_order"])
+        tok.genes = tuple(meta["genes"])
+        tok.patch_size, tok.n_tokens = int(meta["patch_size"]), int(meta["n_tokens"])
+        tok.mean = torch.as_tensor(np.asarray(arrays["mean"]), dtype=torch.float32)
+        tok.std = torch.as_tensor(np.asarray(arrays["std"]), dtype=torch.float32)
+        return tok

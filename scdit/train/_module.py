@@ -1,0 +1,114 @@
+"""LightningModule training a velocity field with the rectified-flow loss."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import lightning as L
+import torch
+
+from ..flow import flow_matching_loss, get_time_sampler, noise_like
+from ..models import VelocityField
+from ._ema import EMA
+
+
+class FlowModule(L.LightningModule):
+    """Rectified-flow training of ``field`` on tokenised cells.
+
+    Each step: tokens ``x0`` of a batch, Gaussian source ``x1``, times from the configured
+    sampler, condition dropout with probability ``cond_dropout`` (classifier-free guidance),
+    loss ``||v(x_t, t, c) - (x1 - x0)||²``. AdamW with linear warm-up then cosine decay; an EMA
+    copy is validated and kept (its best state is restored when training ends).
+    """
+
+    def __init__(self, field: VelocityField, tokenizer, *, lr: float, weight_decay: float,
+                 warmup_steps: int, max_steps: int, ema_decay: float, cond_dropout: float,
+                 time_sampling: str, logit_mean: float = 0.0, logit_std: float = 1.0,
+                 val_seed: int = 0):
+        super().__init__()
+        self.field = field
+        self.tokenizer = tokenizer
+        self.lr, self.weight_decay = lr, weight_decay
+        self.warmup_steps, self.max_steps = warmup_steps, max_steps
+        self.cond_dropout = cond_dropout
+        self.sample_t = get_time_sampler(time_sampling, mean=logit_mean, std=logit_std)
+        self.ema = EMA(field, ema_decay)
+        self.val_seed = val_seed
+        self.best_val = math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.history: list[dict[str, float]] = []
+        self._val_losses: list[torch.Tensor] = []
+
+    def _loss(self, field, batch, generator=None) -> torch.Tensor:
+        x0 = self.tokenizer.encode(batch["x"])  # (B, T, P)
+        b = x0.shape[0]
+        x1 = noise_like(x0, generator)  # (B, T, P)
+        t = self.sample_t(b, generator, x0.device)  # (B,)
+        if generator is None and self.training:
+            drop = torch.rand(b, device=x0.device) < self.cond_dropout  # (B,)
+        else:
+            drop = torch.zeros(b, dtype=torch.bool, device=x0.device)
+        cond = {"atoms": batch["atoms"], "covariates": batch["covariates"], "drop": drop}
+        return flow_matching_loss(lambda x, tt: field(x, tt, cond), x0, x1, t)
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(self.field, batch)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, batch_size=len(batch["x"]))
+        return loss
+
+    def on_fit_start(self) -> None:
+        self.ema.module.to(self.device)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.ema.update(self.field)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_losses = []
+        self._val_gen = torch.Generator(device=self.device).manual_seed(self.val_seed)
+
+    def validation_step(self, batch, batch_idx):
+        with torch.no_grad():
+            loss = self._loss(self.ema.module, batch, generator=self._val_gen)
+        self._val_losses.append(loss.detach() * len(batch["x"]))
+        self._val_n = getattr(self, "_val_n", 0) + len(batch["x"])
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        n = getattr(self, "_val_n", 0)
+        self._val_n = 0
+        if not self._val_losses or n == 0:
+            return
+        val = float(torch.stack(self._val_losses).sum() / n)
+        self.log("val_loss", val, prog_bar=True)
+        if self.trainer.sanity_checking:
+            return
+        self.history.append({"step": int(self.global_step), "val_loss": val})
+        if val < self.best_val:
+            self.best_val = val
+            self.best_state = copy.deepcopy(self.ema.module.state_dict())
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.field.named_parameters():
+            table = name.startswith(("encoder.atoms", "encoder.covariates"))
+            (no_decay if p.ndim < 2 or table else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.lr)
+        warm, total = max(1, self.warmup_steps), max(self.max_steps, 1)
+
+        def schedule(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            progress = min(1.0, (step - warm) / max(1, total - warm))
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def final_field(self) -> VelocityField:
+        """EMA weights from the best validation check (or the last EMA if never validated)."""
+        field = copy.deepcopy(self.ema.module).cpu()
+        if self.best_state is not None:
+            field.load_state_dict(self.best_state)
+        return field.eval()

@@ -1,0 +1,121 @@
+"""Build and run the Lightning Trainer for a velocity field."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from .._config import DiTConfig, FlowConfig, TrainConfig
+from ..data._dataset import CellDataset, make_loader
+from ..models import VelocityField
+from ._module import FlowModule
+
+
+@dataclass
+class TrainResult:
+    """Trained EMA field and what happened during training."""
+
+    field: VelocityField
+    steps: int
+    seconds: float
+    best_val_loss: float
+    history: list[dict[str, float]]
+    precision: str
+    accelerator: str
+
+
+def auto_max_steps(n_cells: int, batch_size: int) -> int:
+    """Training length from data size: ~40 passes over the data, clipped to [1000, 6000] steps."""
+    return int(min(6000, max(1000, round(40 * n_cells / batch_size))))
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``"auto"`` → bf16 mixed precision on a GPU with bf16 or a CPU with bf16 units, else fp32."""
+    if precision != "auto":
+        return precision
+    use_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if use_gpu:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    try:
+        cpu_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        cpu_bf16 = False
+    return "bf16-mixed" if cpu_bf16 else "32-true"
+
+
+def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: CellDataset | None,
+                *, dit: DiTConfig, flow: FlowConfig, train: TrainConfig, verbose: bool = True,
+                checkpoint_dir: str | None = None) -> TrainResult:
+    """Train ``field`` with :class:`FlowModule` and return its best EMA weights."""
+    max_steps = train.max_steps or auto_max_steps(len(train_ds), train.batch_size)
+    precision = resolve_precision(train.precision, train.accelerator)
+    L.seed_everything(train.seed, workers=True, verbose=False)
+    module = FlowModule(
+        field, tokenizer, lr=train.lr, weight_decay=train.weight_decay,
+        warmup_steps=min(train.warmup_steps, max_steps // 5), max_steps=max_steps,
+        ema_decay=train.ema_decay, cond_dropout=dit.cond_dropout,
+        time_sampling=flow.time_sampling, logit_mean=flow.logit_mean, logit_std=flow.logit_std,
+        val_seed=train.seed,
+    )
+    train_loader = make_loader(train_ds, train.batch_size, shuffle=True, seed=train.seed,
+                               drop_last=True)
+    callbacks: list = []
+    val_loader = None
+    if val_ds is not None and len(val_ds) > 0:
+        val_loader = make_loader(val_ds, 1024, shuffle=False)
+        callbacks.append(EarlyStopping("val_loss", patience=train.patience, mode="min",
+                                       check_finite=True))
+        if checkpoint_dir:
+            callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, monitor="val_loss",
+                                             save_top_k=1, save_last=True))
+    steps_per_epoch = len(train_loader)
+    trainer = L.Trainer(
+        max_steps=max_steps, max_epochs=-1, accelerator=train.accelerator, devices=1,
+        precision=precision, gradient_clip_val=train.grad_clip, callbacks=callbacks,
+        val_check_interval=min(train.val_every, max_steps) if val_loader else None,
+        check_val_every_n_epoch=None if val_loader else 1,
+        limit_val_batches=1.0 if val_loader else 0, num_sanity_val_steps=0,
+        enable_progress_bar=verbose, enable_model_summary=False, logger=False,
+        enable_checkpointing=bool(checkpoint_dir and val_loader), deterministic=False,
+        default_root_dir=checkpoint_dir, log_every_n_steps=max(1, min(50, steps_per_epoch)),
+    )
+    t0 = time.perf_counter()
+    with _quiet(verbose):
+        trainer.fit(module, train_loader, val_loader)
+    seconds = time.perf_counter() - t0
+    return TrainResult(field=module.final_field(), steps=int(trainer.global_step), seconds=seconds,
+                       best_val_loss=module.best_val, history=module.history,
+                       precision=precision, accelerator=str(trainer.accelerator.__class__.__name__))
+
+
+class _quiet:
+    """Silence Lightning's info logs and routine warnings (unless verbose)."""
+
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+
+    def __enter__(self):
+        self._levels = {}
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+            lg = logging.getLogger(name)
+            self._levels[name] = lg.level
+            lg.setLevel(logging.INFO if self.verbose else logging.ERROR)
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+        warnings.filterwarnings("ignore", message=".*TPU available.*")
+        warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        return self
+
+    def __exit__(self, *exc):
+        self._w.__exit__(*exc)
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
+        return False
