@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from anndata import AnnData
 
 from ._config import DIT_PRESETS, DataConfig, DiTConfig, FlowConfig, ScDiTConfig, TokenizerConfig, TrainConfig
@@ -44,7 +44,7 @@ def fit(
     separator: str = "+",
     tokenizer: str = "genes",
     n_top_genes: int = 2000,
-    max_tokens: int = 64,
+    max_tokens: int | None = None,
     preset: str = "small",
     max_steps: int | None = None,
     batch_size: int = 256,
@@ -81,7 +81,8 @@ def fit(
         Separator of combination members.
     tokenizer, n_top_genes, max_tokens
         Gene-token tokenizer: how many highly variable genes to model (perturbation targets
-        that are measured genes are always kept) and the maximum number of tokens per cell.
+        that are measured genes are always kept) and the maximum number of tokens per cell
+        (default: the preset's ``max_tokens``; at most ~128).
     preset
         DiT size: ``"tiny"``, ``"small"`` (CPU default), ``"base"``, ``"large"``.
     max_steps
@@ -107,6 +108,8 @@ def fit(
         raise ValueError(f"Unknown preset {preset!r}; choose from {sorted(DIT_PRESETS)}.")
     if tokenizer != "genes":
         raise ValueError(f"Unknown tokenizer {tokenizer!r}; available: ['genes'].")
+    dit = dit or DIT_PRESETS[preset]
+    max_tokens = int(max_tokens or dit.max_tokens)
     labels = condition_labels(adata, condition_key).to_numpy()
     if (labels != info.control).sum() == 0:
         raise ValueError("Only control cells were found; add perturbed cells to train on.")
@@ -117,7 +120,7 @@ def fit(
                         covariate_keys=tuple(covariate_keys), separator=separator, layer=layer,
                         representation=info.representation),
         tokenizer=TokenizerConfig(kind=tokenizer, n_top_genes=n_top_genes, max_tokens=max_tokens),
-        dit=dit or DIT_PRESETS[preset], flow=flow or FlowConfig(), train=train,
+        dit=dit, flow=flow or FlowConfig(), train=train,
     )
     X = get_matrix(adata, layer)
     X_log = to_log1p(X, info.representation)
@@ -134,7 +137,9 @@ def fit(
     tr = np.setdiff1d(np.arange(adata.n_obs), val)
     train_ds = CellDataset(X_model[tr], atoms[tr], cov_codes[tr])
     val_ds = CellDataset(X_model[val], atoms[val], cov_codes[val]) if len(val) else None
-    field = build_field(cfg, tok, vocab, covs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        field = build_field(cfg, tok, vocab, covs)
     n_params = sum(p.numel() for p in field.parameters())
     if verbose:
         print(f"scdit: {adata.n_obs} cells ({len(tr)} train / {len(val)} validation), "
@@ -148,7 +153,6 @@ def fit(
                "best_val_loss": result.best_val_loss, "history": result.history,
                "precision": result.precision, "accelerator": result.accelerator,
                "n_modelled_genes": tok.n_genes}
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=cfg.train.max_steps))
     if verbose:
         print(f"scdit: trained {result.steps} steps in {result.seconds:.0f} s "
               f"({result.precision}); best validation loss {result.best_val_loss:.4f}")

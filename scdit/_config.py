@@ -54,7 +54,7 @@ class TokenizerConfig:
 
     kind: str = "genes"
     n_top_genes: int = 2000
-    max_tokens: int = 64
+    max_tokens: int = 16
     gene_order: str = "coexpression"
 
 
@@ -67,6 +67,7 @@ class DiTConfig:
     num_heads: int = 4
     mlp_ratio: float = 4.0
     cond_dropout: float = 0.1
+    max_tokens: int = 16
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,11 @@ class ScDiTConfig:
         )
 
 
-#: Size presets of the DiT; ``small`` is the CPU default.
+#: Size presets of the DiT; ``small`` is the CPU default. Compute grows linearly with the number
+#: of tokens, so each preset also sets the default token budget (``max_tokens``) of the tokenizer.
 DIT_PRESETS: dict[str, DiTConfig] = {
-    "tiny": DiTConfig(hidden_size=32, depth=2, num_heads=2),
-    "small": DiTConfig(hidden_size=128, depth=4, num_heads=4),
-    "base": DiTConfig(hidden_size=384, depth=8, num_heads=6),
-    "large": DiTConfig(hidden_size=768, depth=12, num_heads=12),
+    "tiny": DiTConfig(hidden_size=32, depth=2, num_heads=2, max_tokens=8),
+    "small": DiTConfig(hidden_size=128, depth=4, num_heads=4, max_tokens=16),
+    "base": DiTConfig(hidden_size=384, depth=8, num_heads=6, max_tokens=64),
+    "large": DiTConfig(hidden_size=768, depth=12, num_heads=12, max_tokens=128),
 }

@@ -205,17 +205,16 @@ class ScDiT:
         return ref
 
     def _reference_cells(self, label: str, src, n_cells, covariates, rng) -> ad.AnnData:
+        if covariates:
+            unknown = sorted(set(covariates) - set(self.covariates.keys))
+            if unknown:
+                raise KeyError(f"Unknown covariate key(s) {unknown}; the model was trained with "
+                               f"{list(self.covariates.keys)} as covariate keys.")
         if src is not None:
-            n = src.n_obs if n_cells is None else int(n_cells)
+            n = src.n_obs if n_cells is None else _n_cells(n_cells)
             rows = np.arange(n) if n == src.n_obs else rng.choice(src.n_obs, n, replace=n > src.n_obs)
-            ref = src[rows].copy()
-            if covariates:
-                for k, v in covariates.items():
-                    ref.obs[k] = str(v)
-            return ref
-        n = 100 if n_cells is None else int(n_cells)
-        if n < 1:
-            raise ValueError(f"n_cells must be >= 1, got {n_cells}.")
+            return _take(src, rows, covariates)
+        n = 100 if n_cells is None else _n_cells(n_cells)
         obs = self.reference.obs
         key = self.condition_key
         canonical = self._canonical(label)
@@ -235,10 +234,7 @@ class ScDiT:
                 for k, v in covariates.items():
                     ctrl &= obs[k].astype(str).to_numpy() == str(v)
                 pool = np.flatnonzero(ctrl) if ctrl.any() else pool
-        ref = self.reference[rng.choice(pool, n, replace=True)].copy()
-        for k, v in (covariates or {}).items():
-            ref.obs[k] = str(v)
-        return ref
+        return _take(self.reference, rng.choice(pool, n, replace=True), covariates)
 
     def _canonical(self, label: str) -> str:
         return self.vocab.separator.join(self.vocab.members(str(label))) or self.vocab.control
@@ -254,7 +250,7 @@ class ScDiT:
         obs = pd.DataFrame({self.condition_key: label}, index=[f"{label}-{i}" for i in range(len(X))])
         for k in self.covariates.keys:
             obs[k] = ref.obs[k].astype(str).to_numpy()
-        obs["reference_cell"] = ref.obs_names.to_numpy()
+        obs["reference_cell"] = ref.obs["reference_cell"].to_numpy()
         return ad.AnnData(X=sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=self.var_names))
 
     # ------------------------------------------------------------------ persistence
@@ -295,6 +291,22 @@ class ScDiT:
         field.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("field.")})
         reference = ad.read_h5ad(path / "reference.h5ad")
         return cls(cfg, vocab, covs, tok, field, meta["var_names"], reference, meta.get("summary"))
+
+
+def _n_cells(n_cells) -> int:
+    if isinstance(n_cells, bool) or not float(n_cells).is_integer() or int(n_cells) < 1:
+        raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}.")
+    return int(n_cells)
+
+
+def _take(adata: ad.AnnData, rows: np.ndarray, covariates: Mapping[str, str] | None) -> ad.AnnData:
+    """Rows of ``adata`` (repeats allowed) with unique names; originals in ``reference_cell``."""
+    obs = adata.obs.iloc[rows].copy()
+    obs["reference_cell"] = adata.obs_names[rows].to_numpy()
+    obs.index = [str(i) for i in range(len(rows))]
+    for k, v in (covariates or {}).items():
+        obs[k] = str(v)
+    return ad.AnnData(X=adata.X[rows], obs=obs, var=adata.var.copy())
 
 
 def make_reference(adata: ad.AnnData, X, cfg: ScDiTConfig, *, max_per_group: int = 300,

@@ -52,7 +52,8 @@ class ConditionVocab:
         if missing:
             raise KeyError(
                 f"Unknown perturbation(s) {missing}: not seen in training. Predicting unseen "
-                "perturbations needs perturbation features (fit(..., perturbation_features=...)); "
+                "perturbations needs perturbation features, which this version of scdit does not "
+                "support yet; predict combinations of seen perturbations instead ('A+B'); "
                 f"known perturbations: {list(self.atoms)[:20]}{' ...' if len(self.atoms) > 20 else ''}."
             )
         index = self.atom_index
@@ -113,7 +114,7 @@ class CovariateVocab:
                 raise KeyError(f"Covariate {key!r} is required (model trained with it); pass it.")
             lookup = {c: i + 1 for i, c in enumerate(cats)}
             vals = np.asarray(obs[key]).astype(str)
-            unknown = sorted(set(vals) - set(lookup))
+            unknown = sorted(set(map(str, vals)) - set(lookup))  # plain str in the message
             if unknown:
                 raise KeyError(
                     f"Unknown value(s) {unknown} for covariate {key!r}; values seen in training: "

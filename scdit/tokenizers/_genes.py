@@ -15,19 +15,21 @@ from ._base import register
 def select_genes(X, var_names: Sequence[str], n_top: int, required: Sequence[str] = ()) -> list[int]:
     """Indices of the ``n_top`` most variable genes of log1p ``X``, plus ``required`` genes.
 
-    Variability is the dispersion (variance / mean) ranked within 20 bins of mean expression
-    (the Seurat recipe), computed on log1p values without densifying a sparse ``X``.
+    Variability is the dispersion (variance / mean) ranked within up to 20 bins of mean
+    expression, at least 10 genes per bin (the Seurat recipe). As in Seurat, mean and variance are
+    those of ``expm1(X)`` (normalised expression, not its log: the log lowers the mean of
+    over-dispersed genes and moves them into the wrong bins), computed without densifying a
+    sparse ``X``.
     """
     n_genes = len(var_names)
     names = list(var_names)
     req = [names.index(g) for g in dict.fromkeys(required) if g in set(names)]
     if n_genes <= n_top:
         return list(range(n_genes))
-    mean = np.asarray(X.mean(axis=0)).ravel()
-    sq = X.multiply(X) if sp.issparse(X) else np.asarray(X) ** 2
-    var = np.asarray(sq.mean(axis=0)).ravel() - mean**2
+    mean, var = _expm1_mean_var(X)
     disp = np.log(np.maximum(var, 1e-12) / np.maximum(mean, 1e-12))
-    bins = np.digitize(mean, np.quantile(mean, np.linspace(0, 1, 21)[1:-1]))
+    n_bins = int(np.clip(n_genes // 10, 1, 20))  # ≥ 10 genes per bin: z-scores need company
+    bins = np.digitize(mean, np.quantile(mean, np.linspace(0, 1, n_bins + 1)[1:-1]))
     score = np.full(n_genes, -np.inf)
     for b in np.unique(bins):
         m = (bins == b) & (mean > 0)
@@ -39,6 +41,26 @@ def select_genes(X, var_names: Sequence[str], n_top: int, required: Sequence[str
     top = list(np.argsort(-score, kind="stable")[:n_top])
     chosen = list(dict.fromkeys(req + top))[: max(n_top, len(req))]
     return sorted(chosen)
+
+
+def _expm1_mean_var(X) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and variance of ``expm1(X)`` (float64); sparse stays sparse, dense in chunks."""
+    n = max(X.shape[0], 1)
+    if sp.issparse(X):
+        e = sp.csr_matrix(X, dtype=np.float64, copy=True)
+        np.expm1(e.data, out=e.data)
+        s1 = np.asarray(e.sum(axis=0)).ravel()
+        s2 = np.asarray(e.multiply(e).sum(axis=0)).ravel()
+    else:
+        X = np.asarray(X)
+        s1, s2 = np.zeros(X.shape[1]), np.zeros(X.shape[1])
+        step = max(1, 2**22 // max(X.shape[1], 1))
+        for start in range(0, X.shape[0], step):
+            e = np.expm1(X[start:start + step].astype(np.float64))  # (chunk, G)
+            s1 += e.sum(0)
+            s2 += (e * e).sum(0)
+    mean = s1 / n
+    return mean, np.maximum(s2 / n - mean**2, 0.0)
 
 
 def coexpression_order(X, *, max_cells: int = 5000, seed: int = 0) -> np.ndarray:
@@ -53,7 +75,8 @@ def coexpression_order(X, *, max_cells: int = 5000, seed: int = 0) -> np.ndarray
     dense = sub.toarray() if sp.issparse(sub) else np.asarray(sub)
     if dense.shape[1] < 3:
         return np.arange(dense.shape[1])
-    corr = np.corrcoef(dense, rowvar=False)
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant genes → NaN, zeroed below
+        corr = np.corrcoef(dense, rowvar=False)
     corr = np.nan_to_num(corr, nan=0.0)
     dist = np.clip(1.0 - corr, 0.0, 2.0)
     np.fill_diagonal(dist, 0.0)

@@ -36,17 +36,17 @@ def auto_max_steps(n_cells: int, batch_size: int) -> int:
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """``"auto"`` → bf16 mixed precision on a GPU with bf16 or a CPU with bf16 units, else fp32."""
+    """``"auto"`` → bf16 mixed precision on a GPU that supports it, fp32 otherwise.
+
+    On the 2-core CPU we measured (benchmarks/RESULTS.md) bf16 autocast did not speed up the
+    small preset (elementwise ops dominate), so CPUs train in fp32 unless asked otherwise.
+    """
     if precision != "auto":
         return precision
     use_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    if use_gpu:
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    try:
-        cpu_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        cpu_bf16 = False
-    return "bf16-mixed" if cpu_bf16 else "32-true"
+    if use_gpu and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
 
 
 def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: CellDataset | None,
@@ -75,18 +75,18 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
             callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, monitor="val_loss",
                                              save_top_k=1, save_last=True))
     steps_per_epoch = len(train_loader)
-    trainer = L.Trainer(
-        max_steps=max_steps, max_epochs=-1, accelerator=train.accelerator, devices=1,
-        precision=precision, gradient_clip_val=train.grad_clip, callbacks=callbacks,
-        val_check_interval=min(train.val_every, max_steps) if val_loader else None,
-        check_val_every_n_epoch=None if val_loader else 1,
-        limit_val_batches=1.0 if val_loader else 0, num_sanity_val_steps=0,
-        enable_progress_bar=verbose, enable_model_summary=False, logger=False,
-        enable_checkpointing=bool(checkpoint_dir and val_loader), deterministic=False,
-        default_root_dir=checkpoint_dir, log_every_n_steps=max(1, min(50, steps_per_epoch)),
-    )
-    t0 = time.perf_counter()
     with _quiet(verbose):
+        trainer = L.Trainer(
+            max_steps=max_steps, max_epochs=-1, accelerator=train.accelerator, devices=1,
+            precision=precision, gradient_clip_val=train.grad_clip, callbacks=callbacks,
+            val_check_interval=min(train.val_every, max_steps) if val_loader else None,
+            check_val_every_n_epoch=None if val_loader else 1,
+            limit_val_batches=1.0 if val_loader else 0, num_sanity_val_steps=0,
+            enable_progress_bar=verbose, enable_model_summary=False, logger=False,
+            enable_checkpointing=bool(checkpoint_dir and val_loader), deterministic=False,
+            default_root_dir=checkpoint_dir, log_every_n_steps=max(1, min(50, steps_per_epoch)),
+        )
+        t0 = time.perf_counter()
         trainer.fit(module, train_loader, val_loader)
     seconds = time.perf_counter() - t0
     return TrainResult(field=module.final_field(), steps=int(trainer.global_step), seconds=seconds,
@@ -105,13 +105,16 @@ class _quiet:
         for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
             lg = logging.getLogger(name)
             self._levels[name] = lg.level
-            lg.setLevel(logging.INFO if self.verbose else logging.ERROR)
+            lg.setLevel(logging.WARNING if self.verbose else logging.ERROR)
         self._w = warnings.catch_warnings()
         self._w.__enter__()
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
         warnings.filterwarnings("ignore", message=".*TPU available.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        warnings.filterwarnings("ignore", message=".*validation_step.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*litlogger.*")
         return self
 
     def __exit__(self, *exc):

@@ -1,0 +1,71 @@
+# scdit developer tasks.  `make demo` and `make test` work from a fresh clone: the first call
+# creates .venv and installs the CPU build of torch plus scdit (editable) with its dev extras.
+#
+# pip is used with the machine's own configuration (index, find-links, certificates); we only add
+# the constraints file that pins the CPU build of torch (a bare `torch` pulls a multi-GB CUDA
+# build). Override on the command line, e.g. `make venv PYTHON=python3.12`.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+CONSTRAINTS ?= requirements/constraints-cpu.txt
+TORCH       ?= torch==2.13.0
+PIP_ARGS    ?=
+BENCH_ARGS  ?=
+
+PY    := $(VENV)/bin/python
+PIP   := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_NO_INPUT := 1
+export PIP_PROGRESS_BAR := off
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test test-all demo lint format bench clean distclean
+
+help:
+	@echo "make venv      create $(VENV) and install scdit[dev] (CPU torch) - run by the others"
+	@echo "make test      fast test suite (slow tests deselected)"
+	@echo "make test-all  whole test suite, slow tests included"
+	@echo "make demo      run the end-to-end demo (python -m scdit.demo)"
+	@echo "make lint      ruff check"
+	@echo "make bench     benchmark scripts in benchmarks/ (BENCH_ARGS=... passed to each)"
+	@echo "make clean     remove caches; make distclean also removes $(VENV)"
+
+venv: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned to the CPU build, so that resolving scdit's `torch>=...` installs nothing more.
+$(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
+	$(PIP) install $(PIP_ARGS) -c $(CONSTRAINTS) "$(TORCH)"
+	$(PIP) install $(PIP_ARGS) -c $(CONSTRAINTS) -e '.[dev]'
+	@touch $@
+
+test: venv
+	$(PY) -m pytest -q
+
+test-all: venv
+	$(PY) -m pytest -q -m "slow or not slow"
+
+demo: venv
+	$(PY) -m scdit.demo
+
+lint: venv
+	$(PY) -m ruff check .
+
+format: venv
+	$(PY) -m ruff check --fix .
+
+# Every benchmarks/*.py script that does not start with an underscore, one after the other.
+bench: venv
+	@set -e; for f in $(sort $(wildcard benchmarks/[!_]*.py)); do \
+		echo "== $$f"; $(PY) $$f $(BENCH_ARGS); done
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info lightning_logs
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
