@@ -10,6 +10,7 @@ VENV        ?= .venv
 CONSTRAINTS ?= requirements/constraints-cpu.txt
 TORCH       ?= torch==2.13.0
 PIP_ARGS    ?=
+BENCH       ?= $(sort $(wildcard benchmarks/[!_]*.py))
 BENCH_ARGS  ?=
 
 PY    := $(VENV)/bin/python
@@ -29,7 +30,7 @@ help:
 	@echo "make test-all  whole test suite, slow tests included"
 	@echo "make demo      run the end-to-end demo (python -m scdit.demo)"
 	@echo "make lint      ruff check"
-	@echo "make bench     benchmark scripts in benchmarks/ (BENCH_ARGS=... passed to each)"
+	@echo "make bench     run benchmarks/*.py (BENCH=script BENCH_ARGS=... to pick one; see benchmarks/README.md)"
 	@echo "make clean     remove caches; make distclean also removes $(VENV)"
 
 venv: $(STAMP)
@@ -58,10 +59,10 @@ lint: venv
 format: venv
 	$(PY) -m ruff check --fix .
 
-# Every benchmarks/*.py script that does not start with an underscore, one after the other.
+# Every benchmarks/*.py script not starting with an underscore, one after the other; pick some
+# with BENCH=..., e.g. `make bench BENCH=benchmarks/train_throughput.py BENCH_ARGS="--threads 1"`.
 bench: venv
-	@set -e; for f in $(sort $(wildcard benchmarks/[!_]*.py)); do \
-		echo "== $$f"; $(PY) $$f $(BENCH_ARGS); done
+	@set -e; for f in $(BENCH); do echo "== $$f"; $(PY) $$f $(BENCH_ARGS); done
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info lightning_logs

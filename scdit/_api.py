@@ -9,7 +9,15 @@ import numpy as np
 import torch
 from anndata import AnnData
 
-from ._config import DIT_PRESETS, DataConfig, DiTConfig, FlowConfig, ScDiTConfig, TokenizerConfig, TrainConfig
+from ._config import (
+    DIT_PRESETS,
+    DataConfig,
+    DiTConfig,
+    FlowConfig,
+    ScDiTConfig,
+    TokenizerConfig,
+    TrainConfig,
+)
 from ._model import ScDiT, build_field, make_reference
 from .data._dataset import CellDataset
 from .data._representation import to_log1p
@@ -50,6 +58,7 @@ def fit(
     batch_size: int = 256,
     lr: float = 1e-3,
     seed: int = 0,
+    max_minutes: float | None = 14.0,
     accelerator: str = "auto",
     precision: str = "auto",
     checkpoint_dir: str | Path | None = None,
@@ -87,8 +96,12 @@ def fit(
         DiT size: ``"tiny"``, ``"small"`` (CPU default), ``"base"``, ``"large"``.
     max_steps
         Optimisation steps; ``None`` picks a length from the number of cells.
+    max_minutes
+        Wall-time budget of training (default 14 min, so that a default fit ends within 15
+        minutes on a small CPU); when spent, training stops and the best EMA weights so far are
+        kept. ``None`` disables it.
     batch_size, lr, seed, accelerator, precision
-        Training settings (``precision="auto"``: bf16 mixed where the hardware has it).
+        Training settings (``precision="auto"``: bf16 mixed on GPUs that support it, else fp32).
     checkpoint_dir
         Where Lightning writes checkpoints (best and last); none are written when ``None``.
     dit, flow, train
@@ -114,7 +127,8 @@ def fit(
     if (labels != info.control).sum() == 0:
         raise ValueError("Only control cells were found; add perturbed cells to train on.")
     train = train or TrainConfig(batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
-                                 accelerator=accelerator, precision=precision)
+                                 accelerator=accelerator, precision=precision,
+                                 max_minutes=max_minutes)
     cfg = ScDiTConfig(
         data=DataConfig(condition_key=condition_key, control=info.control,
                         covariate_keys=tuple(covariate_keys), separator=separator, layer=layer,
@@ -149,12 +163,14 @@ def fit(
     result = train_field(field, tok, train_ds, val_ds, dit=cfg.dit, flow=cfg.flow, train=cfg.train,
                          verbose=verbose, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
     summary = {"n_cells": int(adata.n_obs), "n_train": int(len(tr)), "n_val": int(len(val)),
-               "n_params": int(n_params), "steps": result.steps, "seconds": round(result.seconds, 1),
+               "n_params": int(n_params), "steps": result.steps, "max_steps": result.max_steps, "seconds": round(result.seconds, 1),
                "best_val_loss": result.best_val_loss, "history": result.history,
                "precision": result.precision, "accelerator": result.accelerator,
                "n_modelled_genes": tok.n_genes}
     if verbose:
-        print(f"scdit: trained {result.steps} steps in {result.seconds:.0f} s "
+        early = "" if result.steps >= result.max_steps else \
+            f" (stopped before {result.max_steps}: early stopping or the time budget)"
+        print(f"scdit: trained {result.steps} steps{early} in {result.seconds:.0f} s "
               f"({result.precision}); best validation loss {result.best_val_loss:.4f}")
     reference = make_reference(adata, X, cfg, seed=seed)
     return ScDiT(cfg, vocab, covs, tok, result.field, adata.var_names, reference, summary)

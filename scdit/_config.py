@@ -72,7 +72,11 @@ class DiTConfig:
 
 @dataclass(frozen=True)
 class FlowConfig:
-    """Rectified flow: ``x_t = t x1 + (1 - t) x0``, ``t = 0`` data, ``t = 1`` source."""
+    """Rectified flow: ``x_t = t x1 + (1 - t) x0``, ``t = 0`` data, ``t = 1`` source.
+
+    ``compose`` is the default weight of single-perturbation composition when predicting
+    combinations (see :meth:`scdit.ScDiT.predict`).
+    """
 
     source: str = "noise"
     time_sampling: str = "logit_normal"
@@ -80,11 +84,17 @@ class FlowConfig:
     logit_std: float = 1.0
     solver: str = "heun"
     steps: int = 20
+    compose: float = 0.0
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings; ``max_steps=None`` picks a length from the data size."""
+    """Optimisation settings.
+
+    ``max_steps=None`` picks a length from the data size (:func:`scdit.train.auto_max_steps`).
+    ``max_minutes`` is a wall-time budget: training stops when it is spent (the best EMA weights
+    so far are kept); ``None`` disables it. A run that ends before the budget is reproducible.
+    """
 
     batch_size: int = 256
     lr: float = 1e-3
@@ -99,6 +109,7 @@ class TrainConfig:
     precision: str = "auto"
     accelerator: str = "auto"
     seed: int = 0
+    max_minutes: float | None = 14.0
 
 
 @dataclass(frozen=True)

@@ -27,3 +27,22 @@ def guided(field: Callable, cond: dict[str, torch.Tensor], scale: float) -> Call
         return v_u + scale * (v_c - v_u)
 
     return v
+
+
+def composed(terms: list[tuple[Callable, float]]) -> Callable:
+    """Weighted sum of velocity fields ``Σ w_i v_i(x, t)``.
+
+    With ``v_A + v_B - v_control`` this is the rectified-flow form of composing scores
+    (product of experts, Liu et al. 2022 "Compositional visual generation"): for the linear
+    path from Gaussian noise the velocity is affine in the score with coefficients that depend
+    only on ``(x, t)``, so weights summing to one compose the scores exactly.
+    """
+
+    def v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = None
+        for field, w in terms:
+            term = w * field(x, t)
+            out = term if out is None else out + term
+        return out
+
+    return v

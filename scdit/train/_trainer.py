@@ -28,11 +28,12 @@ class TrainResult:
     history: list[dict[str, float]]
     precision: str
     accelerator: str
+    max_steps: int
 
 
 def auto_max_steps(n_cells: int, batch_size: int) -> int:
-    """Training length from data size: ~40 passes over the data, clipped to [1000, 6000] steps."""
-    return int(min(6000, max(1000, round(40 * n_cells / batch_size))))
+    """Training length from data size: ~25 passes over the data, clipped to [1000, 4000] steps."""
+    return int(min(4000, max(1000, round(25 * n_cells / batch_size))))
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -85,13 +86,15 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
             enable_progress_bar=verbose, enable_model_summary=False, logger=False,
             enable_checkpointing=bool(checkpoint_dir and val_loader), deterministic=False,
             default_root_dir=checkpoint_dir, log_every_n_steps=max(1, min(50, steps_per_epoch)),
+            max_time={"minutes": train.max_minutes} if train.max_minutes else None,
         )
         t0 = time.perf_counter()
         trainer.fit(module, train_loader, val_loader)
     seconds = time.perf_counter() - t0
     return TrainResult(field=module.final_field(), steps=int(trainer.global_step), seconds=seconds,
                        best_val_loss=module.best_val, history=module.history,
-                       precision=precision, accelerator=str(trainer.accelerator.__class__.__name__))
+                       precision=precision, accelerator=str(trainer.accelerator.__class__.__name__),
+                       max_steps=max_steps)
 
 
 class _quiet:
