@@ -74,8 +74,9 @@ class DiTConfig:
 class FlowConfig:
     """Rectified flow: ``x_t = t x1 + (1 - t) x0``, ``t = 0`` data, ``t = 1`` source.
 
-    ``compose`` is the default weight of single-perturbation composition when predicting
-    combinations (see :meth:`scdit.ScDiT.predict`).
+    ``compose`` is the weight of single-perturbation composition used by default when predicting
+    combinations *not seen in training* (see :meth:`scdit.ScDiT.predict`); combinations seen in
+    training use their learned joint condition.
     """
 
     source: str = "noise"
@@ -84,7 +85,7 @@ class FlowConfig:
     logit_std: float = 1.0
     solver: str = "heun"
     steps: int = 20
-    compose: float = 0.0
+    compose: float = 1.0
 
 
 @dataclass(frozen=True)

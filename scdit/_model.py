@@ -108,7 +108,7 @@ class ScDiT:
     def _velocity(self, label: str, atoms: torch.Tensor, covs: torch.Tensor, scale: float,
                   compose: float | None):
         """Guided velocity for ``label``; combinations optionally composed from their members."""
-        w = self.config.flow.compose if compose is None else float(compose)
+        w = self._compose_weight(label, compose)
         v_joint = guided(self.field, {"atoms": atoms, "covariates": covs}, scale)
         members = self.vocab.members(label)
         if w == 0.0 or len(members) < 2:
@@ -121,6 +121,12 @@ class ScDiT:
         terms.append((guided(self.field, {"atoms": ctrl, "covariates": covs}, scale),
                       -w * (len(members) - 1)))
         return composed(terms)
+
+    def _compose_weight(self, label: str, compose: float | None) -> float:
+        if compose is not None:
+            return float(compose)
+        canonical = {self._canonical(c) for c in self.vocab.conditions}
+        return 0.0 if self._canonical(label) in canonical else self.config.flow.compose
 
     def predict(self, perturbations: str | Sequence[str], n_cells: int | None = None, *,
                 covariates: Mapping[str, str] | None = None, source: ad.AnnData | None = None,
@@ -154,7 +160,9 @@ class ScDiT:
         compose
             For combinations ``A+B``: weight ``w`` of composing the members' velocity fields,
             ``v = (1 - w) v_AB + w (v_A + v_B - v_control)`` (score composition). 0 uses the
-            learned joint condition only; default from the model's ``FlowConfig.compose``.
+            learned joint condition only. Default (``None``): 0 for combinations seen in
+            training, ``FlowConfig.compose`` (1.0) for unseen ones; on held-out Norman doubles
+            composition raised Pearson Δ from 0.83 (joint only) to 0.90 (benchmarks/RESULTS.md).
 
         Returns
         -------
@@ -179,7 +187,7 @@ class ScDiT:
         out.obs_names_make_unique()
         out.uns["scdit"] = {"guidance_scale": guidance_scale, "steps": steps or self.config.flow.steps,
                             "solver": solver or self.config.flow.solver, "seed": seed,
-                            "compose": self.config.flow.compose if compose is None else compose,
+                            "compose": "auto" if compose is None else compose,
                             "representation": self.representation}
         return out
 
