@@ -73,13 +73,13 @@ def test_demo_smoke(oracle, tmp_path, capsys):
     # tidy metrics and the wide summary
     df = pd.read_csv(out / "metrics.csv")
     assert list(df.columns) == ["method", "condition", "covariate", "metric", "value"]
-    assert set(df.method) == {"scdit", "no_change", "mean", "additive"}
+    assert {"scdit", "no_change", "mean", "additive"} <= set(df.method)
     assert set(df.condition) == held
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scdit"]["pearson_delta"] == pytest.approx(1.0)
     assert summary["no_change"]["pearson_delta"] is None  # NaN → null, valid JSON
     wide = pd.read_csv(out / "summary.csv", index_col=0)
-    assert list(wide.index) == ["scdit", "no_change", "mean", "additive"]
+    assert list(wide.index)[0] == "scdit" and {"no_change", "mean", "additive"} <= set(wide.index)
     report = (out / "report.md").read_text()
     assert "![delta scatter](delta_scatter.png)" in report and "## Wall time" in report
     run = json.loads((out / "run.json").read_text())

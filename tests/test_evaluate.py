@@ -177,7 +177,7 @@ def test_control_detection_errors():
         kept = pred[pred.obs.condition != "B"].copy()
         evaluate(kept, real, "condition", control="baseline", conditions=["B"])
     with pytest.raises(ValueError, match="Unknown baselines"):
-        evaluate(pred, real, "condition", baselines=("linear",))
+        evaluate(pred, real, "condition", baselines=("quadratic",))
 
 
 def test_covariate_contexts():

@@ -1,22 +1,32 @@
-"""Evaluation of perturbation predictions: metrics, baselines and :func:`evaluate`.
+"""Evaluation of perturbation predictions: metrics, baselines, :func:`evaluate` and benchmarks.
 
 See ``EVALUATION.md`` for the metric definitions; :data:`DEFINITIONS` holds one line per metric.
 """
 
 from . import _metrics as metrics
-from ._baselines import BASELINES, baseline_predictions, detect_control
+from ._baselines import ALL_BASELINES, BASELINES, baseline_predictions, detect_control
+from ._benchmark import DEFAULT_BASELINES, benchmark
 from ._de import top_k_de, welch_t
-from ._evaluate import DEFINITIONS, METRICS, evaluate, summarize
+from ._evaluate import DEFINITIONS, LOWER_IS_BETTER, METRICS, evaluate, summarize
+from ._linear import LinearBaseline
+from ._report import normalized_scores, write_report
 
 __all__ = [
+    "ALL_BASELINES",
     "BASELINES",
+    "DEFAULT_BASELINES",
     "DEFINITIONS",
+    "LOWER_IS_BETTER",
+    "LinearBaseline",
     "METRICS",
     "baseline_predictions",
+    "benchmark",
     "detect_control",
     "evaluate",
     "metrics",
+    "normalized_scores",
     "summarize",
     "top_k_de",
     "welch_t",
+    "write_report",
 ]

@@ -6,8 +6,13 @@ control cells of ``ctx`` shifted by a vector in log1p space:
 * ``no_change``: shift 0;
 * ``mean``: the centroid-average of the perturbation effects ``δ_q = x̄_q − x̄_ctrl`` of the
   source's non-control groups (same context if it has any, else all contexts);
+* ``mean_cell_weighted``: as ``mean`` but each group weighted by its number of cells;
 * ``additive`` (combinations ``A+B[+C]``): ``Σ δ_member``, each member's effect from the same
-  context if available, else averaged over the contexts that have it.
+  context if available, else averaged over the contexts that have it;
+* ``linear``: the ridge model ``Y ≈ G K Pᵀ + b`` of Ahlmann-Eltze et al. (2025) fitted on the
+  source's effects (all contexts pooled; see :mod:`scdit.evaluate._linear`).
+
+``ceiling`` (split-half agreement of the real cells) is computed by ``evaluate`` itself.
 
 The source is ``train`` when given (used as is), else ``real`` with the evaluated group
 ``(p, ctx)`` left out, so a baseline never sees the cells it is scored against.
@@ -35,7 +40,18 @@ CONTROL_LABELS: tuple[str, ...] = (
     "dmso",
     "vehicle",
 )
+#: Baselines ``evaluate`` reports by default.
 BASELINES: tuple[str, ...] = ("no_change", "mean", "additive")
+#: Every baseline ``evaluate`` can report (``ceiling`` only there, not as predicted cells).
+ALL_BASELINES: tuple[str, ...] = (
+    "no_change",
+    "mean",
+    "mean_cell_weighted",
+    "additive",
+    "linear",
+    "ceiling",
+)
+SHIFT_BASELINES: tuple[str, ...] = tuple(b for b in ALL_BASELINES if b != "ceiling")
 
 Key = tuple  # (condition, context)
 
@@ -145,7 +161,9 @@ def group_data(
 class EffectSource:
     """Perturbation effects of a source (train, or real with the evaluated group left out).
 
-    ``leave_out=True`` drops the evaluated ``(condition, context)`` group from every average.
+    ``leave_out=True`` drops the evaluated ``(condition, context)`` group from every average
+    (and refits the linear model without it). ``var_names``, ``embedding`` and ``linear`` (keyword
+    arguments of :class:`~scdit.evaluate._linear.LinearBaseline`) configure the linear baseline.
     """
 
     def __init__(
@@ -156,12 +174,20 @@ class EffectSource:
         separator: str = "+",
         *,
         leave_out: bool = True,
+        var_names=None,
+        embedding: pd.DataFrame | None = None,
+        linear: dict | None = None,
     ):
         self.control = control
         self.leave_out = leave_out
         self.separator = separator
+        self.var_names = var_names
+        self.embedding = embedding
+        self.linear_kwargs = dict(linear or {})
+        self._linear: dict = {}
         self.centroids: dict[Key, np.ndarray] = {}
         self.effects: dict[Key, np.ndarray] = {}
+        self.n_cells: dict[Key, float] = {}
         self.by_members: dict[tuple, list[Key]] = {}
         for key in src.keys:
             cond, ctx = key
@@ -174,18 +200,44 @@ class EffectSource:
             if ctrl is None:
                 continue
             self.effects[key] = src.mean_of(key) - ctrl
+            self.n_cells[key] = float(src.n[src.index[key]])
             members = condition_members(cond, separator, control)
             self.by_members.setdefault(members, []).append(key)
 
     def _excluded(self, k: Key, key: Key) -> bool:
         return self.leave_out and k == key
 
-    def mean_shift(self, key: Key) -> np.ndarray | None:
-        """Centroid-average effect of the other groups, same context first, else all contexts."""
+    def mean_shift(self, key: Key, weighted: bool = False) -> np.ndarray | None:
+        """Average effect of the other groups, same context first, else all contexts.
+
+        Centroid average (each group counts once), or cell-weighted with ``weighted=True``.
+        """
         others = [k for k in self.effects if not self._excluded(k, key)]
         same = [k for k in others if k[1] == key[1]]
         use = same or others
-        return np.mean([self.effects[k] for k in use], axis=0) if use else None
+        if not use:
+            return None
+        w = [self.n_cells[k] for k in use] if weighted else None
+        return np.average([self.effects[k] for k in use], axis=0, weights=w)
+
+    def linear_shift(self, key: Key) -> np.ndarray | None:
+        """Effect predicted by the linear baseline fitted on the (other) source groups."""
+        from ._linear import LinearBaseline
+
+        if self.var_names is None:
+            raise ValueError("The linear baseline needs var_names.")
+        cache = key if self.leave_out else None
+        if cache not in self._linear:
+            effects = {k: v for k, v in self.effects.items() if not self._excluded(k, key)}
+            self._linear[cache] = LinearBaseline(
+                effects,
+                self.var_names,
+                control=self.control,
+                separator=self.separator,
+                embedding=self.embedding,
+                **self.linear_kwargs,
+            )
+        return self._linear[cache].predict(key[0])
 
     def additive_shift(self, key: Key) -> np.ndarray | None:
         """``Σ δ_member`` for a combination, or None (not a combination / a member unknown)."""
@@ -207,9 +259,13 @@ class EffectSource:
             return np.zeros(n_genes)
         if kind == "mean":
             return self.mean_shift(key)
+        if kind == "mean_cell_weighted":
+            return self.mean_shift(key, weighted=True)
         if kind == "additive":
             return self.additive_shift(key)
-        raise ValueError(f"Unknown baseline {kind!r}; choose from {BASELINES}.")
+        if kind == "linear":
+            return self.linear_shift(key)
+        raise ValueError(f"Unknown baseline {kind!r}; choose from {SHIFT_BASELINES}.")
 
     def pert_mean(self, key: Key, ctrl_mean: np.ndarray) -> np.ndarray | None:
         """Systema's μ: mean of the source's perturbation centroids in the same context (else the
@@ -232,6 +288,8 @@ def baseline_predictions(
     separator: str = "+",
     baselines: Sequence[str] = BASELINES,
     layer: str | None = None,
+    perturbation_embedding: pd.DataFrame | None = None,
+    linear: dict | None = None,
 ) -> dict[str, AnnData]:
     """Build baseline predictions as AnnData of log1p cells, one per baseline.
 
@@ -247,12 +305,18 @@ def baseline_predictions(
     condition_key, control, train, conditions, covariate_key, separator, layer
         As in :func:`scdit.evaluate.evaluate`.
     baselines
-        Any of ``"no_change"``, ``"mean"``, ``"additive"``.
+        Any of ``"no_change"``, ``"mean"``, ``"mean_cell_weighted"``, ``"additive"``,
+        ``"linear"`` (not ``"ceiling"``, which only :func:`~scdit.evaluate.evaluate` computes).
+    perturbation_embedding, linear
+        Embedding and keyword arguments (``n_pcs``, ``ridge``) of the linear baseline.
 
     Returns
     -------
     Mapping baseline name → AnnData (``var_names`` of ``real``).
     """
+    bad = [b for b in baselines if b not in SHIFT_BASELINES]
+    if bad:
+        raise ValueError(f"Unknown baselines {bad}; choose from {SHIFT_BASELINES}.")
     control = detect_control(real.obs[condition_key], control)
     R = group_data(real, condition_key, covariate_key, layer=layer, name="real")
     ctrl_means = {k[1]: R.mean[i] for i, k in enumerate(R.keys) if k[0] == control}
@@ -261,7 +325,16 @@ def baseline_predictions(
         S = group_data(train, condition_key, covariate_key, layer=layer, name="train")
     else:
         S = R
-    source = EffectSource(S, control, ctrl_means, separator, leave_out=train is None)
+    source = EffectSource(
+        S,
+        control,
+        ctrl_means,
+        separator,
+        leave_out=train is None,
+        var_names=real.var_names,
+        embedding=perturbation_embedding,
+        linear=linear,
+    )
     wanted = None if conditions is None else set(map(str, conditions))
     keys = [
         k

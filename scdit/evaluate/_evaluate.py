@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from anndata import AnnData
 
 from . import _metrics as M
 from ._baselines import (
+    ALL_BASELINES,
     BASELINES,
     EffectSource,
     align_genes,
@@ -20,8 +19,9 @@ from ._baselines import (
     detect_control,
     group_data,
 )
+from ._de import group_stats, welch_t
 from ._de import top_k_de as _top_k_de
-from ._de import welch_t
+from ._distribution import distribution_scores
 
 #: One-line definition of every metric ``evaluate`` reports (also in ``df.attrs``).
 DEFINITIONS: dict[str, str] = {
@@ -50,88 +50,18 @@ DEFINITIONS: dict[str, str] = {
     "energy_distance": "Energy distance 2E‖x−y‖ − E‖x−x′‖ − E‖y−y′‖ with Euclidean (not "
     "squared) norms, V-statistic, between predicted and real cells in a PCA (n_pcs) fitted once "
     "on the real control + evaluated cells; ≤ max_cells_energy cells per group.",
+    "energy_distance_sq": "E-distance of scPerturb/pertpy: squared Euclidean distances, within-set "
+    "means over distinct pairs, = 2‖x̄−ȳ‖² − 2s_x/(n_x−1) − 2s_y/(n_y−1) (can be < 0), same PCA "
+    "and cells as energy_distance.",
+    "mmd": "Biased MMD² (V-statistic) with Gaussian RBF kernels averaged over bandwidths "
+    "{0.5, 1, 2, 4} × the median pairwise distance of the context's real cells, same PCA and "
+    "cells as energy_distance.",
 }
 METRICS: tuple[str, ...] = tuple(DEFINITIONS)
-
-
-def _dense_rows(X, rows: np.ndarray) -> np.ndarray:
-    sub = X[rows]
-    return np.asarray(sub.toarray() if hasattr(sub, "toarray") else sub, dtype=np.float64)
-
-
-def _subsample(rows: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
-    if m <= 0 or len(rows) <= m:
-        return rows
-    return np.sort(rng.choice(rows, size=m, replace=False))
-
-
-def _fit_pca(X: np.ndarray, n_pcs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(center, components (n_genes, k))`` of a PCA of the rows of ``X``."""
-    center = X.mean(0)
-    Xc = X - center
-    k = int(min(n_pcs, X.shape[0] - 1, X.shape[1]))
-    if k < 1:
-        return center, np.zeros((X.shape[1], 0))
-    if min(Xc.shape) <= 2000:
-        # exact: eigen-decomposition of the smaller of the covariance and the Gram matrix
-        if Xc.shape[1] <= Xc.shape[0]:
-            w, v = np.linalg.eigh(Xc.T @ Xc)
-            return center, np.ascontiguousarray(v[:, ::-1][:, :k])
-        w, u = np.linalg.eigh(Xc @ Xc.T)
-        u, w = u[:, ::-1][:, :k], np.sqrt(np.maximum(w[::-1][:k], 1e-300))
-        return center, np.ascontiguousarray((Xc.T @ u) / w)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        _, _, v = torch.svd_lowrank(torch.from_numpy(Xc), q=min(k + 10, min(Xc.shape)), niter=6)
-    return center, np.ascontiguousarray(v[:, :k].numpy())
-
-
-def _few_threads(small: bool):
-    """Single-threaded BLAS/OpenMP for small problems (threads only add overhead, and thrash on
-    busy machines); a no-op for large ones or without threadpoolctl."""
-    if not small:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(1)
-
-
-def _energies(R, P, keys, control, ctxs, shifts, method_name, n_pcs, max_cells, seed):
-    """Energy distance per group for the prediction and every baseline (NaN where absent).
-
-    Cells are subsampled (≤ ``max_cells`` per group, seeded) and projected on a PCA fitted once
-    on the real control and evaluated cells; a baseline is the control cells plus its shift, so
-    its within-set term is the control's.
-    """
-    rng = np.random.default_rng(seed)
-    ctrl_rows = {c: _subsample(R.cells((control, c)), max_cells, rng) for c in ctxs}
-    real_rows = {k: _subsample(R.cells(k), max_cells, rng) for k in keys}
-    pred_rows = {k: _subsample(P.cells(k), max_cells, rng) for k in keys}
-    n_fit = sum(map(len, ctrl_rows.values())) + sum(map(len, real_rows.values()))
-    with _few_threads(n_fit <= 20_000):
-        ctrl_cells = {c: _dense_rows(R.X, r) for c, r in ctrl_rows.items()}
-        real_cells = {k: _dense_rows(R.X, r) for k, r in real_rows.items()}
-        fit = np.vstack(list(ctrl_cells.values()) + list(real_cells.values()))
-        center, comps = _fit_pca(fit, n_pcs, seed)
-        del fit
-        ctrl_pc = {c: (A - center) @ comps for c, A in ctrl_cells.items()}
-        real_pc = {k: (A - center) @ comps for k, A in real_cells.items()}
-        ctrl_self = {c: M.mean_pairwise_distance(A) for c, A in ctrl_pc.items()}
-        real_self = {k: M.mean_pairwise_distance(A) for k, A in real_pc.items()}
-        out = {method_name: np.empty(len(keys))}
-        for i, k in enumerate(keys):
-            x = (_dense_rows(P.X, pred_rows[k]) - center) @ comps
-            out[method_name][i] = M.energy_distance(x, real_pc[k], yy=real_self[k])
-        for kind, sh in shifts.items():
-            out[kind] = np.full(len(keys), np.nan)
-            for i, (k, d) in enumerate(zip(keys, sh, strict=True)):
-                if d is not None:
-                    out[kind][i] = M.energy_distance(
-                        ctrl_pc[k[1]] + d @ comps, real_pc[k], xx=ctrl_self[k[1]], yy=real_self[k]
-                    )
-    return out, int(comps.shape[1])
+#: Metrics where lower is better (the others: higher is better).
+LOWER_IS_BETTER: frozenset[str] = frozenset(
+    {"mse", "mae", "mse_de", "l2_top1000", "energy_distance", "energy_distance_sq", "mmd"}
+)
 
 
 def _target_genes(conditions, var_names: pd.Index, separator: str, control: str) -> np.ndarray:
@@ -185,8 +115,10 @@ def evaluate(
     seed: int = 0,
     method_name: str = "scdit",
     layer: str | None = None,
+    perturbation_embedding: pd.DataFrame | None = None,
+    linear: dict | None = None,
 ) -> pd.DataFrame:
-    """Score predicted cells against real cells, next to the no-change/mean/additive baselines.
+    """Score predicted cells against real cells, next to baselines and the split-half ceiling.
 
     All scores use log1p(normalize_total 1e4) expression in the full gene space; each AnnData is
     converted independently (raw counts are detected and normalised). Deltas are always taken to
@@ -216,21 +148,29 @@ def evaluate(
     separator
         Separator of combination labels (``"A+B"``); used by ``additive`` and for target genes.
     baselines
-        Baselines to report next to the prediction (``additive`` only for combinations whose
-        members all have known effects; other rows are skipped).
+        Baselines to report next to the prediction: any of ``no_change``, ``mean``,
+        ``mean_cell_weighted``, ``additive`` (only for combinations whose members all have known
+        effects; other rows are skipped), ``linear`` (Ahlmann-Eltze ridge model; only where every
+        member has an embedding) and ``ceiling`` (split-half agreement: half of the real cells of
+        each group, seeded, scored against the other half, which then plays the real group).
     top_k_de
         Number of DE genes (real p vs real control, Welch t, ranked by |t|) for the ``*_de``
         metrics and direction accuracy.
     n_pcs
-        PCA components for the energy distance.
+        PCA components for the distribution metrics (energy distance, E-distance, MMD).
     max_cells_energy
-        Cells per group (seeded subsample) for the energy distance and the PCA fit.
+        Cells per group (seeded subsample) for the distribution metrics and the PCA fit.
     seed
-        Seed of the subsampling.
+        Seed of the subsampling and of the ceiling's halves.
     method_name
         Name of the prediction in the ``method`` column.
     layer
         Layer of ``real`` and ``train`` to use instead of ``.X``.
+    perturbation_embedding
+        Embedding of the linear baseline: DataFrame indexed by single-perturbation label (default:
+        the target gene's row of the gene PCs, see :mod:`scdit.evaluate._linear`).
+    linear
+        Other keyword arguments of the linear baseline (``n_pcs=10``, ``ridge=0.1``).
 
     Returns
     -------
@@ -247,9 +187,9 @@ def evaluate(
       (it is not a constant predictor). Pass ``train`` for the textbook mean baseline.
     * Discrimination ranks within a context among all evaluated conditions of that context.
     """
-    bad = [b for b in baselines if b not in BASELINES]
+    bad = [b for b in baselines if b not in ALL_BASELINES]
     if bad:
-        raise ValueError(f"Unknown baselines {bad}; choose from {BASELINES}.")
+        raise ValueError(f"Unknown baselines {bad}; choose from {ALL_BASELINES}.")
     if method_name in baselines:
         raise ValueError(f"method_name {method_name!r} clashes with a baseline name.")
     if condition_key not in real.obs:
@@ -265,7 +205,9 @@ def evaluate(
         S = R
     keys = _select_keys(P, R, control, conditions, covariate_key)
     ctrl_means = {k[1]: R.mean[i] for i, k in enumerate(R.keys) if k[0] == control}
-    source = EffectSource(S, control, ctrl_means, separator, leave_out=train is None)
+    source = EffectSource(S, control, ctrl_means, separator, leave_out=train is None,
+                          var_names=real.var_names, embedding=perturbation_embedding,
+                          linear=linear)
     n_genes = real.n_vars
 
     # per-group real statistics and DE genes
@@ -281,40 +223,43 @@ def evaluate(
         if mu is not None:
             pert_mu[i] = mu
 
-    # predictions of every method: mean per group (NaN row = not applicable) + energy distance
-    shifts = {kind: [source.shift(kind, k, n_genes) for k in keys] for kind in baselines}
-    ctxs = list(dict.fromkeys(k[1] for k in keys))
-    energy, n_pcs_used = _energies(
-        R, P, keys, control, ctxs, shifts, method_name, n_pcs, max_cells_energy, seed
+    # every method: predicted means (NaN row = not applicable) and the real means it is scored
+    # against (the other half of the real cells for the ceiling)
+    shift_kinds = [b for b in baselines if b != "ceiling"]
+    shifts = {kind: [source.shift(kind, k, n_genes) for k in keys] for kind in shift_kinds}
+    halves = _halves(R, keys, seed) if "ceiling" in baselines else None
+    dist, n_pcs_used = distribution_scores(
+        R, P, keys, control, shifts, method_name, n_pcs=n_pcs, max_cells=max_cells_energy,
+        seed=seed, halves=halves,
     )
-    methods = {method_name: P.mean[[P.index[k] for k in keys]]}
+    methods = {method_name: (P.mean[[P.index[k] for k in keys]], real_mean)}
     for kind, sh in shifts.items():
-        methods[kind] = np.array(
+        means = np.array(
             [np.full(n_genes, np.nan) if d is None else ctrl_mean[i] + d for i, d in enumerate(sh)]
         ).reshape(len(keys), n_genes)
-
+        methods[kind] = (means, real_mean)
+    if halves is not None:
+        methods["ceiling"] = _half_means(R, keys, halves)
     targets = _target_genes([k[0] for k in keys], real.var_names, separator, control)
-    real_delta = real_mean - ctrl_mean
+    ctx_rows = {c: np.array([i for i, k in enumerate(keys) if k[1] == c])
+                for c in dict.fromkeys(k[1] for k in keys)}
     rows = []
-    for name, means in methods.items():
+    for name, (means, truth) in methods.items():
         # baselines that do not apply are NaN rows; a NaN prediction is scored (as NaN)
         has = np.ones(len(keys), bool) if name == method_name else ~np.isnan(means).any(1)
         if not has.any():
             continue
-        scores = _score(means, real_mean, ctrl_mean, pert_mu, de, top_expr)
-        scores["energy_distance"] = energy[name]
+        scores = _score(means, truth, ctrl_mean, pert_mu, de, top_expr)
+        scores.update(dist[name])
+        truth_delta = truth - ctrl_mean
         for metric in ("cosine", "l1", "l2"):
             disc = np.full(len(keys), np.nan)
-            for ctx in ctxs:
-                cand = np.array([i for i, k in enumerate(keys) if k[1] == ctx])
+            for cand in ctx_rows.values():
                 sel = cand[has[cand]]
                 if sel.size:
                     disc[sel] = M.discrimination(
-                        means[sel] - ctrl_mean[sel],
-                        real_delta[cand],
-                        metric,
-                        exclude_genes=targets,
-                        true_index=np.searchsorted(cand, sel),
+                        means[sel] - ctrl_mean[sel], truth_delta[cand], metric,
+                        exclude_genes=targets, true_index=np.searchsorted(cand, sel),
                     )
             scores[f"discrimination_{metric}"] = disc
         for i in np.flatnonzero(has):
@@ -334,6 +279,28 @@ def evaluate(
         "representation": "log1p(normalize_total 1e4)",
     }
     return df
+
+
+def _halves(R, keys: list, seed: int) -> dict:
+    """Two random halves (seeded) of the real cells of every group, for the ceiling."""
+    rng = np.random.default_rng([seed, 7919])
+    out = {}
+    for k in keys:
+        rows = rng.permutation(R.cells(k))
+        h = len(rows) // 2
+        out[k] = (np.sort(rows[:h]), np.sort(rows[h : 2 * h]))
+    return out
+
+
+def _half_means(R, keys: list, halves: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Means of the first halves (the "prediction") and second halves (the "truth")."""
+    codes = np.full(R.X.shape[0], -1)
+    for i, k in enumerate(keys):
+        a, b = halves[k]
+        codes[a], codes[b] = 2 * i, 2 * i + 1
+    n, mean, _ = group_stats(R.X, codes, 2 * len(keys), with_var=False)
+    mean[n == 0] = np.nan
+    return mean[0::2], mean[1::2]
 
 
 def _score(means, real_mean, ctrl_mean, pert_mu, de, top_expr) -> dict[str, np.ndarray]:

@@ -270,24 +270,115 @@ def mean_pairwise_distance(x, y=None) -> float:
     return float(d.mean())
 
 
-def energy_distance(x, y, *, xx: float | None = None, yy: float | None = None) -> float:
-    """Energy distance with Euclidean (not squared) distances, V-statistic estimate.
+def energy_distance(
+    x, y, *, squared: bool = False, xx: float | None = None, yy: float | None = None
+) -> float:
+    """Energy distance between two sets of rows; Euclidean by default.
 
-    ``2 E‖x − y‖ − E‖x − x′‖ − E‖y − y′‖`` over all pairs of rows (including ``i = j``), which
-    is ≥ 0 and exactly 0 for identical sets. In 1-D it equals ``2 ∫ (F − G)²``, i.e. the square
-    of ``scipy.stats.energy_distance``.
+    ``squared=False`` (default): ``2 E‖x − y‖ − E‖x − x′‖ − E‖y − y′‖`` with Euclidean norms
+    over all pairs of rows (including ``i = j``, a V-statistic), which is ≥ 0 and exactly 0 for
+    identical sets. In 1-D it equals ``2 ∫ (F − G)²``, i.e. the square of
+    ``scipy.stats.energy_distance``.
+
+    ``squared=True``: the scPerturb / pertpy E-distance with *squared* Euclidean distances and
+    within-set means over distinct pairs (``i ≠ j``), computed in closed form as
+    ``2‖x̄ − ȳ‖² − 2 s_x/(n_x − 1) − 2 s_y/(n_y − 1)`` with ``s = mean ‖x_i − x̄‖²``. It compares
+    means only (corrected for sampling noise), can be slightly negative, and is on a squared
+    scale: orders of magnitude apart from the Euclidean version.
 
     Parameters
     ----------
     x, y
         Samples, ``(n_x, d)`` and ``(n_y, d)`` (e.g. cells in PCA space).
+    squared
+        Use the squared-distance (E-distance) convention.
     xx, yy
-        Optional precomputed within-set terms ``E‖x − x′‖`` and ``E‖y − y′‖``.
+        Optional precomputed within-set terms ``E‖x − x′‖`` and ``E‖y − y′‖`` (Euclidean only).
 
     Returns
     -------
-    The energy distance (NaN if a set is empty).
+    The energy distance (NaN if a set is empty, or has one row with ``squared=True``).
     """
+    if squared:
+        return energy_distance_sq(x, y)
     xx = mean_pairwise_distance(x) if xx is None else xx
     yy = mean_pairwise_distance(y) if yy is None else yy
     return max(2.0 * mean_pairwise_distance(x, y) - xx - yy, 0.0)
+
+
+def _spread(x: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """Mean, mean squared deviation ``s`` and size of the rows of ``x``."""
+    mu = x.mean(0)
+    return mu, float(((x - mu) ** 2).sum(1).mean()), x.shape[0]
+
+
+def energy_distance_sq(x, y) -> float:
+    """E-distance with squared Euclidean distances (see :func:`energy_distance`)."""
+    x, y = np.atleast_2d(_f64(x)), np.atleast_2d(_f64(y))
+    if x.shape[0] < 2 or y.shape[0] < 2:
+        return float("nan")
+    (mx, sx, nx), (my, sy, ny) = _spread(x), _spread(y)
+    return float(2.0 * ((mx - my) ** 2).sum() - 2.0 * sx / (nx - 1) - 2.0 * sy / (ny - 1))
+
+
+#: Multiples of the median-heuristic bandwidth averaged by :func:`mmd`.
+MMD_SCALES: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+
+
+def median_bandwidth(x, max_rows: int = 1000, seed: int = 0) -> float:
+    """Median Euclidean distance between distinct rows of ``x`` (≤ ``max_rows`` rows, seeded).
+
+    Returns 1.0 when it is zero or undefined (fewer than two rows).
+    """
+    x = np.atleast_2d(_f64(x))
+    if x.shape[0] > max_rows:
+        x = x[np.random.default_rng(seed).choice(x.shape[0], max_rows, replace=False)]
+    if x.shape[0] < 2:
+        return 1.0
+    d = torch.pdist(torch.from_numpy(x)).numpy()
+    med = float(np.median(d))
+    return med if med > _EPS else 1.0
+
+
+def rbf_mean(d2: torch.Tensor, bandwidths) -> float:
+    """Mean over entries and bandwidths σ of ``exp(−d² / (2σ²))`` for squared distances ``d2``."""
+    total = 0.0
+    for s in bandwidths:
+        total += float(torch.exp(d2 * (-0.5 / float(s) ** 2)).mean())
+    return total / len(bandwidths)
+
+
+def _sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return d2.clamp_min_(0.0)
+
+
+def mmd(x, y, *, bandwidths=None, scales=MMD_SCALES) -> float:
+    """Biased (V-statistic) MMD² with Gaussian RBF kernels averaged over several bandwidths.
+
+    ``MMD² = E k(x, x′) + E k(y, y′) − 2 E k(x, y)`` with ``k = mean_σ exp(−‖a − b‖² / 2σ²)``;
+    ≥ 0, and 0 for identical sets.
+
+    Parameters
+    ----------
+    x, y
+        Samples, ``(n_x, d)`` and ``(n_y, d)``.
+    bandwidths
+        Kernel widths σ; default ``scales ×`` the median pairwise distance of the pooled rows.
+    scales
+        Multiples of the median heuristic used when ``bandwidths`` is None.
+
+    Returns
+    -------
+    MMD² (NaN if a set is empty).
+    """
+    xt, yt = _to_torch(np.atleast_2d(x)), _to_torch(np.atleast_2d(y))
+    if xt.shape[0] == 0 or yt.shape[0] == 0:
+        return float("nan")
+    if bandwidths is None:
+        med = median_bandwidth(torch.cat([xt, yt]).numpy())
+        bandwidths = [med * s for s in scales]
+    kxx = rbf_mean(_sqdist(xt, xt), bandwidths)
+    kyy = rbf_mean(_sqdist(yt, yt), bandwidths)
+    kxy = rbf_mean(_sqdist(xt, yt), bandwidths)
+    return max(kxx + kyy - 2.0 * kxy, 0.0)

@@ -12,15 +12,18 @@ Examples
 >>> fig = scdit.pl.metric_bars(scdit.evaluate(pred, real, "perturbation"))  # doctest: +SKIP
 """
 
+from ._benchmark import benchmark_bars, pca_overlay
 from ._delta import delta_scatter
 from ._embedding import compute_embedding, embedding
 from ._summary import LOWER_IS_BETTER, metric_bars, training_curve
 
 __all__ = [
     "LOWER_IS_BETTER",
+    "benchmark_bars",
     "compute_embedding",
     "delta_scatter",
     "embedding",
     "metric_bars",
+    "pca_overlay",
     "training_curve",
 ]

@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..evaluate._evaluate import LOWER_IS_BETTER
 from ._utils import BASELINE_COLORS, PRED_COLOR, finish, method_colors, panel_axes
 
-#: Metrics where lower is better (the others: higher is better).
-LOWER_IS_BETTER = frozenset({"mse", "mae", "mse_de", "l2_top1000", "energy_distance"})
+__all__ = ["LOWER_IS_BETTER", "metric_bars", "training_curve"]
 
 
 def metric_bars(
