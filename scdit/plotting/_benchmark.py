@@ -156,6 +156,10 @@ def pca_overlay(
                     c=[colors[c] for c in lr], rasterized=True)
     axes[1].scatter(Zp[:, 0], Zp[:, 1], s=s, lw=0.5, alpha=0.6, marker="x",
                     c=[colors[c] for c in lp], rasterized=True)
+    if len(cats) <= 12:
+        for c in cats:
+            axes[1].scatter([], [], s=15, color=colors[c], label=c)
+        axes[1].legend(fontsize=6, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     axes[1].set_title("by condition (o real, x generated)", fontsize=9)
     for a in axes:
         a.set_xlabel("PC1", fontsize=8)
