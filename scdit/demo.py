@@ -8,8 +8,8 @@ Run ``python -m scdit.demo [--out reports/demo] [--fast] [--seed 0]``. It
    their singles and the other doubles stay in train, together with all control cells;
 3. fits :func:`scdit.fit` (defaults; ``--fast``: ``preset="tiny", max_steps=100``), saves the
    model into ``<out>/model``;
-4. predicts every held-out double from the training control cells (``source=``), as many cells
-   as it has real ones;
+4. predicts every held-out double from the training control cells (``source=``), at least 500 cells
+   each (more if it has more real ones), to keep the generated mean precise;
 5. scores the prediction next to the no-change, mean and additive baselines with
    :func:`scdit.evaluate` and writes ``metrics.csv``, ``summary.csv``, ``summary.json``,
    ``delta_scatter.png``, ``umap.png``, ``metric_bars.png``, ``training_curve.png``,
@@ -70,11 +70,20 @@ def load_data(seed: int = 0):
     return adata, split, train, test
 
 
-def predict_held_out(model, train, test, seed: int = 0) -> ad.AnnData:
-    """Generate each held-out condition from the training control cells, as many cells as real."""
+#: Cells generated per held-out condition (at least as many as it has real cells). The metrics
+#: on means compare the mean of generated cells with the real mean; with ~100 generated cells the
+#: Monte-Carlo noise of that mean dominates the small effects of weak perturbations (on the
+#: demo's model, Pearson Δ 0.86 with 100 cells vs 0.90 with 400), so the demo generates more.
+CELLS_PER_CONDITION = 500
+
+
+def predict_held_out(model, train, test, seed: int = 0,
+                     cells_per_condition: int = CELLS_PER_CONDITION) -> ad.AnnData:
+    """Generate each held-out condition from the training control cells (``source=``)."""
     source = train[train.obs[CONDITION_KEY] == CONTROL].copy()
     counts = test.obs[CONDITION_KEY].value_counts()
-    parts = [model.predict(cond, n_cells=int(counts[cond]), source=source, seed=seed + i)
+    parts = [model.predict(cond, n_cells=max(int(counts[cond]), cells_per_condition),
+                           source=source, seed=seed + i)
              for i, cond in enumerate(sorted(counts.index))]
     pred = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
     pred.obs_names_make_unique()
