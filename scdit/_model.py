@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from ._config import ScDiTConfig
 from .conditions import ConditionEncoder
-from .data._representation import detect_representation, library_size, log1p_to_counts, to_log1p
+from .data._representation import detect_representation, library_size, log1p_to_counts
 from .data._setup import get_matrix
 from .data._vocab import ConditionVocab, CovariateVocab
 from .flow import composed, guided, integrate
@@ -365,8 +365,3 @@ def make_reference(adata: ad.AnnData, X, cfg: ScDiTConfig, *, max_per_group: int
         ref.obs[LIBRARY_KEY] = library_size(sub)
     return ref
 
-
-def log1p_of(adata: ad.AnnData, layer: str | None = None) -> sp.csr_matrix:
-    """log1p-normalised CSR of an AnnData (helper shared by fit and evaluation code)."""
-    X = get_matrix(adata, layer)
-    return sp.csr_matrix(to_log1p(X))
