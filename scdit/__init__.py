@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from . import evaluate as _evaluate_pkg  # noqa: F401  (bind the subpackage before the function)
+from . import evaluate  # a callable module: scdit.evaluate(...) and scdit.evaluate.summarize
 from ._api import fit, load
 from ._model import ScDiT
-from .evaluate import benchmark, evaluate
+from .evaluate import benchmark
 
 __version__ = "0.1.0"
 __all__ = ["ScDiT", "__version__", "benchmark", "datasets", "evaluate", "fit", "load", "pl", "splits"]

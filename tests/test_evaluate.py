@@ -240,3 +240,11 @@ def test_constant_mean_baseline_discrimination_and_nan_prediction():
     assert np.isnan(_value(df, "scdit", "A", "pearson_delta"))
     assert np.isnan(_value(df, "scdit", "A", "energy_distance"))
     assert _value(df, "scdit", "B", "pearson_delta") > 0.99
+
+
+def test_scdit_evaluate_is_callable_module():
+    import scdit
+
+    assert callable(scdit.evaluate)
+    assert scdit.evaluate.summarize is summarize
+    assert scdit.evaluate.evaluate is evaluate

@@ -3,6 +3,9 @@
 See ``EVALUATION.md`` for the metric definitions; :data:`DEFINITIONS` holds one line per metric.
 """
 
+import sys as _sys
+import types as _types
+
 from . import _metrics as metrics
 from ._baselines import ALL_BASELINES, BASELINES, baseline_predictions, detect_control
 from ._benchmark import DEFAULT_BASELINES, benchmark
@@ -30,3 +33,14 @@ __all__ = [
     "welch_t",
     "write_report",
 ]
+
+
+class _CallableModule(_types.ModuleType):
+    """``scdit.evaluate`` is both this subpackage and a function: ``scdit.evaluate(pred, real,
+    ...)`` calls :func:`evaluate`, while ``scdit.evaluate.summarize`` etc. stay reachable."""
+
+    def __call__(self, *args, **kwargs):
+        return evaluate(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableModule
