@@ -28,18 +28,11 @@ import pandas as pd
 from anndata import AnnData
 
 from ..data._representation import to_log1p
+from ..data._setup import COMMON_CONTROL_LABELS
 from ._de import group_stats
 
-#: Labels recognised as control when ``control=None`` (case-insensitive).
-CONTROL_LABELS: tuple[str, ...] = (
-    "control",
-    "ctrl",
-    "non-targeting",
-    "non_targeting",
-    "nt",
-    "dmso",
-    "vehicle",
-)
+#: Labels recognised as control when ``control=None`` (case-insensitive; shared with ``fit``).
+CONTROL_LABELS: tuple[str, ...] = COMMON_CONTROL_LABELS
 #: Baselines ``evaluate`` reports by default.
 BASELINES: tuple[str, ...] = ("no_change", "mean", "additive")
 #: Every baseline ``evaluate`` can report (``ceiling`` only there, not as predicted cells).
