@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from anndata import AnnData
 
 from ._config import (
     DIT_PRESETS,
+    ConditionConfig,
     DataConfig,
     DiTConfig,
     FlowConfig,
@@ -19,10 +22,11 @@ from ._config import (
     TrainConfig,
 )
 from ._model import ScDiT, build_field, make_reference
+from .conditions import data_features, feature_table, read_features
 from .data._dataset import CellDataset
 from .data._representation import to_log1p
 from .data._setup import condition_labels, get_matrix, validate
-from .data._vocab import ConditionVocab, CovariateVocab
+from .data._vocab import ConditionVocab, CovariateVocab, parse_doses
 from .tokenizers import build_tokenizer
 from .train import train_field
 
@@ -41,6 +45,49 @@ def _val_rows(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.asarray(rows, dtype=np.int64))
 
 
+def _resolve_features(features, vocab: ConditionVocab, var_names) -> tuple[pd.DataFrame | None, str]:
+    """(user table or None, kind) from the ``perturbation_features`` argument."""
+    measured = set(map(str, var_names))
+    if features is None:
+        ok = bool(vocab.atoms) and all(a in measured for a in vocab.atoms)
+        return None, ("data" if ok else "none")
+    if features is False or (isinstance(features, str) and features == "none"):
+        return None, "none"
+    if isinstance(features, str) and features in ("data", "auto"):
+        missing = [a for a in vocab.atoms if a not in measured]
+        if missing:
+            raise ValueError(
+                f"perturbation_features='data' describes a perturbation by its target gene's "
+                f"expression, but {len(missing)} perturbation(s) are not measured genes: "
+                f"{missing[:20]}. Pass a feature table instead, or perturbation_features=False.")
+        return None, "data"
+    if features is True:
+        raise TypeError("perturbation_features=True is ambiguous; pass 'data', a table or False.")
+    df = read_features(features)
+    missing = [a for a in vocab.atoms if a not in df.index]
+    if missing:
+        raise ValueError(
+            f"perturbation_features has no row for {len(missing)} perturbation(s) seen in "
+            f"training: {missing[:20]}{' ...' if len(missing) > 20 else ''}. Its index must hold "
+            "the perturbation names as written in condition_key (members of combinations "
+            "separately).")
+    return df, "table"
+
+
+def _check_control_contexts(obs: pd.DataFrame, labels: np.ndarray, control: str,
+                            context: np.ndarray, keys: Sequence[str]) -> None:
+    """With a control source, every context with perturbed cells needs control cells."""
+    has_ctrl = set(context[labels == control].tolist())
+    bad = sorted(set(context[labels != control].tolist()) - has_ctrl)
+    if bad:
+        rows = [int(np.flatnonzero(context == b)[0]) for b in bad]
+        ctx = obs.iloc[rows][list(keys)].astype(str).to_dict("records") if keys else []
+        raise ValueError(
+            f"source='control' needs control cells ({control!r}) in every covariate context "
+            f"with perturbed cells; none in {ctx[:10]}. Add control cells for them, drop those "
+            "cells, or use source='noise'.")
+
+
 def fit(
     adata: AnnData,
     condition_key: str,
@@ -50,6 +97,9 @@ def fit(
     layer: str | None = None,
     representation: str | None = None,
     separator: str = "+",
+    perturbation_features=None,
+    dose_key: str | None = None,
+    source: str = "noise",
     tokenizer: str = "genes",
     n_top_genes: int = 2000,
     max_tokens: int | None = None,
@@ -88,6 +138,23 @@ def fit(
         ``"counts"`` or ``"log1p"``; ``None`` detects it. Predictions come back in it.
     separator
         Separator of combination members.
+    perturbation_features
+        How perturbations are described, which is what lets the model predict perturbations it
+        never saw. A DataFrame / dict / file path (.csv, .tsv, .parquet, .h5ad) with one row of
+        numbers per perturbation name (any width; every perturbation in training needs a row;
+        other rows become predictable unseen perturbations); ``"data"`` for features derived
+        from the data (for genetic perturbations of measured genes: each target gene's
+        correlation with the top principal components of the training cells, plus its mean and
+        SD; every measured gene becomes predictable); ``False`` for none (a learned embedding
+        per perturbation only). Default (``None``): ``"data"`` when every perturbation is a
+        measured gene, else none. Seen perturbations also keep a learned residual embedding.
+    dose_key
+        Numeric ``obs`` column with the dose of each perturbation (``"a+b"`` strings for one dose
+        per member of a combination); used as a continuous input.
+    source
+        Source of the flow: ``"noise"`` (Gaussian; generate cells) or ``"control"`` (transport
+        control cells of the same covariate context, paired by minibatch optimal transport;
+        ``predict(source=control_cells)`` then maps those very cells to their perturbed state).
     tokenizer, n_top_genes, max_tokens
         Gene-token tokenizer: how many highly variable genes to model (perturbation targets
         that are measured genes are always kept) and the maximum number of tokens per cell
@@ -121,43 +188,78 @@ def fit(
         raise ValueError(f"Unknown preset {preset!r}; choose from {sorted(DIT_PRESETS)}.")
     if tokenizer != "genes":
         raise ValueError(f"Unknown tokenizer {tokenizer!r}; available: ['genes'].")
+    if source not in ("noise", "control"):
+        raise ValueError(f"source must be 'noise' or 'control', got {source!r}.")
+    if dose_key is not None and dose_key not in adata.obs:
+        raise KeyError(f"dose_key {dose_key!r} is not a column of adata.obs; available: "
+                       f"{list(adata.obs.columns)[:20]}.")
     dit = dit or DIT_PRESETS[preset]
     max_tokens = int(max_tokens or dit.max_tokens)
     labels = condition_labels(adata, condition_key).to_numpy()
     if (labels != info.control).sum() == 0:
         raise ValueError("Only control cells were found; add perturbed cells to train on.")
+    vocab = ConditionVocab.build(labels, info.control, separator)
+    feats, feat_kind = _resolve_features(perturbation_features, vocab, adata.var_names)
+    covs = CovariateVocab.build(adata.obs, covariate_keys)
+    cov_codes = covs.encode(adata.obs) if covariate_keys else np.zeros((adata.n_obs, 0), np.int64)
+    context = np.unique(cov_codes, axis=0, return_inverse=True)[1].ravel() if covariate_keys \
+        else np.zeros(adata.n_obs, np.int64)
+    if source == "control" or (flow is not None and flow.source == "control"):
+        _check_control_contexts(adata.obs, labels, info.control, context, covariate_keys)
     train = train or TrainConfig(batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
                                  accelerator=accelerator, precision=precision,
                                  max_minutes=max_minutes)
     cfg = ScDiTConfig(
         data=DataConfig(condition_key=condition_key, control=info.control,
                         covariate_keys=tuple(covariate_keys), separator=separator, layer=layer,
-                        representation=info.representation),
+                        representation=info.representation, dose_key=dose_key),
+        conditions=ConditionConfig(),
         tokenizer=TokenizerConfig(kind=tokenizer, n_top_genes=n_top_genes, max_tokens=max_tokens),
-        dit=dit, flow=flow or FlowConfig(), train=train,
+        dit=dit, flow=flow or FlowConfig(source=source), train=train,
     )
     X = get_matrix(adata, layer)
     X_log = to_log1p(X, info.representation)
-    vocab = ConditionVocab.build(labels, info.control, separator)
-    covs = CovariateVocab.build(adata.obs, covariate_keys)
     tok = build_tokenizer(tokenizer, n_top_genes=n_top_genes, max_tokens=max_tokens,
                           gene_order=cfg.tokenizer.gene_order)
     tok.fit(X_log, adata.var_names, required_genes=vocab.atoms, seed=seed)
     gene_idx = adata.var_names.get_indexer(list(tok.genes))
     X_model = X_log[:, gene_idx]
+    table = None
+    if feat_kind != "none":
+        if feat_kind == "data":
+            feats = data_features(X_log, adata.var_names, gene_idx,
+                                  n_components=cfg.conditions.n_components, seed=seed)
+        table, featured, _ = feature_table(feats, vocab.atoms, source=feat_kind)
+        vocab = vocab.with_featured(featured)
+        cfg = dataclasses.replace(cfg, conditions=dataclasses.replace(
+            cfg.conditions, features=feat_kind, n_features=int(table.shape[1])))
     atoms = vocab.encode(list(labels))
-    cov_codes = covs.encode(adata.obs) if covariate_keys else np.zeros((adata.n_obs, 0), np.int64)
+    dose = parse_doses(list(labels), adata.obs[dose_key].tolist(), vocab, atoms.shape[1],
+                       dose_key) if dose_key else None
     val = _val_rows(labels, cfg.train.val_fraction, seed)
     tr = np.setdiff1d(np.arange(adata.n_obs), val)
-    train_ds = CellDataset(X_model[tr], atoms[tr], cov_codes[tr])
-    val_ds = CellDataset(X_model[val], atoms[val], cov_codes[val]) if len(val) else None
+    src_kw: dict = {}
+    if cfg.flow.source == "control":
+        ctrl_rows = tr[labels[tr] == info.control]
+        src_kw = {"source_X": X_model[ctrl_rows], "source_context": context[ctrl_rows]}
+
+    def subset(rows, **kw):
+        return CellDataset(X_model[rows], atoms[rows], cov_codes[rows],
+                           dose=None if dose is None else dose[rows],
+                           context=context[rows] if src_kw else None, seed=seed, **src_kw, **kw)
+
+    train_ds = subset(tr)
+    val_ds = subset(val, fixed_source=True) if len(val) else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        field = build_field(cfg, tok, vocab, covs)
+        field = build_field(cfg, tok, vocab, covs, features=table)
     n_params = sum(p.numel() for p in field.parameters())
     if verbose:
         print(f"scdit: {adata.n_obs} cells ({len(tr)} train / {len(val)} validation), "
               f"{len(vocab.atoms)} perturbations, {len(vocab.conditions)} conditions, "
+              f"perturbation features: {feat_kind}"
+              f"{f' ({len(vocab.featured)} more predictable)' if vocab.featured else ''}, "
+              f"source: {cfg.flow.source}, "
               f"{info.representation} input; modelling {tok.n_genes}/{adata.n_vars} genes in "
               f"{tok.n_tokens} tokens of {tok.patch_size}; DiT {preset} ({n_params / 1e6:.2f} M params)")
     result = train_field(field, tok, train_ds, val_ds, dit=cfg.dit, flow=cfg.flow, train=cfg.train,

@@ -24,6 +24,9 @@ class DataConfig:
         Separator between members of a combination label (``"A+B"``).
     layer
         Layer holding expression (``None`` = ``.X``).
+    dose_key
+        Numeric ``obs`` column with each perturbation's dose (``"a+b"`` strings give one dose per
+        member of a combination); ``None`` = no dose.
     representation
         ``"counts"`` or ``"log1p"`` of the training input (detected when ``fit`` runs).
     """
@@ -34,28 +37,81 @@ class DataConfig:
     separator: str = "+"
     layer: str | None = None
     representation: str = "log1p"
+    dose_key: str | None = None
 
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    """Gene-token tokenizer settings.
+    """Tokenizer settings (the space the DiT works in; see :mod:`scdit.tokenizers`).
 
     Attributes
     ----------
     kind
-        Registry name of the tokenizer (``"genes"``).
+        Registry name of the tokenizer: ``"genes"``, ``"pca"``, ``"scvi"`` or a registered one.
     n_top_genes
         Number of highly variable genes to model (all genes when the data has fewer).
     max_tokens
-        Upper bound on tokens per cell; genes are grouped into patches to respect it.
+        Upper bound on tokens per cell; values are grouped into patches to respect it.
     gene_order
-        ``"coexpression"`` (hierarchical clustering of gene correlations) or ``"given"``.
+        genes: ``"coexpression"`` (hierarchical clustering of gene correlations) or ``"given"``.
+    patch_size
+        Values (genes, components or latent dimensions) per token; overrides ``max_tokens``.
+    encoding
+        genes: ``"value"`` (standardised log1p) or ``"rank"`` (Geneformer-style rank values).
+    n_components
+        pca: principal components kept.
+    n_latent
+        scvi: latent dimensions.
+    batch_key
+        scvi: ``obs`` column of scVI's batch (must also be a covariate key).
+    max_epochs
+        scvi: training epochs (``None``: scvi-tools' default rule).
+    gene_likelihood
+        scvi: ``"nb"``, ``"zinb"`` or ``"poisson"``.
+    gene_features
+        genes: whether gene-identity embeddings were initialised from user gene features.
+    pretrained
+        scvi: whether a trained ``scvi.model.SCVI`` was passed in (else scdit trained one).
     """
 
     kind: str = "genes"
     n_top_genes: int = 2000
     max_tokens: int = 16
     gene_order: str = "coexpression"
+    patch_size: int | None = None
+    encoding: str = "value"
+    n_components: int = 50
+    n_latent: int = 32
+    batch_key: str | None = None
+    max_epochs: int | None = None
+    gene_likelihood: str = "nb"
+    gene_features: bool = False
+    pretrained: bool = False
+
+
+@dataclass(frozen=True)
+class ConditionConfig:
+    """How perturbations are described to the model.
+
+    Attributes
+    ----------
+    features
+        ``"none"`` (a learned embedding per seen perturbation), ``"data"`` (data-derived
+        features of the target gene, see :func:`scdit.conditions.data_features`) or ``"table"``
+        (a user table passed to ``fit``).
+    n_features
+        Width of the feature table (0 without features).
+    n_components
+        Principal components of the data-derived features.
+    residual_dropout
+        Probability of dropping a seen perturbation's learned residual in training, so the
+        feature projection alone learns to place perturbations (with features only).
+    """
+
+    features: str = "none"
+    n_features: int = 0
+    n_components: int = 32
+    residual_dropout: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -74,12 +130,18 @@ class DiTConfig:
 class FlowConfig:
     """Rectified flow: ``x_t = t x1 + (1 - t) x0``, ``t = 0`` data, ``t = 1`` source.
 
+    ``source`` is ``"noise"`` (standard Gaussian: generate) or ``"control"`` (control cells of
+    the same covariate context, paired by minibatch optimal transport within each context and
+    condition, plus ``source_noise``-scaled Gaussian noise: transport control cells to their
+    perturbed state).
+
     ``compose`` is the weight of single-perturbation composition used by default when predicting
     combinations *not seen in training* (see :meth:`scdit.ScDiT.predict`); combinations seen in
     training use their learned joint condition.
     """
 
     source: str = "noise"
+    source_noise: float = 0.1
     time_sampling: str = "logit_normal"
     logit_mean: float = 0.0
     logit_std: float = 1.0
@@ -119,6 +181,7 @@ class ScDiTConfig:
 
     data: DataConfig
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    conditions: ConditionConfig = field(default_factory=ConditionConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -139,6 +202,7 @@ class ScDiTConfig:
         return cls(
             data=DataConfig(**data),
             tokenizer=TokenizerConfig(**d.get("tokenizer", {})),
+            conditions=ConditionConfig(**d.get("conditions", {})),
             dit=DiTConfig(**d.get("dit", {})),
             flow=FlowConfig(**d.get("flow", {})),
             train=TrainConfig(**d.get("train", {})),

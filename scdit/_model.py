@@ -16,9 +16,9 @@ from safetensors.torch import load_file, save_file
 
 from ._config import ScDiTConfig
 from .conditions import ConditionEncoder
-from .data._representation import detect_representation, library_size, log1p_to_counts
+from .data._representation import detect_representation, library_size, log1p_to_counts, to_log1p
 from .data._setup import get_matrix
-from .data._vocab import ConditionVocab, CovariateVocab
+from .data._vocab import ConditionVocab, CovariateVocab, parse_doses
 from .flow import composed, guided, integrate
 from .models import DiT, VelocityField
 from .tokenizers import GeneTokenizer
@@ -28,12 +28,23 @@ LIBRARY_KEY = "_scdit_library_size"
 
 
 def build_field(cfg: ScDiTConfig, tokenizer: GeneTokenizer, vocab: ConditionVocab,
-                covariates: CovariateVocab) -> VelocityField:
-    """Fresh velocity field sized for the tokenizer and vocabularies."""
+                covariates: CovariateVocab, features: np.ndarray | None = None) -> VelocityField:
+    """Fresh velocity field sized for the tokenizer and vocabularies.
+
+    ``features`` is the perturbation feature table (seen atoms, then featured ones); when the
+    configuration has features but none are given (loading), a zero table of the right shape is
+    made for ``load_state_dict`` to fill.
+    """
     d = cfg.dit
     dit = DiT(tokenizer.n_tokens, tokenizer.patch_size, tokenizer.n_genes, d.hidden_size,
               d.depth, d.num_heads, d.mlp_ratio)
-    return VelocityField(dit, ConditionEncoder(len(vocab.atoms), covariates.sizes(), d.hidden_size))
+    c = cfg.conditions
+    if features is None and c.features != "none":
+        features = np.zeros((len(vocab.atoms) + len(vocab.featured), c.n_features), np.float32)
+    encoder = ConditionEncoder(len(vocab.atoms), covariates.sizes(), d.hidden_size,
+                               features=features, residual_dropout=c.residual_dropout,
+                               use_dose=cfg.data.dose_key is not None)
+    return VelocityField(dit, encoder)
 
 
 class ScDiT:
@@ -80,52 +91,135 @@ class ScDiT:
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def sample(self, perturbation: str, n_cells: int = 100, *, covariates: Mapping[str, str] |
-               pd.DataFrame | None = None, guidance_scale: float = 1.0, steps: int | None = None,
+               pd.DataFrame | None = None, dose: float | str | None = None,
+               guidance_scale: float = 1.0, steps: int | None = None,
                solver: str | None = None, seed: int | None = None, compose: float | None = None,
-               batch_size: int = 2048, device: str | None = None) -> np.ndarray:
+               batch_size: int = 2048, device: str | None = None,
+               source_tokens: torch.Tensor | None = None) -> np.ndarray:
         """Generate log1p expression of the modelled genes, shape ``(n_cells, n_modelled)``.
 
         ``covariates`` is a mapping (one context for all cells) or a DataFrame with one row per
         cell. ``device`` defaults to CUDA when available, else CPU; the noise is drawn on the
         CPU so that a seed gives the same cells on any device (up to floating-point error).
+        ``source_tokens`` ``(n_cells, T, P)`` are the tokens the flow starts from for a model
+        trained with ``source="control"`` (encoded control cells; :meth:`predict` fills them
+        in); without them such a model starts from stored control cells of the context.
         See :meth:`predict` for the other arguments.
         """
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.field.to(dev)
-        cov_df = self._covariate_frame(covariates, n_cells)
         gen = torch.Generator().manual_seed(int(seed) if seed is not None else
                                             int(np.random.default_rng().integers(2**31)))
+        if self.config.flow.source == "control" and source_tokens is None:
+            if isinstance(covariates, pd.DataFrame):
+                raise ValueError("A model with a control source needs source cells per row; use "
+                                 "predict(..., source=control_cells) for per-cell covariates.")
+            rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))
+            ref = self._control_cells(perturbation, n_cells, covariates, rng)
+            source_tokens = self._encode_cells(ref)
+            covariates = ref.obs[list(self.covariates.keys)] if self.covariates.keys else None
+        cov_df = self._covariate_frame(covariates, n_cells)
         atoms = torch.as_tensor(self.vocab.encode([perturbation] * n_cells))
         covs = torch.as_tensor(self.covariates.encode(cov_df)) if self.covariates.keys else \
             torch.zeros((n_cells, 0), dtype=torch.long)
+        doses = self._dose_tensor(perturbation, dose, n_cells, atoms.shape[1])
+        if source_tokens is not None and len(source_tokens) != n_cells:
+            raise ValueError(f"source_tokens has {len(source_tokens)} rows for {n_cells} cells.")
         out = []
         t, p = self.tokenizer.n_tokens, self.tokenizer.patch_size
+        sigma = self.config.flow.source_noise if self.config.flow.source == "control" else 1.0
         for s in range(0, n_cells, batch_size):
             sl = slice(s, min(n_cells, s + batch_size))
-            x1 = torch.randn((sl.stop - sl.start, t, p), generator=gen).to(dev)  # (b, T, P)
+            x1 = torch.randn((sl.stop - sl.start, t, p), generator=gen)  # (b, T, P)
+            if source_tokens is not None:
+                x1 = source_tokens[sl].float() + sigma * x1
+            x1 = x1.to(dev)
             v = self._velocity(perturbation, atoms[sl].to(dev), covs[sl].to(dev), guidance_scale,
-                               compose)
+                               compose, None if doses is None else doses[sl].to(dev))
             x0 = integrate(v, x1, steps=steps or self.config.flow.steps,
                            solver=solver or self.config.flow.solver)  # (b, T, P)
             out.append(self.tokenizer.decode(x0).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.tokenizer.n_genes), np.float32)
 
     def _velocity(self, label: str, atoms: torch.Tensor, covs: torch.Tensor, scale: float,
-                  compose: float | None):
+                  compose: float | None, dose: torch.Tensor | None = None):
         """Guided velocity for ``label``; combinations optionally composed from their members."""
         w = self._compose_weight(label, compose)
-        v_joint = guided(self.field, {"atoms": atoms, "covariates": covs}, scale)
+
+        def cond(a, d):
+            c = {"atoms": a, "covariates": covs}
+            if d is not None:
+                c["dose"] = d
+            return c
+
+        v_joint = guided(self.field, cond(atoms, dose), scale)
         members = self.vocab.members(label)
         if w == 0.0 or len(members) < 2:
             return v_joint
         terms = [] if w == 1.0 else [(v_joint, 1.0 - w)]
-        for m in members:
+        for j, m in enumerate(members):  # members are sorted, as the columns of atoms and dose
             a = torch.as_tensor(self.vocab.encode([m] * len(atoms)), device=atoms.device)
-            terms.append((guided(self.field, {"atoms": a, "covariates": covs}, scale), w))
+            d = None if dose is None else dose[:, j:j + 1]
+            terms.append((guided(self.field, cond(a, d), scale), w))
         ctrl = torch.zeros_like(atoms[:, :1])
-        terms.append((guided(self.field, {"atoms": ctrl, "covariates": covs}, scale),
-                      -w * (len(members) - 1)))
+        terms.append((guided(self.field, cond(ctrl, None if dose is None else dose[:, :1] * 0),
+                              scale), -w * (len(members) - 1)))
         return composed(terms)
+
+    def _dose_tensor(self, label: str, dose, n: int, width: int) -> torch.Tensor | None:
+        key = self.config.data.dose_key
+        if key is None:
+            if dose is not None:
+                raise ValueError("This model was trained without dose_key; do not pass dose.")
+            return None
+        if dose is None:
+            if label == self.vocab.control:
+                dose = 0.0
+            else:
+                raise ValueError(f"This model was trained with doses (obs[{key!r}]); pass dose= "
+                                 "(a number, or 'a+b' for the members of a combination).")
+        arr = parse_doses([label], [dose], self.vocab, width, key)
+        return torch.as_tensor(np.repeat(arr, n, axis=0))
+
+    def _encode_cells(self, ref: ad.AnnData) -> torch.Tensor:
+        """Tokens ``(n, T, P)`` of cells in the training genes and representation."""
+        X = ref.X
+        X_log = to_log1p(X, self.representation)
+        if hasattr(self.tokenizer, "prepare"):
+            counts = X if self.representation == "counts" else None
+            model_in = self.tokenizer.prepare(X_log, counts=counts, obs=ref.obs)
+        else:
+            model_in = X_log[:, self.gene_index]
+        dense = model_in.toarray() if sp.issparse(model_in) else np.asarray(model_in)
+        return self.tokenizer.encode(torch.as_tensor(np.asarray(dense, dtype=np.float32)))
+
+    def _control_cells(self, label: str, n: int, covariates, rng) -> ad.AnnData:
+        """Stored control cells to transport: of the given context, else of the contexts the
+        perturbation was seen in, else any."""
+        obs = self.reference.obs
+        key = self.condition_key
+        ctrl = obs[key].to_numpy() == self.vocab.control
+        mask = ctrl.copy()
+        if covariates:
+            for k, v in dict(covariates).items():
+                if k not in self.covariates.keys:
+                    raise KeyError(f"Unknown covariate key {k!r}; the model was trained with "
+                                   f"{list(self.covariates.keys)}.")
+                mask &= obs[k].astype(str).to_numpy() == str(v)
+            if not mask.any():
+                raise ValueError(f"No stored control cells for covariates {dict(covariates)}; "
+                                 "pass source=control cells of that context.")
+        elif self.covariates.keys:
+            seen = obs[key].map(self._canonical).to_numpy() == self._canonical(label)
+            if seen.any():
+                keys = list(self.covariates.keys)
+                ctx_seen = set(map(tuple, obs.loc[seen, keys].astype(str).to_numpy()))
+                in_ctx = np.array([tuple(r) in ctx_seen for r in obs[keys].astype(str).to_numpy()])
+                if (mask & in_ctx).any():
+                    mask &= in_ctx
+        pool = np.flatnonzero(mask)
+        return _take(self.reference, rng.choice(pool, n, replace=True),
+                     dict(covariates) if covariates else None)
 
     def _compose_weight(self, label: str, compose: float | None) -> float:
         if compose is not None:
@@ -135,6 +229,7 @@ class ScDiT:
 
     def predict(self, perturbations: str | Sequence[str], n_cells: int | None = None, *,
                 covariates: Mapping[str, str] | None = None, source: ad.AnnData | None = None,
+                dose: float | str | None = None,
                 guidance_scale: float = 1.0, steps: int | None = None, solver: str | None = None,
                 seed: int | None = None, layer: str | None = None,
                 compose: float | None = None, device: str | None = None) -> ad.AnnData:
@@ -153,7 +248,13 @@ class ScDiT:
         source
             Cells whose context to predict (e.g. control cells of one cell type): their
             covariates, library sizes and unmodelled genes are carried over. Must have the
-            training genes and representation.
+            training genes and representation. A model fitted with ``source="control"``
+            transports these very cells (cell ``i`` of the output is source cell ``i`` under the
+            perturbation); without ``source`` it transports stored control cells of the context
+            (``covariates``), or of the contexts the perturbation was seen in.
+        dose
+            Dose of the perturbation(s) for models fitted with ``dose_key`` (a number, or
+            ``"a+b"`` for the members of a combination).
         guidance_scale
             Classifier-free guidance scale; 1 is the plain conditional model.
         steps, solver
@@ -183,12 +284,19 @@ class ScDiT:
         src = self._check_source(source, layer) if source is not None else None
         parts = []
         for i, label in enumerate(labels):
-            ref = self._reference_cells(label, src, n_cells, covariates, rng)
+            transport = self.config.flow.source == "control"
+            if transport and src is None:
+                ref = self._control_cells(label, 100 if n_cells is None else _n_cells(n_cells),
+                                          covariates, rng)
+            else:
+                ref = self._reference_cells(label, src, n_cells, covariates, rng)
             cov_df = ref.obs[list(self.covariates.keys)] if self.covariates.keys else None
             sub_seed = None if seed is None else int(seed) * 1000003 + i
-            gen_log = self.sample(label, ref.n_obs, covariates=cov_df, guidance_scale=guidance_scale,
+            gen_log = self.sample(label, ref.n_obs, covariates=cov_df, dose=dose,
+                                  guidance_scale=guidance_scale,
                                   steps=steps, solver=solver, compose=compose, device=device,
-                                  seed=sub_seed if sub_seed is not None else int(rng.integers(2**31)))
+                                  seed=sub_seed if sub_seed is not None else int(rng.integers(2**31)),
+                                  source_tokens=self._encode_cells(ref) if transport else None)
             parts.append(self._assemble(label, gen_log, ref, rng))
         out = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
         out.obs_names_make_unique()

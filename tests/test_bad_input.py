@@ -137,9 +137,9 @@ def test_not_an_anndata(counts_adata):
 
 # ---------------------------------------------------------------- predict
 def test_unknown_perturbation_at_predict(counts_model):
-    with pytest.raises(KeyError, match=r"Unknown perturbation\(s\) \['G9'\].*perturbation "
-                                       r"features"):
-        counts_model.predict(["G1", "G9+G1"], n_cells=5, seed=0)
+    # G9 is a measured gene: predictable through the data-derived features; XYZ is not
+    with pytest.raises(KeyError, match=r"Unknown perturbation\(s\) \['XYZ'\].*feature table"):
+        counts_model.predict(["G1", "XYZ+G1", "G9"], n_cells=5, seed=0)
 
 
 def test_unknown_covariate_value_at_predict(counts_model, counts_adata):

@@ -11,28 +11,76 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 
 class CellDataset(Dataset):
-    """Cells as rows of a CSR (or dense) log1p matrix plus encoded conditions.
+    """Cells as rows of a CSR (or dense) model-input matrix plus encoded conditions.
 
     ``dataset[list_of_rows]`` returns a dict batch: ``x`` ``(B, G)`` float32, ``atoms`` ``(B, M)``
-    and ``covariates`` ``(B, K)`` int64. Only the requested rows are densified.
+    and ``covariates`` ``(B, K)`` int64, ``dose`` ``(B, M)`` float32 when doses are given. Only the
+    requested rows are densified.
+
+    With a source (``source_X`` rows of control cells and their ``source_context`` ids), each
+    batch also holds ``x_src`` ``(B, G)``: for every cell, a control cell drawn at random from the
+    same context (``context`` ids of the cells), and ``ctx`` ``(B,)``, the context ids (pairs
+    are then re-matched by optimal transport within each context of the minibatch). With
+    ``fixed_source=True`` the draw depends only on the requested rows (validation).
     """
 
-    def __init__(self, X, atoms: np.ndarray, covariates: np.ndarray):
-        self.X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
+    def __init__(self, X, atoms: np.ndarray, covariates: np.ndarray, *,
+                 dose: np.ndarray | None = None, context: np.ndarray | None = None,
+                 source_X=None, source_context: np.ndarray | None = None, seed: int = 0,
+                 fixed_source: bool = False):
+        self.X = _as_matrix(X)
         self.atoms = torch.as_tensor(atoms, dtype=torch.long)
         self.covariates = torch.as_tensor(covariates, dtype=torch.long)
+        self.dose = None if dose is None else torch.as_tensor(dose, dtype=torch.float32)
         if not (self.X.shape[0] == len(self.atoms) == len(self.covariates)):
             raise ValueError("X, atoms and covariates must have the same number of rows.")
+        self.source_X = None if source_X is None else _as_matrix(source_X)
+        self.context = None if context is None else np.asarray(context, dtype=np.int64)
+        self.pools: dict[int, np.ndarray] = {}
+        if self.source_X is not None:
+            if self.context is None or source_context is None:
+                raise ValueError("A source needs context ids for cells and source cells.")
+            sc = np.asarray(source_context, dtype=np.int64)
+            self.pools = {int(c): np.flatnonzero(sc == c) for c in np.unique(sc)}
+            missing = sorted(set(np.unique(self.context).tolist()) - set(self.pools))
+            if missing:
+                raise ValueError(f"No source (control) cells for context id(s) {missing}.")
+        self.seed = int(seed)
+        self.fixed_source = fixed_source
+        self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return self.X.shape[0]
 
     def __getitem__(self, rows: Sequence[int]) -> dict[str, torch.Tensor]:
         rows = np.sort(np.asarray(rows, dtype=np.int64))
-        sub = self.X[rows]
-        dense = sub.toarray() if sp.issparse(sub) else sub
-        return {"x": torch.from_numpy(np.ascontiguousarray(dense)),
-                "atoms": self.atoms[rows], "covariates": self.covariates[rows]}
+        batch = {"x": _dense(self.X[rows]), "atoms": self.atoms[rows],
+                 "covariates": self.covariates[rows]}
+        if self.dose is not None:
+            batch["dose"] = self.dose[rows]
+        if self.source_X is not None:
+            rng = np.random.default_rng([self.seed, int(rows[0]), len(rows)]) \
+                if self.fixed_source else self._rng
+            ctx = self.context[rows]
+            src = np.empty(len(rows), dtype=np.int64)
+            for c in np.unique(ctx):
+                m = ctx == c
+                src[m] = rng.choice(self.pools[int(c)], int(m.sum()), replace=True)
+            order = np.argsort(src, kind="stable")
+            dense = np.empty((len(rows), self.source_X.shape[1]), np.float32)
+            dense[order] = _dense(self.source_X[src[order]]).numpy()
+            batch["x_src"] = torch.from_numpy(dense)
+            batch["ctx"] = torch.as_tensor(ctx)
+        return batch
+
+
+def _as_matrix(X):
+    return sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
+
+
+def _dense(sub) -> torch.Tensor:
+    dense = sub.toarray() if sp.issparse(sub) else sub
+    return torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))
 
 
 def make_loader(dataset: CellDataset, batch_size: int, *, shuffle: bool, seed: int = 0,

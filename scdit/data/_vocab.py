@@ -14,13 +14,16 @@ class ConditionVocab:
     """Perturbation vocabulary: atoms (single perturbations) from which conditions are built.
 
     A condition label is the control label (no atom), one atom, or several atoms joined by
-    ``separator`` (order does not matter: ``"A+B"`` equals ``"B+A"``).
+    ``separator`` (order does not matter: ``"A+B"`` equals ``"B+A"``). ``atoms`` were seen in
+    training; ``featured`` are perturbations never seen but known through perturbation features
+    (they can be predicted; their rows follow the seen atoms).
     """
 
     control: str
     separator: str = "+"
     atoms: tuple[str, ...] = ()
     conditions: tuple[str, ...] = ()
+    featured: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, labels: Iterable[str], control: str, separator: str = "+") -> ConditionVocab:
@@ -34,27 +37,39 @@ class ConditionVocab:
 
     @property
     def atom_index(self) -> dict[str, int]:
-        """Atom → row in the embedding table (row 0 is reserved; atoms start at 1)."""
-        return {a: i + 1 for i, a in enumerate(self.atoms)}
+        """Atom → row in the embedding table (row 0 is reserved; seen atoms start at 1, featured
+        atoms follow them)."""
+        return {a: i + 1 for i, a in enumerate(self.atoms + self.featured)}
+
+    def with_featured(self, names: Iterable[str]) -> ConditionVocab:
+        """Copy with ``names`` (minus the seen atoms and the control) as featured atoms."""
+        seen = set(self.atoms)
+        extra = tuple(dict.fromkeys(str(n) for n in names if str(n) not in seen
+                                    and str(n) != self.control))
+        return ConditionVocab(self.control, self.separator, self.atoms, self.conditions, extra)
 
     def members(self, label: str) -> tuple[str, ...]:
         """Atoms of a label (empty for control)."""
         return split_label(label, self.control, self.separator)
 
     def unknown_atoms(self, labels: Iterable[str]) -> list[str]:
-        """Atoms of ``labels`` that were never seen in training."""
-        known = set(self.atoms)
+        """Atoms of ``labels`` neither seen in training nor known through features."""
+        known = set(self.atoms) | set(self.featured)
         return sorted({a for lab in labels for a in self.members(lab) if a not in known})
 
     def encode(self, labels: Sequence[str], max_members: int | None = None) -> np.ndarray:
         """Integer matrix ``(n, max_members)`` of atom rows, 0-padded (control = all zeros)."""
         missing = self.unknown_atoms(labels)
         if missing:
+            how = ("they are not in the model's perturbation feature table either; refit with a "
+                   "perturbation_features table that has rows for them" if self.featured else
+                   "the model has no perturbation features; refit with "
+                   "fit(..., perturbation_features=<table with a row per perturbation>) (or, for "
+                   "genetic perturbations of measured genes, the data-derived default) to predict "
+                   "unseen perturbations")
             raise KeyError(
-                f"Unknown perturbation(s) {missing}: not seen in training. Predicting unseen "
-                "perturbations needs perturbation features, which this version of scdit does not "
-                "support yet; predict combinations of seen perturbations instead ('A+B'); "
-                f"known perturbations: {list(self.atoms)[:20]}{' ...' if len(self.atoms) > 20 else ''}."
+                f"Unknown perturbation(s) {missing}: not seen in training and {how}. Seen "
+                f"perturbations: {list(self.atoms)[:20]}{' ...' if len(self.atoms) > 20 else ''}."
             )
         index = self.atom_index
         uniq = {lab: [index[a] for a in self.members(lab)] for lab in set(labels)}
@@ -68,13 +83,13 @@ class ConditionVocab:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
         return {"control": self.control, "separator": self.separator, "atoms": list(self.atoms),
-                "conditions": list(self.conditions)}
+                "conditions": list(self.conditions), "featured": list(self.featured)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ConditionVocab:
         """Inverse of :meth:`to_dict`."""
         return cls(control=d["control"], separator=d["separator"], atoms=tuple(d["atoms"]),
-                   conditions=tuple(d["conditions"]))
+                   conditions=tuple(d["conditions"]), featured=tuple(d.get("featured", ())))
 
 
 def split_label(label: str, control: str, separator: str = "+") -> tuple[str, ...]:
@@ -131,3 +146,41 @@ class CovariateVocab:
     def from_dict(cls, d: dict[str, Any]) -> CovariateVocab:
         """Inverse of :meth:`to_dict`."""
         return cls({k: tuple(v) for k, v in d.items()})
+
+
+def parse_doses(labels: Sequence[str], doses: Sequence, vocab: ConditionVocab,
+                width: int, key: str = "dose") -> np.ndarray:
+    """Dose of each member, aligned with :meth:`ConditionVocab.encode` columns ``(n, width)``.
+
+    A dose is a number (given to every member) or a string ``"a+b"`` (one dose per member, in
+    the order the members are written in the label, with the vocabulary's separator). Control
+    cells and padding get 0. Missing/non-numeric doses raise a clear error.
+    """
+    out = np.zeros((len(labels), width), dtype=np.float32)
+    sep = vocab.separator
+    cache: dict[tuple[str, str], np.ndarray] = {}
+    for i, (lab, d) in enumerate(zip(labels, doses, strict=True)):
+        lab = str(lab)
+        if lab == vocab.control:
+            continue
+        k = (lab, str(d))
+        if k not in cache:
+            written = [p.strip() for p in lab.split(sep)] if sep else [lab]
+            written = [p for p in written if p and p != vocab.control]
+            parts = str(d).split(sep) if sep and isinstance(d, str) else [d]
+            try:
+                vals = [float(p) for p in parts]
+            except (TypeError, ValueError):
+                raise ValueError(f"obs[{key!r}] has a non-numeric dose {d!r} (condition {lab!r}); "
+                                 "use numbers, or 'a+b' for combinations.") from None
+            if len(vals) == 1:
+                vals = vals * len(written)
+            if len(vals) != len(written) or not np.all(np.isfinite(vals)) or min(vals) < 0:
+                raise ValueError(f"obs[{key!r}] dose {d!r} does not fit condition {lab!r}: give one "
+                                 "non-negative number, or one per member joined by "
+                                 f"{sep!r}.")
+            order = np.argsort(written, kind="stable")  # encode() sorts members by name
+            cache[k] = np.asarray(vals, dtype=np.float32)[order]
+        v = cache[k]
+        out[i, : len(v)] = v
+    return out

@@ -10,7 +10,8 @@ from ._dit import DiT
 
 
 class VelocityField(nn.Module):
-    """``v(x, t, cond)`` where ``cond`` is a dict with ``atoms``, ``covariates`` and ``drop``."""
+    """``v(x, t, cond)`` where ``cond`` is a dict with ``atoms``, ``covariates``, ``drop`` and
+    optionally ``dose``."""
 
     def __init__(self, dit: DiT, encoder: ConditionEncoder):
         super().__init__()
@@ -19,5 +20,6 @@ class VelocityField(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         """x ``(B, T, P)``, t ``(B,)`` → velocity ``(B, T, P)``."""
-        c = self.encoder(cond["atoms"], cond.get("covariates"), cond.get("drop"))  # (B, D)
+        c = self.encoder(cond["atoms"], cond.get("covariates"), cond.get("drop"),
+                         cond.get("dose"))  # (B, D)
         return self.dit(x, t, c)  # (B, T, P)

@@ -8,7 +8,7 @@ import math
 import lightning as L
 import torch
 
-from ..flow import flow_matching_loss, get_time_sampler, noise_like
+from ..flow import flow_matching_loss, get_time_sampler, noise_like, ot_pairing
 from ..models import VelocityField
 from ._ema import EMA
 
@@ -16,8 +16,10 @@ from ._ema import EMA
 class FlowModule(L.LightningModule):
     """Rectified-flow training of ``field`` on tokenised cells.
 
-    Each step: tokens ``x0`` of a batch, Gaussian source ``x1``, times from the configured
-    sampler, condition dropout with probability ``cond_dropout`` (classifier-free guidance),
+    Each step: tokens ``x0`` of a batch, source ``x1`` (Gaussian noise, or with
+    ``source="control"`` the tokens of control cells of the same context, re-paired by exact
+    minibatch optimal transport within each (context, condition) group, plus
+    ``source_noise``-scaled Gaussian noise), times from the configured sampler, condition dropout with probability ``cond_dropout`` (classifier-free guidance),
     loss ``||v(x_t, t, c) - (x1 - x0)||²``. AdamW with linear warm-up then cosine decay; an EMA
     copy is validated and kept (its best state is restored when training ends).
     """
@@ -25,8 +27,12 @@ class FlowModule(L.LightningModule):
     def __init__(self, field: VelocityField, tokenizer, *, lr: float, weight_decay: float,
                  warmup_steps: int, max_steps: int, ema_decay: float, cond_dropout: float,
                  time_sampling: str, logit_mean: float = 0.0, logit_std: float = 1.0,
-                 val_seed: int = 0):
+                 val_seed: int = 0, source: str = "noise", source_noise: float = 0.0):
         super().__init__()
+        if source not in ("noise", "control"):
+            raise ValueError(f"source must be 'noise' or 'control', got {source!r}.")
+        self.source = source
+        self.source_noise = float(source_noise)
         self.field = field
         self.tokenizer = tokenizer
         self.lr, self.weight_decay = lr, weight_decay
@@ -43,13 +49,21 @@ class FlowModule(L.LightningModule):
     def _loss(self, field, batch, generator=None) -> torch.Tensor:
         x0 = self.tokenizer.encode(batch["x"])  # (B, T, P)
         b = x0.shape[0]
-        x1 = noise_like(x0, generator)  # (B, T, P)
+        if self.source == "control":
+            x1 = self.tokenizer.encode(batch["x_src"])  # (B, T, P)
+            x1 = pair_within_groups(x0, x1, group_ids(batch))
+            if self.source_noise > 0:
+                x1 = x1 + self.source_noise * noise_like(x1, generator)
+        else:
+            x1 = noise_like(x0, generator)  # (B, T, P)
         t = self.sample_t(b, generator, x0.device)  # (B,)
         if generator is None and self.training:
             drop = torch.rand(b, device=x0.device) < self.cond_dropout  # (B,)
         else:
             drop = torch.zeros(b, dtype=torch.bool, device=x0.device)
         cond = {"atoms": batch["atoms"], "covariates": batch["covariates"], "drop": drop}
+        if "dose" in batch:
+            cond["dose"] = batch["dose"]
         return flow_matching_loss(lambda x, tt: field(x, tt, cond), x0, x1, t)
 
     def training_step(self, batch, batch_idx):
@@ -112,3 +126,23 @@ class FlowModule(L.LightningModule):
         if self.best_state is not None:
             field.load_state_dict(self.best_state)
         return field.eval()
+
+
+def group_ids(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Integer id per cell of its (context, condition[, dose]) group ``(B,)``."""
+    parts = [batch["ctx"][:, None].to(torch.float64), batch["atoms"].to(torch.float64)]
+    if "dose" in batch:
+        parts.append(batch["dose"].to(torch.float64))
+    _, inv = torch.unique(torch.cat(parts, 1), dim=0, return_inverse=True)
+    return inv
+
+
+def pair_within_groups(x0: torch.Tensor, x1: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Reorder ``x1`` so that within each group it is the exact OT match of ``x0``."""
+    out = x1.clone()
+    for g in torch.unique(groups):
+        idx = torch.nonzero(groups == g).flatten()
+        if len(idx) > 1:
+            perm = ot_pairing(x0[idx], x1[idx])
+            out[idx] = x1[idx[perm]]
+    return out

@@ -62,7 +62,7 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
         warmup_steps=min(train.warmup_steps, max_steps // 5), max_steps=max_steps,
         ema_decay=train.ema_decay, cond_dropout=dit.cond_dropout,
         time_sampling=flow.time_sampling, logit_mean=flow.logit_mean, logit_std=flow.logit_std,
-        val_seed=train.seed,
+        val_seed=train.seed, source=flow.source, source_noise=flow.source_noise,
     )
     train_loader = make_loader(train_ds, train.batch_size, shuffle=True, seed=train.seed,
                                drop_last=True)

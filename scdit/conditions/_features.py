@@ -1,0 +1,156 @@
+"""Perturbation features: a user table, or features derived from the expression data.
+
+Features let the model place a perturbation it never saw: the condition encoder projects a
+perturbation's feature vector into the conditioning space (see :class:`ConditionEncoder`).
+
+The data-derived default, for genetic perturbations whose target gene is measured, describes a
+gene by how it co-varies with the main axes of variation of the training cells: the Pearson
+correlation of the gene's log1p expression with each of the top principal components of the
+modelled genes, plus its mean and standard deviation. Genes that sit in the same expression
+programme get similar vectors, which is what a knock-down or activation of the gene moves
+first. The table covers every measured gene, so any measured gene can be predicted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+FeatureInput = pd.DataFrame | Mapping | str | Path
+
+
+def read_features(features: FeatureInput) -> pd.DataFrame:
+    """A numeric DataFrame (index = perturbation names) from a DataFrame, dict or file path.
+
+    Files: ``.csv``/``.tsv``/``.txt`` (first column = index), ``.parquet``, ``.h5ad`` (``X`` with
+    ``obs_names`` as index), ``.npz``/``.json`` are not guessed. Rows must be unique, finite
+    numbers.
+    """
+    if isinstance(features, pd.DataFrame):
+        df = features.copy()
+    elif isinstance(features, Mapping):
+        try:
+            df = pd.DataFrame.from_dict({str(k): np.asarray(v, dtype=np.float64).ravel()
+                                         for k, v in features.items()}, orient="index")
+        except (TypeError, ValueError) as err:
+            raise ValueError("perturbation_features dict must map each perturbation name to a "
+                             f"vector of numbers of the same length ({err}).") from err
+    elif isinstance(features, (str, Path)):
+        path = Path(features)
+        if not path.exists():
+            raise FileNotFoundError(f"perturbation_features file {path} does not exist.")
+        suffix = path.suffix.lower()
+        if suffix in (".csv", ".tsv", ".txt"):
+            df = pd.read_csv(path, sep="," if suffix == ".csv" else "\t", index_col=0)
+        elif suffix == ".parquet":
+            df = pd.read_parquet(path)
+        elif suffix == ".h5ad":
+            import anndata as ad
+
+            a = ad.read_h5ad(path)
+            X = a.X.toarray() if sp.issparse(a.X) else np.asarray(a.X)
+            df = pd.DataFrame(X, index=a.obs_names)
+        else:
+            raise ValueError(f"Cannot read perturbation_features from {path.name!r}: use .csv, "
+                             ".tsv, .txt, .parquet or .h5ad (or pass a DataFrame or dict).")
+    else:
+        raise TypeError("perturbation_features must be a DataFrame, a dict name → vector, a path, "
+                        f"'auto' or False; got {type(features).__name__}.")
+    df.index = df.index.astype(str)
+    if df.index.has_duplicates:
+        dup = df.index[df.index.duplicated()].unique().tolist()[:10]
+        raise ValueError(f"perturbation_features has duplicated names: {dup}.")
+    if df.shape[1] == 0 or df.shape[0] == 0:
+        raise ValueError("perturbation_features is empty (needs ≥ 1 row and ≥ 1 column).")
+    non_numeric = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if non_numeric:
+        raise ValueError(f"perturbation_features columns must be numeric; {non_numeric[:10]} are "
+                         "not.")
+    values = df.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values).all(1)
+    if bad.any():
+        raise ValueError(f"perturbation_features has NaN/inf values in rows "
+                         f"{df.index[bad].tolist()[:10]}; fill or drop them.")
+    return df.astype(np.float64)
+
+
+def data_features(X_log, var_names: Sequence[str], model_genes: Sequence[int] | None = None, *,
+                  n_components: int = 32, max_cells: int = 20000, seed: int = 0) -> pd.DataFrame:
+    """Data-derived features of every measured gene (see the module docstring).
+
+    Parameters
+    ----------
+    X_log
+        Training cells × all genes, log1p (dense or sparse).
+    var_names
+        Gene names (the index of the result).
+    model_genes
+        Column indices the principal components are computed on (default all genes).
+    n_components
+        Number of principal components.
+    max_cells, seed
+        A random subset of at most ``max_cells`` cells is used.
+
+    Returns
+    -------
+    DataFrame genes × (``n_components`` + 2): correlations with PC1..PCk, mean and SD.
+    """
+    n = X_log.shape[0]
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, size=min(n, max_cells), replace=False))
+    X = X_log[rows]
+    X = sp.csr_matrix(X, dtype=np.float64) if sp.issparse(X) else np.asarray(X, np.float64)
+    cols = np.arange(X.shape[1]) if model_genes is None else np.asarray(model_genes)
+    sub = X[:, cols]
+    sub = sub.toarray() if sp.issparse(sub) else sub
+    mu = sub.mean(0)
+    sd = sub.std(0) + 1e-8
+    Z = (sub - mu) / sd  # (n, g)
+    k = int(max(1, min(n_components, min(Z.shape) - 1)))
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        U, S, _ = torch.svd_lowrank(torch.as_tensor(Z), q=min(k + 10, min(Z.shape)), niter=4)
+    scores = (U[:, :k] * S[:k]).numpy()  # (n, k)
+    scores = (scores - scores.mean(0)) / (scores.std(0) + 1e-12)
+    m = X.shape[0]
+    mean = np.asarray(X.mean(0)).ravel()
+    sq = X.multiply(X) if sp.issparse(X) else X**2
+    sdev = np.sqrt(np.maximum(np.asarray(sq.mean(0)).ravel() - mean**2, 0.0))
+    cov = np.asarray(X.T @ scores) / m  # (G, k); scores are centred
+    corr = cov / (sdev[:, None] + 1e-8)
+    corr[sdev == 0] = 0.0
+    data = np.column_stack([corr, mean, sdev])
+    names = [f"pc{i + 1}_corr" for i in range(k)] + ["mean", "sd"]
+    return pd.DataFrame(data, index=pd.Index([str(v) for v in var_names]), columns=names)
+
+
+def feature_table(features: pd.DataFrame, seen: Sequence[str], *, source: str = "table"
+                  ) -> tuple[np.ndarray, list[str], dict]:
+    """Standardised feature matrix for the seen atoms followed by all other rows.
+
+    Returns ``(table (n_rows, F) float32, featured names (unseen rows, in order), stats)`` where
+    ``stats`` holds the column means and SDs used (to standardise the same way at load time).
+    Raises a clear error if seen perturbations are missing from ``features``.
+    """
+    missing = [a for a in seen if a not in features.index]
+    if missing:
+        raise ValueError(
+            f"perturbation_features ({source}) has no row for {len(missing)} perturbation(s) "
+            f"seen in training: {missing[:20]}{' ...' if len(missing) > 20 else ''}. Add rows for "
+            "them (its index must hold perturbation names as written in condition_key), or pass "
+            "perturbation_features=False."
+        )
+    seen_set = set(seen)
+    featured = [i for i in features.index if i not in seen_set]
+    values = features.loc[list(seen) + featured].to_numpy(np.float64)
+    mean = values[: len(seen)].mean(0) if seen else values.mean(0)
+    sd = values[: len(seen)].std(0) if seen else values.std(0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    table = np.clip((values - mean) / sd, -10.0, 10.0).astype(np.float32)
+    return table, featured, {"source": source, "n_features": int(values.shape[1])}

@@ -1,0 +1,221 @@
+"""Perturbation features, control-cell source with OT pairing, doses, contexts (issue #4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import scdit
+from scdit.conditions import ConditionEncoder, data_features, feature_table, read_features
+from scdit.data._dataset import CellDataset
+from scdit.data._vocab import ConditionVocab, parse_doses
+from scdit.train._module import group_ids, pair_within_groups
+
+# ----------------------------------------------------------------------------- features
+
+
+def test_read_features_forms(tmp_path):
+    d = {"A": [1.0, 2.0], "B": [3.0, 4.0]}
+    df = read_features(d)
+    assert list(df.index) == ["A", "B"] and df.shape == (2, 2)
+    path = tmp_path / "f.csv"
+    df.to_csv(path)
+    assert np.allclose(read_features(path).to_numpy(), df.to_numpy())
+    assert np.allclose(read_features(str(path)).to_numpy(), df.to_numpy())
+    with pytest.raises(ValueError, match="NaN"):
+        read_features(pd.DataFrame({"x": [1.0, np.nan]}, index=["A", "B"]))
+    with pytest.raises(ValueError, match="duplicated"):
+        read_features(pd.DataFrame({"x": [1.0, 2.0]}, index=["A", "A"]))
+    with pytest.raises(ValueError, match="numeric"):
+        read_features(pd.DataFrame({"x": ["a", "b"]}, index=["A", "B"]))
+    with pytest.raises(FileNotFoundError):
+        read_features(tmp_path / "missing.csv")
+    with pytest.raises(TypeError):
+        read_features(3)
+
+
+def test_feature_table_orders_seen_first_and_standardises():
+    df = pd.DataFrame({"x": [1.0, 2.0, 3.0, 10.0], "y": [0.0, 0.0, 0.0, 1.0]},
+                      index=["C", "A", "B", "Z"])
+    table, featured, _ = feature_table(df, ["A", "B", "C"])
+    assert featured == ["Z"]
+    assert table.shape == (4, 2)
+    assert np.allclose(table[:3, 0].mean(), 0.0, atol=1e-6)  # standardised on the seen rows
+    assert np.allclose(table[:3, 1], 0.0)  # constant column: SD replaced by 1
+    with pytest.raises(ValueError, match=r"no row for 1 perturbation.*\['Q'\]"):
+        feature_table(df, ["A", "Q"])
+
+
+def test_data_features_correlations(log1p_adata):
+    X = log1p_adata.X
+    f = data_features(X, log1p_adata.var_names, n_components=5)
+    assert f.shape == (50, 7)
+    assert list(f.index[:2]) == ["G0", "G1"]
+    corr = f.filter(like="_corr").to_numpy()
+    assert np.all(np.abs(corr) <= 1.0 + 1e-6)
+    # genes of the same programme (G10..G14 go up together under G1) have similar profiles
+    sim = np.corrcoef(corr[list(range(10, 15)) + list(range(40, 45))])
+    within = sim[:5, :5][np.triu_indices(5, 1)].mean()
+    between = np.abs(sim[:5, 5:]).mean()
+    assert within > 0.6 and within > between + 0.3
+
+
+def test_encoder_feature_only_rows_and_residual():
+    feats = np.eye(4, 3, dtype=np.float32)  # 2 seen + 2 feature-only atoms
+    enc = ConditionEncoder(2, [], 8, features=feats, residual_dropout=0.5).eval()
+    atoms = torch.tensor([[1], [3], [0]])
+    out = enc.member_embeddings(atoms)
+    assert out.shape == (3, 1, 8)
+    assert torch.all(out[2] == 0)  # padding
+    # a feature-only atom has no residual: its embedding is the projection alone
+    proj = enc.proj(enc.features[3])
+    assert torch.allclose(out[1, 0], proj)
+    c = enc(atoms)
+    assert c.shape == (3, 8)
+
+
+def test_vocab_featured_atoms():
+    v = ConditionVocab.build(["ctrl", "A", "B"], "ctrl").with_featured(["B", "Z", "ctrl"])
+    assert v.featured == ("Z",)
+    assert v.encode(["Z"]).tolist() == [[3]]
+    assert ConditionVocab.from_dict(v.to_dict()) == v
+    with pytest.raises(KeyError, match=r"Unknown perturbation\(s\) \['Q'\].*feature table"):
+        v.encode(["Q"])
+
+
+def test_unseen_single_perturbation_with_default_features(counts_adata, tiny):
+    train = counts_adata[counts_adata.obs.condition != "G3"].copy()
+    model = scdit.fit(train, "condition", max_steps=30, seed=0, **tiny)
+    assert model.config.conditions.features == "data"
+    assert "G3" in model.vocab.featured
+    pred = model.predict("G3", n_cells=10, seed=0)
+    assert pred.n_obs == 10 and (pred.obs.condition == "G3").all()
+    with pytest.raises(KeyError, match=r"Unknown perturbation\(s\) \['NOTAGENE'\]"):
+        model.predict("NOTAGENE")
+
+
+def test_unseen_perturbation_without_features_lists_them(counts_adata, tiny):
+    train = counts_adata[counts_adata.obs.condition != "G3"].copy()
+    model = scdit.fit(train, "condition", perturbation_features=False, max_steps=5, **tiny)
+    with pytest.raises(KeyError, match=r"Unknown perturbation\(s\) \['G3'\].*no perturbation "
+                                       r"features"):
+        model.predict(["G1", "G3"])
+
+
+def test_user_feature_table(counts_adata, tiny, tmp_path):
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(4, 6)), index=["G1", "G2", "G3", "NEW"])
+    model = scdit.fit(counts_adata, "condition", perturbation_features=table, max_steps=10,
+                      **tiny)
+    assert model.config.conditions.features == "table"
+    assert model.vocab.featured == ("NEW",)
+    a = model.predict("NEW", n_cells=8, seed=1)
+    model.save(tmp_path / "m")
+    b = scdit.load(tmp_path / "m").predict("NEW", n_cells=8, seed=1)
+    assert np.array_equal(a.X.toarray(), b.X.toarray())
+    with pytest.raises(ValueError, match=r"no row for 1 perturbation.*\['G3'\]"):
+        scdit.fit(counts_adata, "condition", perturbation_features=table.drop("G3"), **tiny)
+    with pytest.raises(ValueError, match="not measured genes"):
+        bad = counts_adata.copy()
+        bad.obs["condition"] = bad.obs["condition"].replace({"G3": "drugX"})
+        scdit.fit(bad, "condition", perturbation_features="data", **tiny)
+
+
+# ----------------------------------------------------------------------------- dose
+
+
+def test_parse_doses_aligns_with_sorted_members():
+    v = ConditionVocab.build(["ctrl", "B+A", "A"], "ctrl")
+    d = parse_doses(["B+A", "A", "ctrl"], ["1+2", 5, 7], v, 2)
+    # encode sorts members (A, B): "B+A" with "1+2" → A=2, B=1
+    assert d.tolist() == [[2.0, 1.0], [5.0, 0.0], [0.0, 0.0]]
+    with pytest.raises(ValueError, match="non-numeric"):
+        parse_doses(["A"], ["high"], v, 1)
+    with pytest.raises(ValueError, match="does not fit"):
+        parse_doses(["B+A"], ["1+2+3"], v, 2)
+
+
+def test_fit_with_dose(counts_adata, tiny):
+    adata = counts_adata.copy()
+    adata.obs["dose"] = np.where(adata.obs.condition == "ctrl", 0.0,
+                                 np.where(np.arange(adata.n_obs) % 2, 1.0, 10.0))
+    model = scdit.fit(adata, "condition", dose_key="dose", max_steps=10, **tiny)
+    assert model.field.encoder.dose is not None
+    pred = model.predict("G1", n_cells=5, dose=10.0, seed=0)
+    assert pred.n_obs == 5
+    with pytest.raises(ValueError, match="pass dose="):
+        model.predict("G1", n_cells=5)
+    with pytest.raises(KeyError, match="dose_key 'nope'"):
+        scdit.fit(adata, "condition", dose_key="nope", **tiny)
+
+
+# ----------------------------------------------------------------------------- control source
+
+
+def test_pair_within_groups_keeps_groups_and_lowers_cost():
+    torch.manual_seed(0)
+    x0 = torch.randn(12, 2, 3)
+    x1 = torch.randn(12, 2, 3)
+    batch = {"ctx": torch.tensor([0] * 6 + [1] * 6), "atoms": torch.tensor([[1]] * 12)}
+    g = group_ids(batch)
+    assert len(torch.unique(g)) == 2
+    out = pair_within_groups(x0, x1, g)
+    for grp in (slice(0, 6), slice(6, 12)):  # rows only move within their group
+        a = sorted(map(tuple, x1[grp].reshape(6, -1).tolist()))
+        b = sorted(map(tuple, out[grp].reshape(6, -1).tolist()))
+        assert a == b
+    cost = lambda y: ((x0 - y) ** 2).sum()  # noqa: E731
+    assert cost(out) <= cost(x1) + 1e-6
+
+
+def test_dataset_draws_source_from_same_context():
+    X = np.arange(8, dtype=np.float32)[:, None].repeat(2, 1)
+    src = np.array([[100.0, 100.0], [200.0, 200.0]], np.float32)
+    ds = CellDataset(X, np.ones((8, 1)), np.zeros((8, 0)), context=np.array([0, 1] * 4),
+                     source_X=src, source_context=np.array([0, 1]), seed=0)
+    b = ds[list(range(8))]
+    assert torch.all(b["x_src"][b["ctx"] == 0] == 100) and torch.all(b["x_src"][b["ctx"] == 1] == 200)
+    with pytest.raises(ValueError, match="No source"):
+        CellDataset(X, np.ones((8, 1)), np.zeros((8, 0)), context=np.array([0, 2] * 4),
+                    source_X=src, source_context=np.array([0, 1]))
+
+
+def test_control_source_transports_given_cells(counts_adata, tiny, tmp_path):
+    model = scdit.fit(counts_adata, "condition", covariate_keys=["cell_type"], source="control",
+                      max_steps=20, seed=0, **tiny)
+    assert model.config.flow.source == "control"
+    ctrl = counts_adata[(counts_adata.obs.condition == "ctrl")
+                        & (counts_adata.obs.cell_type == "B")][:15].copy()
+    pred = model.predict("G1", source=ctrl, seed=2)
+    assert pred.n_obs == 15
+    assert list(pred.obs["reference_cell"]) == list(ctrl.obs_names)
+    assert (pred.obs["cell_type"] == "B").all()
+    again = model.predict("G1", source=ctrl, seed=2)
+    assert np.array_equal(pred.X.toarray(), again.X.toarray())
+    model.save(tmp_path / "m")
+    loaded = scdit.load(tmp_path / "m")
+    assert np.array_equal(loaded.predict("G1", source=ctrl, seed=2).X.toarray(), pred.X.toarray())
+    # without source: stored control cells of the requested context
+    p2 = model.predict("G2", n_cells=7, covariates={"cell_type": "T"}, seed=0)
+    assert p2.n_obs == 7 and (p2.obs["cell_type"] == "T").all()
+    # guidance scale 1 = the conditional model
+    g1 = model.predict("G1", source=ctrl, seed=2, guidance_scale=1.0)
+    assert np.array_equal(g1.X.toarray(), pred.X.toarray())
+
+
+def test_control_source_needs_controls_in_every_context(counts_adata, tiny):
+    bad = counts_adata[~((counts_adata.obs.condition == "ctrl")
+                         & (counts_adata.obs.cell_type == "B"))].copy()
+    with pytest.raises(ValueError, match=r"needs control cells.*'cell_type': 'B'"):
+        scdit.fit(bad, "condition", covariate_keys=["cell_type"], source="control", **tiny)
+    with pytest.raises(ValueError, match="source must be"):
+        scdit.fit(counts_adata, "condition", source="controls", **tiny)
+
+
+def test_unseen_covariate_value_is_a_clear_error(counts_model, counts_adata):
+    src = counts_adata[:5].copy()
+    src.obs["cell_type"] = "NK"
+    with pytest.raises(KeyError, match=r"Unknown value\(s\) \['NK'\] for covariate 'cell_type'"):
+        counts_model.predict("G1", source=src)
