@@ -214,7 +214,7 @@ def test_covariate_contexts():
 def test_baseline_predictions_round_trip():
     real = _log1p_data(CONDS)
     base = baseline_predictions(real, "condition")
-    assert set(base) == {"no_change", "mean", "additive"}
+    assert set(base) == {"no_change", "mean", "additive", "context_shift"}
     assert set(base["additive"].obs.condition) == {"A+B", "A+C"}
     df = evaluate(real, real, "condition")
     again = evaluate(base["mean"], real, "condition", baselines=(), method_name="mean")

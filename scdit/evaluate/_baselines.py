@@ -9,6 +9,8 @@ control cells of ``ctx`` shifted by a vector in log1p space:
 * ``mean_cell_weighted``: as ``mean`` but each group weighted by its number of cells;
 * ``additive`` (combinations ``A+B[+C]``): ``Σ δ_member``, each member's effect from the same
   context if available, else averaged over the contexts that have it;
+* ``context_shift`` (the scGen/CellFlow "mean shift" for a held-out context): the same
+  condition's effect averaged over the *other* contexts that have it (NaN where none has);
 * ``linear``: the ridge model ``Y ≈ G K Pᵀ + b`` of Ahlmann-Eltze et al. (2025) fitted on the
   source's effects (all contexts pooled; see :mod:`scdit.evaluate._linear`).
 
@@ -34,13 +36,14 @@ from ._de import group_stats
 #: Labels recognised as control when ``control=None`` (case-insensitive; shared with ``fit``).
 CONTROL_LABELS: tuple[str, ...] = COMMON_CONTROL_LABELS
 #: Baselines ``evaluate`` reports by default.
-BASELINES: tuple[str, ...] = ("no_change", "mean", "additive")
+BASELINES: tuple[str, ...] = ("no_change", "mean", "additive", "context_shift")
 #: Every baseline ``evaluate`` can report (``ceiling`` only there, not as predicted cells).
 ALL_BASELINES: tuple[str, ...] = (
     "no_change",
     "mean",
     "mean_cell_weighted",
     "additive",
+    "context_shift",
     "linear",
     "ceiling",
 )
@@ -246,6 +249,15 @@ class EffectSource:
             total = total + np.mean([self.effects[k] for k in same or keys], axis=0)
         return total
 
+    def context_shift(self, key: Key) -> np.ndarray | None:
+        """Effect of the same condition averaged over the other contexts, or None."""
+        members = condition_members(key[0], self.separator, self.control)
+        keys = [k for k in self.by_members.get(members, [])
+                if k[1] != key[1] and not self._excluded(k, key)]
+        if not keys:
+            return None
+        return np.mean([self.effects[k] for k in keys], axis=0)
+
     def shift(self, kind: str, key: Key, n_genes: int) -> np.ndarray | None:
         """Shift vector of baseline ``kind`` for ``key``, or None where it does not apply."""
         if kind == "no_change":
@@ -256,6 +268,8 @@ class EffectSource:
             return self.mean_shift(key, weighted=True)
         if kind == "additive":
             return self.additive_shift(key)
+        if kind == "context_shift":
+            return self.context_shift(key)
         if kind == "linear":
             return self.linear_shift(key)
         raise ValueError(f"Unknown baseline {kind!r}; choose from {SHIFT_BASELINES}.")
