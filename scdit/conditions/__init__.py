@@ -1,6 +1,6 @@
 """Condition encoders for perturbations and covariates, and perturbation features."""
 
 from ._encoder import ConditionEncoder
-from ._features import data_features, feature_table, read_features
+from ._features import data_features, feature_table, read_features, target_prior
 
-__all__ = ["ConditionEncoder", "data_features", "feature_table", "read_features"]
+__all__ = ["ConditionEncoder", "data_features", "feature_table", "read_features", "target_prior"]

@@ -1,0 +1,140 @@
+"""Generalisation benchmarks (issue #4): held-out context, held-out doubles, unseen singles.
+
+Each run fits scdit on a split of a bundled real dataset, predicts the held-out cells and scores
+them with :func:`scdit.evaluate` beside the baselines. Settings:
+
+* ``patient``: glioblastoma slices (Zhao 2021), one patient's panobinostat cells held out and
+  predicted from that patient's control cells (covariate ``patient_id``);
+* ``cellline``: the three glioma lines of McFaline-Figueroa 2023 (9 CRISPRi perturbations),
+  one line's perturbed cells held out and predicted from its control cells (``cell_type``);
+* ``doubles``: Norman 2019 K562 doubles whose singles were both seen (``split_combinations``).
+
+Rows are appended to ``--csv`` (one per setting × held-out × variant × seed × method) and a table
+of the main metrics is printed. Example::
+
+    python benchmarks/generalise.py --setting patient --holdout PW030 --variants noise control
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+METRICS = ["pearson_delta", "pearson_delta_de", "energy_distance", "discrimination_l1", "mse"]
+
+#: Named variants: keyword arguments of scdit.fit.
+VARIANTS = {
+    "noise": {"source": "noise"},
+    "control": {"source": "control"},
+    "control_nocov": {"source": "control", "covariate_keys": ()},
+    "noise_nofeat": {"source": "noise", "perturbation_features": False},
+}
+
+
+def load(setting: str) -> tuple[ad.AnnData, str, str, str | None]:
+    """(adata, condition_key, control, covariate_key) of a setting."""
+    import scdit
+
+    if setting == "patient":
+        a = scdit.datasets.glioblastoma_panobinostat()
+        return a, "condition", "ctrl", "patient_id"
+    a = scdit.datasets.norman19_devel()
+    a.obs["condition"] = a.obs["condition"].astype(str)
+    a.obs["cell_type"] = a.obs["cell_type"].astype(str)
+    if setting == "cellline":
+        a = a[a.obs["cell_type"].isin(["A172", "T98G", "U87MG"])].copy()
+        return a, "condition", "control", "cell_type"
+    if setting == "doubles":
+        a = a[a.obs["cell_type"] == "k562"].copy()
+        a.obs_names_make_unique()
+        return a, "condition", "control", None
+    raise ValueError(f"unknown setting {setting!r}")
+
+
+def make_split(setting, adata, key, control, holdout, seed):
+    from scdit.splits import split_combinations, split_covariate_context
+
+    if setting == "doubles":
+        return split_combinations(adata, key, seen=2, control=control, seed=seed)
+    cov = "patient_id" if setting == "patient" else "cell_type"
+    return split_covariate_context(adata, key, cov, context=holdout, control=control)
+
+
+def run_one(setting: str, holdout: str | None, variant: str, seed: int, min_cells: int,
+            max_steps: int | None, max_minutes: float | None, verbose: bool) -> pd.DataFrame:
+    import scdit
+    from scdit.evaluate import evaluate, summarize
+
+    adata, key, control, cov = load(setting)
+    split = make_split(setting, adata, key, control, holdout, seed)
+    train, test = split.subset(adata)
+    kw = {"covariate_keys": (cov,) if cov else (), **VARIANTS[variant]}
+    t0 = time.perf_counter()
+    model = scdit.fit(train, key, control=control, seed=seed, verbose=verbose,
+                      max_steps=max_steps, max_minutes=max_minutes, **kw)
+    t_fit = time.perf_counter() - t0
+    if cov:
+        src_names = split.params["source_obs_names"]
+        source = adata[adata.obs_names.isin(src_names)].copy()
+    else:
+        source = train[train.obs[key] == control].copy()
+    counts = test.obs[key].value_counts()
+    t0 = time.perf_counter()
+    parts = [model.predict(c, n_cells=max(min_cells, int(counts[c]), source.n_obs if cov else 0),
+                           source=source, seed=seed + i) for i, c in enumerate(sorted(counts.index))]
+    t_pred = time.perf_counter() - t0
+    pred = ad.concat(parts, merge="same")
+    pred.obs_names_make_unique()
+    real = ad.concat([test, source], merge="same")
+    real.obs_names_make_unique()
+    baselines = ("no_change", "mean", "context_shift") if cov else ("no_change", "mean",
+                                                                       "additive")
+    df = evaluate(pred, real, key, control=control, train=train, covariate_key=cov, seed=seed,
+                  baselines=baselines)
+    s = summarize(df)
+    s = s[[m for m in METRICS if m in s.columns]].copy()
+    s.index.name = "method"
+    s = s.reset_index()
+    s.insert(0, "seed", seed)
+    s.insert(0, "variant", variant)
+    s.insert(0, "holdout", holdout or "seen2")
+    s.insert(0, "setting", setting)
+    s["fit_s"] = round(t_fit, 1)
+    s["predict_s"] = round(t_pred, 1)
+    s["steps"] = model.summary.get("steps")
+    return s
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--setting", choices=["patient", "cellline", "doubles"], required=True)
+    p.add_argument("--holdout", nargs="*", default=[None])
+    p.add_argument("--variants", nargs="+", default=["noise", "control"], choices=list(VARIANTS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--min-cells", type=int, default=500)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--max-minutes", type=float, default=14.0)
+    p.add_argument("--csv", default="benchmarks/generalise.csv")
+    p.add_argument("--verbose", action="store_true")
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    out = Path(args.csv)
+    for holdout in args.holdout:
+        for seed in args.seeds:
+            for variant in args.variants:
+                s = run_one(args.setting, holdout, variant, seed, args.min_cells, args.max_steps,
+                            args.max_minutes, args.verbose)
+                s.to_csv(out, mode="a", header=not out.exists(), index=False)
+                with pd.option_context("display.width", 200, "display.max_columns", 20):
+                    print(s.round(3).to_string(index=False), flush=True)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
