@@ -18,16 +18,15 @@ from ._config import (
     DiTConfig,
     FlowConfig,
     ScDiTConfig,
-    TokenizerConfig,
     TrainConfig,
 )
 from ._model import ScDiT, build_field, make_reference
-from .conditions import data_features, feature_table, read_features
+from .conditions import data_features, feature_table, read_features, target_prior
 from .data._dataset import CellDataset
-from .data._representation import to_log1p
+from .data._representation import detect_representation, to_log1p
 from .data._setup import condition_labels, get_matrix, validate
 from .data._vocab import ConditionVocab, CovariateVocab, parse_doses
-from .tokenizers import build_tokenizer
+from .tokenizers import format_ceiling, reconstruction_ceiling, resolve_tokenizer
 from .train import train_field
 
 
@@ -100,7 +99,8 @@ def fit(
     perturbation_features=None,
     dose_key: str | None = None,
     source: str = "noise",
-    tokenizer: str = "genes",
+    tokenizer="genes",
+    tokenizer_kwargs: dict | None = None,
     n_top_genes: int = 2000,
     max_tokens: int | None = None,
     preset: str = "small",
@@ -155,10 +155,24 @@ def fit(
         Source of the flow: ``"noise"`` (Gaussian; generate cells) or ``"control"`` (transport
         control cells of the same covariate context, paired by minibatch optimal transport;
         ``predict(source=control_cells)`` then maps those very cells to their perturbed state).
-    tokenizer, n_top_genes, max_tokens
-        Gene-token tokenizer: how many highly variable genes to model (perturbation targets
-        that are measured genes are always kept) and the maximum number of tokens per cell
-        (default: the preset's ``max_tokens``; at most ~128).
+    tokenizer
+        The space the DiT works in (see the user guide, "Choosing a tokenizer"): ``"genes"``
+        (log1p of selected genes, patches of genes per token), ``"pca"`` (principal components
+        of log1p data), ``"scvi"`` (an scVI latent space; needs raw counts, trains an
+        ``scvi.model.SCVI``), an already trained ``scvi.model.SCVI`` (used as is), or a tokenizer
+        object of a class registered with :func:`scdit.tokenizers.register`. The reconstruction
+        ceiling of the choice is measured on the validation cells and stored in
+        ``model.summary["ceiling"]``.
+    tokenizer_kwargs
+        Options of the tokenizer: genes ``gene_order`` (``"coexpression"``/``"given"``),
+        ``patch_size``, ``encoding`` (``"value"``/``"rank"``), ``gene_features`` (DataFrame of
+        gene features initialising the gene embeddings); pca ``n_components`` (50),
+        ``patch_size``; scvi ``n_latent`` (32), ``patch_size``, ``batch_key``, ``max_epochs``,
+        ``gene_likelihood`` (``"nb"``).
+    n_top_genes, max_tokens
+        How many highly variable genes to model (perturbation targets that are measured genes
+        are always kept) and the maximum number of tokens per cell (default: the preset's
+        ``max_tokens``; at most ~128).
     preset
         DiT size: ``"tiny"``, ``"small"`` (CPU default), ``"base"``, ``"large"``.
     max_steps
@@ -186,8 +200,6 @@ def fit(
                     layer=layer, representation=representation, min_cells=min_cells)
     if preset not in DIT_PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose from {sorted(DIT_PRESETS)}.")
-    if tokenizer != "genes":
-        raise ValueError(f"Unknown tokenizer {tokenizer!r}; available: ['genes'].")
     if source not in ("noise", "control"):
         raise ValueError(f"source must be 'noise' or 'control', got {source!r}.")
     if dose_key is not None and dose_key not in adata.obs:
@@ -195,6 +207,10 @@ def fit(
                        f"{list(adata.obs.columns)[:20]}.")
     dit = dit or DIT_PRESETS[preset]
     max_tokens = int(max_tokens or dit.max_tokens)
+    tok, tok_cfg = resolve_tokenizer(tokenizer, tokenizer_kwargs, n_top_genes=n_top_genes,
+                                     max_tokens=max_tokens, accelerator=accelerator,
+                                     verbose=verbose)
+    _check_tokenizer_input(adata, tok, info.representation, layer, covariate_keys)
     labels = condition_labels(adata, condition_key).to_numpy()
     if (labels != info.control).sum() == 0:
         raise ValueError("Only control cells were found; add perturbed cells to train on.")
@@ -214,16 +230,24 @@ def fit(
                         covariate_keys=tuple(covariate_keys), separator=separator, layer=layer,
                         representation=info.representation, dose_key=dose_key),
         conditions=ConditionConfig(),
-        tokenizer=TokenizerConfig(kind=tokenizer, n_top_genes=n_top_genes, max_tokens=max_tokens),
+        tokenizer=tok_cfg,
         dit=dit, flow=flow or FlowConfig(source=source), train=train,
     )
     X = get_matrix(adata, layer)
     X_log = to_log1p(X, info.representation)
-    tok = build_tokenizer(tokenizer, n_top_genes=n_top_genes, max_tokens=max_tokens,
-                          gene_order=cfg.tokenizer.gene_order)
-    tok.fit(X_log, adata.var_names, required_genes=vocab.atoms, seed=seed)
+    val = _val_rows(labels, cfg.train.val_fraction, seed)
+    tr = np.setdiff1d(np.arange(adata.n_obs), val)
+    counts = X if info.representation == "counts" else None
+    tok.fit(X_log[tr], adata.var_names, counts=None if counts is None else counts[tr],
+            obs=adata.obs.iloc[tr], required_genes=vocab.atoms, seed=seed)
     gene_idx = adata.var_names.get_indexer(list(tok.genes))
-    X_model = X_log[:, gene_idx]
+    X_model = tok.prepare(X_log, counts=counts, obs=adata.obs)
+    ceil_rows = val if len(val) else tr
+    ceiling = reconstruction_ceiling(tok, X_log[ceil_rows], adata.var_names,
+                                     labels=labels[ceil_rows], control=info.control,
+                                     counts=None if counts is None else counts[ceil_rows],
+                                     obs=adata.obs.iloc[ceil_rows], seed=seed)
+    ceiling["held_out"] = bool(len(val))
     table = None
     if feat_kind != "none":
         if feat_kind == "data":
@@ -236,8 +260,6 @@ def fit(
     atoms = vocab.encode(list(labels))
     dose = parse_doses(list(labels), adata.obs[dose_key].tolist(), vocab, atoms.shape[1],
                        dose_key) if dose_key else None
-    val = _val_rows(labels, cfg.train.val_fraction, seed)
-    tr = np.setdiff1d(np.arange(adata.n_obs), val)
     src_kw: dict = {}
     if cfg.flow.source == "control":
         ctrl_rows = tr[labels[tr] == info.control]
@@ -262,13 +284,19 @@ def fit(
               f"source: {cfg.flow.source}, "
               f"{info.representation} input; modelling {tok.n_genes}/{adata.n_vars} genes in "
               f"{tok.n_tokens} tokens of {tok.patch_size}; DiT {preset} ({n_params / 1e6:.2f} M params)")
+        where = "validation" if ceiling["held_out"] else "training (no validation split)"
+        print(f"scdit: tokenizer {tok_cfg.kind!r} ({tok.n_features} values per cell); "
+              f"reconstruction ceiling on {where} cells: {format_ceiling(ceiling)}")
     result = train_field(field, tok, train_ds, val_ds, dit=cfg.dit, flow=cfg.flow, train=cfg.train,
                          verbose=verbose, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
     summary = {"n_cells": int(adata.n_obs), "n_train": int(len(tr)), "n_val": int(len(val)),
                "n_params": int(n_params), "steps": result.steps, "max_steps": result.max_steps, "seconds": round(result.seconds, 1),
                "best_val_loss": result.best_val_loss, "history": result.history,
                "precision": result.precision, "accelerator": result.accelerator,
-               "n_modelled_genes": tok.n_genes}
+               "n_modelled_genes": tok.n_genes, "tokenizer": tok_cfg.kind, "ceiling": ceiling}
+    if feat_kind != "none":
+        summary["target_prior"] = target_prior(X_log, adata.var_names, labels, info.control,
+                                               separator)
     if verbose:
         early = "" if result.steps >= result.max_steps else \
             f" (stopped before {result.max_steps}: early stopping or the time budget)"
@@ -276,6 +304,29 @@ def fit(
               f"({result.precision}); best validation loss {result.best_val_loss:.4f}")
     reference = make_reference(adata, X, cfg, seed=seed)
     return ScDiT(cfg, vocab, covs, tok, result.field, adata.var_names, reference, summary)
+
+
+def _check_tokenizer_input(adata: AnnData, tok, representation: str, layer: str | None,
+                           covariate_keys: Sequence[str]) -> None:
+    """Clear errors, before any training, for data a tokenizer cannot use."""
+    kind = getattr(tok, "kind", "?")
+    if getattr(tok, "requires_counts", False) and representation != "counts":
+        where = f"layer {layer!r}" if layer else "adata.X"
+        layers = [k for k in adata.layers if detect_representation(adata.layers[k]) == "counts"]
+        hint = (f" Layers holding counts: {layers}; pass layer={layers[0]!r}." if layers else
+                " Pass the layer with raw counts (layer='counts'), or use tokenizer='genes' or "
+                "'pca', which work on log-normalised data.")
+        raise ValueError(f"tokenizer={kind!r} needs raw counts, but {where} holds log-normalised "
+                         f"(non-integer) values.{hint}")
+    batch_key = getattr(tok, "batch_key", None)
+    if batch_key is not None:
+        if batch_key not in adata.obs:
+            raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs; available: "
+                           f"{list(adata.obs.columns)[:20]}.")
+        if batch_key not in covariate_keys:
+            raise ValueError(f"The scVI batch_key {batch_key!r} must also be a covariate key, so "
+                             f"that generated cells have a batch to decode in: pass "
+                             f"covariate_keys={[*covariate_keys, batch_key]!r}.")
 
 
 def load(path: str | Path) -> ScDiT:

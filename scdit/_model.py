@@ -21,13 +21,13 @@ from .data._setup import get_matrix
 from .data._vocab import ConditionVocab, CovariateVocab, parse_doses
 from .flow import composed, guided, integrate
 from .models import DiT, VelocityField
-from .tokenizers import GeneTokenizer
+from .tokenizers import Tokenizer, tokenizer_from_state
 
 FORMAT_VERSION = 1
 LIBRARY_KEY = "_scdit_library_size"
 
 
-def build_field(cfg: ScDiTConfig, tokenizer: GeneTokenizer, vocab: ConditionVocab,
+def build_field(cfg: ScDiTConfig, tokenizer: Tokenizer, vocab: ConditionVocab,
                 covariates: CovariateVocab, features: np.ndarray | None = None) -> VelocityField:
     """Fresh velocity field sized for the tokenizer and vocabularies.
 
@@ -36,8 +36,11 @@ def build_field(cfg: ScDiTConfig, tokenizer: GeneTokenizer, vocab: ConditionVoca
     made for ``load_state_dict`` to fill.
     """
     d = cfg.dit
-    dit = DiT(tokenizer.n_tokens, tokenizer.patch_size, tokenizer.n_genes, d.hidden_size,
+    dit = DiT(tokenizer.n_tokens, tokenizer.patch_size, tokenizer.n_features, d.hidden_size,
               d.depth, d.num_heads, d.mlp_ratio)
+    gene_init = getattr(tokenizer, "gene_embedding_init", None)  # user gene features (fit only)
+    if gene_init is not None:
+        dit.embed.init_identity(gene_init)
     c = cfg.conditions
     if features is None and c.features != "none":
         features = np.zeros((len(vocab.atoms) + len(vocab.featured), c.n_features), np.float32)
@@ -60,7 +63,7 @@ class ScDiT:
     """
 
     def __init__(self, config: ScDiTConfig, vocab: ConditionVocab, covariates: CovariateVocab,
-                 tokenizer: GeneTokenizer, field: VelocityField, var_names: Sequence[str],
+                 tokenizer: Tokenizer, field: VelocityField, var_names: Sequence[str],
                  reference: ad.AnnData, summary: dict[str, Any] | None = None):
         self.config = config
         self.vocab = vocab
@@ -95,8 +98,11 @@ class ScDiT:
                guidance_scale: float = 1.0, steps: int | None = None,
                solver: str | None = None, seed: int | None = None, compose: float | None = None,
                batch_size: int = 2048, device: str | None = None,
-               source_tokens: torch.Tensor | None = None) -> np.ndarray:
+               source_tokens: torch.Tensor | None = None, output: str = "log1p") -> np.ndarray:
         """Generate log1p expression of the modelled genes, shape ``(n_cells, n_modelled)``.
+
+        ``output="tokens"`` returns the generated tokens ``(n_cells, n_tokens, patch_size)``
+        instead (decode them with ``model.tokenizer.decode`` or ``decode_counts``).
 
         ``covariates`` is a mapping (one context for all cells) or a DataFrame with one row per
         cell. ``device`` defaults to CUDA when available, else CPU; the noise is drawn on the
@@ -123,6 +129,8 @@ class ScDiT:
         covs = torch.as_tensor(self.covariates.encode(cov_df)) if self.covariates.keys else \
             torch.zeros((n_cells, 0), dtype=torch.long)
         doses = self._dose_tensor(perturbation, dose, n_cells, atoms.shape[1])
+        if output not in ("log1p", "tokens"):
+            raise ValueError(f"output must be 'log1p' or 'tokens', got {output!r}.")
         if source_tokens is not None and len(source_tokens) != n_cells:
             raise ValueError(f"source_tokens has {len(source_tokens)} rows for {n_cells} cells.")
         out = []
@@ -138,8 +146,13 @@ class ScDiT:
                                compose, None if doses is None else doses[sl].to(dev))
             x0 = integrate(v, x1, steps=steps or self.config.flow.steps,
                            solver=solver or self.config.flow.solver)  # (b, T, P)
-            out.append(self.tokenizer.decode(x0).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.tokenizer.n_genes), np.float32)
+            if output == "tokens":
+                out.append(x0.cpu().numpy())
+            else:  # obs: covariates of each cell (scVI decodes in its batch)
+                out.append(self.tokenizer.decode(x0, obs=cov_df.iloc[sl]).cpu().numpy())
+        if out:
+            return np.concatenate(out)
+        return np.zeros((0, t, p) if output == "tokens" else (0, len(self.tokenizer.genes)), np.float32)
 
     def _velocity(self, label: str, atoms: torch.Tensor, covs: torch.Tensor, scale: float,
                   compose: float | None, dose: torch.Tensor | None = None):
@@ -232,7 +245,8 @@ class ScDiT:
                 dose: float | str | None = None,
                 guidance_scale: float = 1.0, steps: int | None = None, solver: str | None = None,
                 seed: int | None = None, layer: str | None = None,
-                compose: float | None = None, device: str | None = None) -> ad.AnnData:
+                compose: float | None = None, device: str | None = None,
+                target_prior: bool = True) -> ad.AnnData:
         """Generate cells under each perturbation, in the training genes and representation.
 
         Parameters
@@ -271,6 +285,15 @@ class ScDiT:
             composition raised Pearson Δ from 0.83 (joint only) to 0.90 (benchmarks/RESULTS.md).
         device
             Where to integrate (default: CUDA if available, else CPU).
+        target_prior
+            For perturbations never seen in training whose name is a measured gene (genetic
+            perturbations known through features): scale that target gene's expression by the
+            typical change of targeted genes in training (``summary["target_prior"]``: the
+            median over seen single perturbations of measured genes of the ratio of the target's
+            mean expression to control; e.g. ~0.3 for CRISPRi knock-down; not applied when the
+            quartiles of those ratios disagree in direction). The model's features
+            place the perturbation's downstream response; this sets the direct on-target
+            change, which a model cannot infer for a gene it never saw targeted.
 
         Returns
         -------
@@ -292,12 +315,13 @@ class ScDiT:
                 ref = self._reference_cells(label, src, n_cells, covariates, rng)
             cov_df = ref.obs[list(self.covariates.keys)] if self.covariates.keys else None
             sub_seed = None if seed is None else int(seed) * 1000003 + i
-            gen_log = self.sample(label, ref.n_obs, covariates=cov_df, dose=dose,
+            tokens = self.sample(label, ref.n_obs, covariates=cov_df, dose=dose, output="tokens",
                                   guidance_scale=guidance_scale,
                                   steps=steps, solver=solver, compose=compose, device=device,
                                   seed=sub_seed if sub_seed is not None else int(rng.integers(2**31)),
                                   source_tokens=self._encode_cells(ref) if transport else None)
-            parts.append(self._assemble(label, gen_log, ref, rng))
+            part = self._assemble(label, tokens, ref, rng)
+            parts.append(self._apply_target_prior(label, part, rng) if target_prior else part)
         out = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
         out.obs_names_make_unique()
         out.uns["scdit"] = {"guidance_scale": guidance_scale, "steps": steps or self.config.flow.steps,
@@ -307,6 +331,34 @@ class ScDiT:
         return out
 
     # ------------------------------------------------------------------ helpers
+    def _apply_target_prior(self, label: str, part: ad.AnnData, rng) -> ad.AnnData:
+        """Scale the target genes of unseen (feature-only) members by the training prior."""
+        prior = self.summary.get("target_prior") or {}
+        if not prior or prior.get("n", 0) < 2:
+            return part
+        if np.sign(prior.get("q25", 0.0)) != np.sign(prior.get("q75", 0.0)):
+            return part  # targets go both ways in training (mixed CRISPRa/i): no single prior
+        targets = [m for m in self.vocab.members(label)
+                   if m in set(self.vocab.featured) and m in self.var_names]
+        if not targets:
+            return part
+        ratio = float(np.exp(prior["log_ratio"]))
+        X = part.X.tocsc(copy=True) if sp.issparse(part.X) else np.array(part.X)
+        for g in targets:
+            j = int(self.var_names.get_loc(g))
+            col = X[:, j].toarray().ravel() if sp.issparse(X) else X[:, j]
+            if self.representation == "counts":
+                if ratio <= 1:
+                    new = rng.binomial(np.round(col).astype(np.int64), ratio)
+                else:
+                    new = np.round(col) + rng.poisson(np.round(col) * (ratio - 1))
+            else:
+                new = np.log1p(np.expm1(col) * ratio)
+            X[:, j] = new.astype(np.float32)[:, None] if sp.issparse(X) else new
+        part.X = sp.csr_matrix(X) if sp.issparse(X) else X
+        return part
+
+
     def _covariate_frame(self, covariates, n: int) -> pd.DataFrame:
         keys = list(self.covariates.keys)
         if isinstance(covariates, pd.DataFrame):
@@ -385,14 +437,26 @@ class ScDiT:
     def _canonical(self, label: str) -> str:
         return self.vocab.separator.join(self.vocab.members(str(label))) or self.vocab.control
 
-    def _assemble(self, label: str, gen_log: np.ndarray, ref: ad.AnnData, rng) -> ad.AnnData:
+    def _assemble(self, label: str, tokens: np.ndarray, ref: ad.AnnData, rng) -> ad.AnnData:
+        """Decode generated ``tokens`` ``(n, T, P)`` into copies of the reference cells ``ref``.
+
+        Counts come from the tokenizer's ``decode_counts`` (scVI: sampled from its likelihood
+        with the reference cell's library size of the modelled genes) when it has one, else
+        from the decoded log1p with the reference cell's library size.
+        """
         X = ref.X.toarray() if sp.issparse(ref.X) else np.array(ref.X, dtype=np.float32)
         X = X.astype(np.float32)
-        if self.representation == "counts":
+        tok = self.tokenizer
+        z = torch.as_tensor(np.asarray(tokens, dtype=np.float32))  # (n, T, P)
+        if self.representation == "counts" and hasattr(tok, "decode_counts"):
+            lib = X[:, self.gene_index].sum(1)  # (n,) reference library of the modelled genes
+            X[:, self.gene_index] = tok.decode_counts(z, lib, obs=ref.obs, generator=rng).numpy()
+        elif self.representation == "counts":
             lib = ref.obs[LIBRARY_KEY].to_numpy()
+            gen_log = tok.decode(z, obs=ref.obs).numpy()
             X[:, self.gene_index] = log1p_to_counts(gen_log, lib, rng=rng)
         else:
-            X[:, self.gene_index] = gen_log
+            X[:, self.gene_index] = tok.decode(z, obs=ref.obs).numpy()
         obs = pd.DataFrame({self.condition_key: label}, index=[f"{label}-{i}" for i in range(len(X))])
         for k in self.covariates.keys:
             obs[k] = ref.obs[k].astype(str).to_numpy()
@@ -429,8 +493,10 @@ class ScDiT:
             raise ValueError(f"Model format {meta['format_version']} is newer than this scdit.")
         cfg = ScDiTConfig.from_dict(meta["config"])
         tensors = load_file(str(path / "model.safetensors"))
-        tok = GeneTokenizer.from_state(meta["tokenizer"], {k.split(".", 1)[1]: v.numpy() for k, v
-                                                           in tensors.items() if k.startswith("tokenizer.")})
+        tok = tokenizer_from_state(meta["tokenizer"], {k.split(".", 1)[1]: v.numpy() for k, v
+                                                       in tensors.items() if k.startswith("tokenizer.")})
+        if hasattr(tok, "gene_idx") and len(tok.gene_idx) != len(tok.genes):  # older models
+            tok.gene_idx = pd.Index(meta["var_names"]).get_indexer(list(tok.genes)).astype(np.int64)
         vocab = ConditionVocab.from_dict(meta["vocab"])
         covs = CovariateVocab.from_dict(meta["covariates"])
         field = build_field(cfg, tok, vocab, covs)

@@ -118,8 +118,8 @@ def test_invalid_representation_and_options(counts_adata):
         scdit.fit(counts_adata, "condition", representation="raw", preset="tiny", verbose=False)
     with pytest.raises(ValueError, match="Unknown preset 'huge'"):
         scdit.fit(counts_adata, "condition", preset="huge", verbose=False)
-    with pytest.raises(ValueError, match="Unknown tokenizer 'scvi'"):
-        scdit.fit(counts_adata, "condition", tokenizer="scvi", preset="tiny", verbose=False)
+    with pytest.raises(ValueError, match="Unknown tokenizer 'nope'"):
+        scdit.fit(counts_adata, "condition", tokenizer="nope", preset="tiny", verbose=False)
 
 
 def test_duplicate_gene_names(counts_adata):

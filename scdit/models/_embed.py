@@ -52,6 +52,29 @@ class GeneTokenEmbed(nn.Module):
         nn.init.normal_(self.value, std=1.0 / math.sqrt(patch_size))
         nn.init.normal_(self.identity, std=0.02)
 
+    @torch.no_grad()
+    def init_identity(self, features) -> None:
+        """Initialise the identity vectors from per-slot features ``(n_slots, d)`` (e.g. genes).
+
+        The standardised features are projected onto their top principal directions (up to
+        ``hidden`` of them; zero-padded when ``d < hidden``) and scaled to the default
+        initialisation's standard deviation (0.02); slots beyond ``n_slots`` stay as they are.
+        """
+        F = torch.as_tensor(features, dtype=torch.float64)  # (S, d)
+        T, P, D = self.identity.shape
+        if F.ndim != 2 or F.shape[0] > T * P:
+            raise ValueError(f"features must be (≤ {T * P}, d), got {tuple(F.shape)}.")
+        F = F - F.mean(0)
+        u, s, _ = torch.linalg.svd(F, full_matrices=False)
+        proj = (u * s)[:, :D]  # (S, min(d, S, D))
+        emb = torch.zeros(F.shape[0], D, dtype=torch.float64)
+        emb[:, : proj.shape[1]] = proj
+        sd = emb.std()
+        if sd > 0:
+            emb = emb / sd * 0.02
+        flat = self.identity.data.reshape(T * P, D)
+        flat[: F.shape[0]] = emb.to(flat.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, P)`` → ``(B, T, D)``."""
         w = self.value * self.mask  # (T, P, D)

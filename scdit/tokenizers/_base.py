@@ -1,30 +1,60 @@
-"""The tokenizer protocol: how expression becomes the tokens a DiT works on, and back."""
+"""The tokenizer protocol: how expression becomes the tokens a DiT works on, and back.
+
+A tokenizer has three stages:
+
+1. ``fit`` on the training cells (log1p ``X``, and raw ``counts`` when it needs them).
+2. ``prepare`` turns cells into a per-cell *model input* matrix ``(n_cells, n_features)``, once
+   before training (and for source cells at predict time): selected genes, PCA scores, scVI
+   latent means, ...
+3. ``encode`` maps a batch of model inputs to tokens ``(B, n_tokens, patch_size)`` (cheap:
+   standardise, pad, reshape); ``decode`` maps tokens back to log1p expression of
+   :attr:`Tokenizer.genes`; an optional ``decode_counts`` gives counts directly.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import pandas as pd
 import torch
 
 
 @runtime_checkable
 class Tokenizer(Protocol):
-    """Fixed (non-learned) mapping between log1p expression of selected genes and tokens.
+    """What scdit needs from a tokenizer (see the module docstring for the stages).
 
-    ``encode`` maps ``(B, n_genes)`` log1p expression of :attr:`genes` to ``(B, n_tokens,
-    patch_size)`` standardised values; ``decode`` is its inverse (clipped to valid log1p values).
+    Attributes
+    ----------
+    kind
+        Registry name (:func:`register`), written into saved models to rebuild the tokenizer.
+    genes
+        Genes whose log1p expression :meth:`decode` returns (a subset of the training genes).
+    n_tokens, patch_size
+        Token layout: each cell is ``(n_tokens, patch_size)`` values.
+    n_features
+        Width of the model input from :meth:`prepare` (``≤ n_tokens * patch_size``; the rest of
+        the last token is padding).
+    requires_counts
+        Whether ``fit``/``prepare`` need raw counts.
     """
 
+    kind: str
     genes: tuple[str, ...]
     n_tokens: int
     patch_size: int
+    n_features: int
+    requires_counts: bool
 
-    def fit(self, X, var_names, *, required_genes=(), seed: int = 0) -> Tokenizer: ...
+    def fit(self, X, var_names: Sequence[str], *, counts=None, obs: pd.DataFrame | None = None,
+            required_genes: Sequence[str] = (), seed: int = 0) -> Tokenizer: ...
+
+    def prepare(self, X, counts=None, obs: pd.DataFrame | None = None): ...
 
     def encode(self, x: torch.Tensor) -> torch.Tensor: ...
 
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor: ...
+    def decode(self, tokens: torch.Tensor, obs: pd.DataFrame | None = None) -> torch.Tensor: ...
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
 
@@ -33,7 +63,11 @@ TOKENIZERS: dict[str, type] = {}
 
 
 def register(name: str):
-    """Class decorator adding a tokenizer to :data:`TOKENIZERS`."""
+    """Class decorator adding a tokenizer class to :data:`TOKENIZERS` under ``name``.
+
+    Registered classes are rebuilt by :func:`scdit.load` from ``meta["kind"]`` through their
+    ``from_state(meta, arrays)`` classmethod.
+    """
 
     def deco(cls):
         TOKENIZERS[name] = cls
@@ -47,3 +81,67 @@ def build_tokenizer(kind: str, **kwargs) -> Tokenizer:
     if kind not in TOKENIZERS:
         raise ValueError(f"Unknown tokenizer {kind!r}; available: {sorted(TOKENIZERS)}.")
     return TOKENIZERS[kind](**kwargs)
+
+
+def tokenizer_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Tokenizer:
+    """Rebuild a fitted tokenizer saved with ``state()``, choosing the class by ``meta["kind"]``."""
+    kind = meta.get("kind", "genes")
+    if kind not in TOKENIZERS:
+        raise ValueError(f"The model uses tokenizer {kind!r}, which is not registered here "
+                         f"(available: {sorted(TOKENIZERS)}); import the module that registers "
+                         "it before loading.")
+    return TOKENIZERS[kind].from_state(meta, arrays)
+
+
+def token_layout(n_features: int, max_tokens: int, patch_size: int | None = None) -> tuple[int, int]:
+    """``(n_tokens, patch_size)`` covering ``n_features`` values with no empty token.
+
+    ``patch_size`` given: ``n_tokens = ceil(n_features / patch_size)``; otherwise the smallest
+    patch that keeps ``n_tokens ≤ max_tokens``.
+    """
+    n = max(int(n_features), 1)
+    if patch_size is not None:
+        if int(patch_size) < 1:
+            raise ValueError(f"patch_size must be a positive integer, got {patch_size!r}.")
+        p = int(patch_size)
+    else:
+        if int(max_tokens) < 1:
+            raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}.")
+        p = int(np.ceil(n / int(max_tokens)))
+    return int(np.ceil(n / p)), p
+
+
+class StandardTokens:
+    """Shared encode/decode of a dense model input: per-feature standardisation + patching.
+
+    Subclasses set ``n_features``, ``n_tokens``, ``patch_size`` and call :meth:`_fit_scale` on
+    their prepared training matrix.
+    """
+
+    n_features: int = 0
+    n_tokens: int = 0
+    patch_size: int = 1
+
+    def _fit_scale(self, Z: np.ndarray, floor: float = 1e-3) -> None:
+        Z = np.asarray(Z, dtype=np.float64)
+        self.mean = torch.as_tensor(Z.mean(0), dtype=torch.float32)
+        self.std = torch.as_tensor(Z.std(0) + floor, dtype=torch.float32)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, n_features)`` → ``(B, n_tokens, patch_size)`` standardised, zero-padded."""
+        z = (x - self.mean.to(x)) / self.std.to(x)  # (B, F)
+        pad = self.n_tokens * self.patch_size - self.n_features
+        if pad:
+            z = torch.nn.functional.pad(z, (0, pad))  # (B, T*P)
+        return z.reshape(x.shape[0], self.n_tokens, self.patch_size)  # (B, T, P)
+
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`encode`: ``(B, T, P)`` → ``(B, n_features)`` model input."""
+        z = tokens.reshape(tokens.shape[0], -1)[:, : self.n_features]  # (B, F)
+        return z * self.std.to(z) + self.mean.to(z)
+
+
+def check_fitted(tok, what: str = "this") -> None:
+    """Clear error when a tokenizer is used before ``fit``."""
+    if not getattr(tok, "n_tokens", 0):
+        raise RuntimeError(f"The tokenizer must be fitted before {what}; call fit() first.")

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ._base import register
+from ._base import check_fitted, register, token_layout
+from ._rank import RankCodec
 
 
 def select_genes(X, var_names: Sequence[str], n_top: int, required: Sequence[str] = ()) -> list[int]:
@@ -84,9 +86,12 @@ def coexpression_order(X, *, max_cells: int = 5000, seed: int = 0) -> np.ndarray
     return leaves_list(linkage(squareform(dist, checks=False), method="average"))
 
 
+ENCODINGS = ("value", "rank")
+
+
 @register("genes")
 class GeneTokenizer:
-    """Standardised log1p expression of selected genes, grouped into patches of genes.
+    """Log1p expression of selected genes, grouped into patches of genes.
 
     Parameters
     ----------
@@ -95,37 +100,74 @@ class GeneTokenizer:
     max_tokens
         Maximum tokens per cell; ``patch_size = ceil(n_genes / max_tokens)`` genes share a token.
     gene_order
-        ``"coexpression"`` (co-expressed genes share patches) or ``"given"``.
+        ``"coexpression"`` (co-expressed genes share patches) or ``"given"`` (the order of
+        ``var_names``).
+    patch_size
+        Genes per token; overrides ``max_tokens`` when given.
+    encoding
+        ``"value"``: each gene's standardised log1p value. ``"rank"``: a Geneformer-style
+        rank-value encoding (genes ranked within each cell after dividing by their non-zero median
+        across cells; see :class:`scdit.tokenizers._rank.RankCodec`); it discards magnitudes,
+        and its reconstruction ceiling shows what that costs.
+    gene_features
+        Optional ``DataFrame`` of numeric gene features (rows indexed by gene name, e.g. gene
+        embeddings from a foundation model) that initialises the DiT's learned gene-identity
+        embeddings (projected onto the hidden size by PCA); genes absent from it start at zero.
+        Used at ``fit`` time only: the learned embeddings are saved with the network.
     """
 
-    def __init__(self, n_top_genes: int = 2000, max_tokens: int = 64, gene_order: str = "coexpression"):
+    kind = "genes"
+    requires_counts = False
+
+    def __init__(self, n_top_genes: int = 2000, max_tokens: int = 64, gene_order: str = "coexpression",
+                 patch_size: int | None = None, encoding: str = "value",
+                 gene_features: pd.DataFrame | None = None):
         if gene_order not in ("coexpression", "given"):
             raise ValueError(f"gene_order must be 'coexpression' or 'given', got {gene_order!r}.")
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {list(ENCODINGS)}, got {encoding!r}.")
+        if gene_features is not None:
+            _check_gene_features(gene_features)
+        token_layout(1, max_tokens, patch_size)  # validates both
         self.n_top_genes = int(n_top_genes)
         self.max_tokens = int(max_tokens)
         self.gene_order = gene_order
+        self.fixed_patch = None if patch_size is None else int(patch_size)
+        self.encoding = encoding
+        self.gene_features = gene_features
+        self.gene_embedding_init: np.ndarray | None = None
         self.genes: tuple[str, ...] = ()
+        self.gene_idx = np.zeros(0, dtype=np.int64)
         self.patch_size = 1
         self.n_tokens = 0
         self.mean = torch.zeros(0)
         self.std = torch.ones(0)
+        self.rank: RankCodec | None = None
 
-    def fit(self, X, var_names: Sequence[str], *, required_genes: Sequence[str] = (), seed: int = 0):
+    def fit(self, X, var_names: Sequence[str], *, counts=None, obs=None,
+            required_genes: Sequence[str] = (), seed: int = 0) -> GeneTokenizer:
         """Select and order genes, set patching and per-gene standardisation from log1p ``X``."""
         idx = np.asarray(select_genes(X, var_names, self.n_top_genes, required_genes))
         sub = X[:, idx]
         if self.gene_order == "coexpression":
             idx = idx[coexpression_order(sub, seed=seed)]
             sub = X[:, idx]
+        self.gene_idx = idx.astype(np.int64)
         self.genes = tuple(str(var_names[i]) for i in idx)
-        n = len(idx)
-        self.patch_size = int(np.ceil(n / self.max_tokens))
-        self.n_tokens = int(np.ceil(n / self.patch_size))
-        mean = np.asarray(sub.mean(axis=0), dtype=np.float64).ravel()
-        sq = sub.multiply(sub) if sp.issparse(sub) else np.asarray(sub) ** 2
-        var = np.asarray(sq.mean(axis=0), dtype=np.float64).ravel() - mean**2
-        self.mean = torch.as_tensor(mean, dtype=torch.float32)
-        self.std = torch.as_tensor(np.sqrt(np.maximum(var, 0.0)) + 0.05, dtype=torch.float32)
+        self.n_tokens, self.patch_size = token_layout(len(idx), self.max_tokens, self.fixed_patch)
+        if self.encoding == "rank":
+            self.rank = RankCodec.fit(sub)
+            mean, std = self.rank.score_moments(sub)
+            self.mean = torch.as_tensor(mean, dtype=torch.float32)
+            self.std = torch.as_tensor(std + 0.01, dtype=torch.float32)
+        else:
+            mean = np.asarray(sub.mean(axis=0), dtype=np.float64).ravel()
+            sq = sub.multiply(sub) if sp.issparse(sub) else np.asarray(sub) ** 2
+            var = np.asarray(sq.mean(axis=0), dtype=np.float64).ravel() - mean**2
+            self.mean = torch.as_tensor(mean, dtype=torch.float32)
+            self.std = torch.as_tensor(np.sqrt(np.maximum(var, 0.0)) + 0.05, dtype=torch.float32)
+        if self.gene_features is not None:
+            self.gene_embedding_init = align_gene_features(self.gene_features, self.genes)
         return self
 
     @property
@@ -133,32 +175,88 @@ class GeneTokenizer:
         """Number of modelled genes."""
         return len(self.genes)
 
+    @property
+    def n_features(self) -> int:
+        """Width of the model input (one column per modelled gene)."""
+        return len(self.genes)
+
+    def prepare(self, X, counts=None, obs=None):
+        """Model input: log1p ``X`` (cells × training genes) restricted to :attr:`genes`.
+
+        Sparse input stays sparse (CSR float32); dense input gives a float32 array.
+        """
+        check_fitted(self, "prepare")
+        sub = X[:, self.gene_idx]
+        return sp.csr_matrix(sub, dtype=np.float32) if sp.issparse(sub) else np.asarray(sub, np.float32)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, n_genes)`` log1p → ``(B, n_tokens, patch_size)`` standardised, zero-padded."""
+        if self.rank is not None:
+            x = self.rank.scores(x)  # (B, G) rank values in [0, 1]
         z = (x - self.mean.to(x)) / self.std.to(x)  # (B, G)
         pad = self.n_tokens * self.patch_size - self.n_genes
         if pad:
             z = torch.nn.functional.pad(z, (0, pad))  # (B, T*P)
         return z.reshape(x.shape[0], self.n_tokens, self.patch_size)  # (B, T, P)
 
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+    def decode(self, tokens: torch.Tensor, obs=None) -> torch.Tensor:
         """``(B, n_tokens, patch_size)`` → ``(B, n_genes)`` log1p, clipped at 0."""
         z = tokens.reshape(tokens.shape[0], -1)[:, : self.n_genes]  # (B, G)
-        return (z * self.std.to(z) + self.mean.to(z)).clamp_min(0.0)
+        z = z * self.std.to(z) + self.mean.to(z)
+        if self.rank is not None:
+            return self.rank.values(z)
+        return z.clamp_min(0.0)
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(JSON-able settings, arrays) to save."""
-        meta = {"kind": "genes", "n_top_genes": self.n_top_genes, "max_tokens": self.max_tokens,
+        meta = {"kind": self.kind, "n_top_genes": self.n_top_genes, "max_tokens": self.max_tokens,
                 "gene_order": self.gene_order, "genes": list(self.genes),
-                "patch_size": self.patch_size, "n_tokens": self.n_tokens}
-        return meta, {"mean": self.mean.numpy(), "std": self.std.numpy()}
+                "patch_size": self.patch_size, "n_tokens": self.n_tokens,
+                "fixed_patch": self.fixed_patch, "encoding": self.encoding,
+                "gene_features": self.gene_embedding_init is not None}
+        arrays = {"mean": self.mean.numpy(), "std": self.std.numpy(), "gene_idx": self.gene_idx}
+        if self.rank is not None:
+            arrays.update(self.rank.arrays())
+        return meta, arrays
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> GeneTokenizer:
         """Rebuild a fitted tokenizer from :meth:`state`."""
-        tok = cls(meta["n_top_genes"], meta["max_tokens"], meta["gene_order"])
+        tok = cls(meta["n_top_genes"], meta["max_tokens"], meta["gene_order"],
+                  meta.get("fixed_patch"), meta.get("encoding", "value"))
         tok.genes = tuple(meta["genes"])
         tok.patch_size, tok.n_tokens = int(meta["patch_size"]), int(meta["n_tokens"])
         tok.mean = torch.as_tensor(np.asarray(arrays["mean"]), dtype=torch.float32)
         tok.std = torch.as_tensor(np.asarray(arrays["std"]), dtype=torch.float32)
+        if "gene_idx" in arrays:  # models saved before scdit stored it get it from ScDiT.load
+            tok.gene_idx = np.asarray(arrays["gene_idx"], dtype=np.int64)
+        if tok.encoding == "rank":
+            tok.rank = RankCodec.from_arrays(arrays)
         return tok
+
+
+def _check_gene_features(df) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"gene_features must be a pandas DataFrame (genes × features), got "
+                        f"{type(df).__name__}.")
+    if df.shape[0] == 0 or df.shape[1] == 0:
+        raise ValueError("gene_features is empty; pass a DataFrame with gene rows and feature columns.")
+    bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        raise ValueError(f"gene_features columns must be numeric; non-numeric: {bad[:5]}.")
+    if not np.isfinite(df.to_numpy(dtype=np.float64)).all():
+        raise ValueError("gene_features holds NaN or infinite values.")
+
+
+def align_gene_features(df: pd.DataFrame, genes: Sequence[str]) -> np.ndarray:
+    """Rows of ``df`` for ``genes`` (zeros for absent genes), columns standardised, ``(G, d)``."""
+    index = pd.Index(df.index.astype(str))
+    pos = index.get_indexer(list(genes))
+    if (pos < 0).all():
+        raise ValueError(f"None of the {len(genes)} modelled genes are in gene_features' index "
+                         f"(e.g. {list(genes[:3])} vs {list(index[:3])}); index it by gene name.")
+    F = df.to_numpy(dtype=np.float64)
+    F = (F - F.mean(0)) / (F.std(0) + 1e-8)
+    out = np.zeros((len(genes), F.shape[1]))
+    out[pos >= 0] = F[pos[pos >= 0]]
+    return out.astype(np.float32)
