@@ -48,8 +48,8 @@ def _resolve_features(features, vocab: ConditionVocab, var_names) -> tuple[pd.Da
     """(user table or None, kind) from the ``perturbation_features`` argument."""
     measured = set(map(str, var_names))
     if features is None:
-        ok = bool(vocab.atoms) and all(a in measured for a in vocab.atoms)
-        return None, ("data" if ok else "none")
+        share = np.mean([a in measured for a in vocab.atoms]) if vocab.atoms else 0.0
+        return None, ("data" if share >= 0.5 else "none")
     if features is False or (isinstance(features, str) and features == "none"):
         return None, "none"
     if isinstance(features, str) and features in ("data", "auto"):
@@ -146,8 +146,9 @@ def fit(
         from the data (for genetic perturbations of measured genes: each target gene's
         correlation with the top principal components of the training cells, plus its mean and
         SD; every measured gene becomes predictable); ``False`` for none (a learned embedding
-        per perturbation only). Default (``None``): ``"data"`` when every perturbation is a
-        measured gene, else none. Seen perturbations also keep a learned residual embedding.
+        per perturbation only). Default (``None``): ``"data"`` when at least half of the
+        perturbations are measured genes (the others keep only their learned embedding), else
+        none. Seen perturbations also keep a learned residual embedding.
     dose_key
         Numeric ``obs`` column with the dose of each perturbation (``"a+b"`` strings for one dose
         per member of a combination); used as a continuous input.
@@ -253,7 +254,8 @@ def fit(
         if feat_kind == "data":
             feats = data_features(X_log, adata.var_names, gene_idx,
                                   n_components=cfg.conditions.n_components, seed=seed)
-        table, featured, _ = feature_table(feats, vocab.atoms, source=feat_kind)
+        table, featured, _ = feature_table(feats, vocab.atoms, source=feat_kind,
+                                           fill_missing=perturbation_features is None)
         vocab = vocab.with_featured(featured)
         cfg = dataclasses.replace(cfg, conditions=dataclasses.replace(
             cfg.conditions, features=feat_kind, n_features=int(table.shape[1])))

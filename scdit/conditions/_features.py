@@ -130,15 +130,21 @@ def data_features(X_log, var_names: Sequence[str], model_genes: Sequence[int] | 
     return pd.DataFrame(data, index=pd.Index([str(v) for v in var_names]), columns=names)
 
 
-def feature_table(features: pd.DataFrame, seen: Sequence[str], *, source: str = "table"
-                  ) -> tuple[np.ndarray, list[str], dict]:
+def feature_table(features: pd.DataFrame, seen: Sequence[str], *, source: str = "table",
+                  fill_missing: bool = False) -> tuple[np.ndarray, list[str], dict]:
     """Standardised feature matrix for the seen atoms followed by all other rows.
 
-    Returns ``(table (n_rows, F) float32, featured names (unseen rows, in order), stats)`` where
-    ``stats`` holds the column means and SDs used (to standardise the same way at load time).
-    Raises a clear error if seen perturbations are missing from ``features``.
+    Returns ``(table (n_rows, F) float32, featured names (unseen rows, in order), stats)``.
+    Raises a clear error if seen perturbations are missing from ``features``, unless
+    ``fill_missing`` (then they get the column means, i.e. zeros after standardisation, and rely
+    on their learned residual).
     """
     missing = [a for a in seen if a not in features.index]
+    if missing and fill_missing:
+        fill = pd.DataFrame(np.tile(features.mean(0).to_numpy(), (len(missing), 1)),
+                            index=missing, columns=features.columns)
+        features = pd.concat([features, fill])
+        missing = []
     if missing:
         raise ValueError(
             f"perturbation_features ({source}) has no row for {len(missing)} perturbation(s) "
