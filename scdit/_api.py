@@ -113,6 +113,7 @@ def fit(
     precision: str = "auto",
     checkpoint_dir: str | Path | None = None,
     dit: DiTConfig | None = None,
+    conditions: ConditionConfig | None = None,
     flow: FlowConfig | None = None,
     train: TrainConfig | None = None,
     min_cells: int = 10,
@@ -186,8 +187,9 @@ def fit(
         Training settings (``precision="auto"``: bf16 mixed on GPUs that support it, else fp32).
     checkpoint_dir
         Where Lightning writes checkpoints (best and last); none are written when ``None``.
-    dit, flow, train
-        Full configuration objects overriding the preset and the arguments above.
+    dit, conditions, flow, train
+        Full configuration objects overriding the preset and the arguments above
+        (:class:`~scdit._config.ConditionConfig`: feature PCs, residual and covariate dropout).
     min_cells
         Conditions with fewer cells trigger a warning.
     verbose
@@ -230,7 +232,7 @@ def fit(
         data=DataConfig(condition_key=condition_key, control=info.control,
                         covariate_keys=tuple(covariate_keys), separator=separator, layer=layer,
                         representation=info.representation, dose_key=dose_key),
-        conditions=ConditionConfig(),
+        conditions=conditions or ConditionConfig(),
         tokenizer=tok_cfg,
         dit=dit, flow=flow or FlowConfig(source=source), train=train,
     )
@@ -289,7 +291,13 @@ def fit(
         where = "validation" if ceiling["held_out"] else "training (no validation split)"
         print(f"scdit: tokenizer {tok_cfg.kind!r} ({tok.n_features} values per cell); "
               f"reconstruction ceiling on {where} cells: {format_ceiling(ceiling)}")
+    cov_drop = cfg.conditions.covariate_dropout
+    if cov_drop is None:
+        cov_drop = 0.5 if (cfg.flow.source == "control" and covariate_keys) else 0.0
+        cfg = dataclasses.replace(cfg, conditions=dataclasses.replace(
+            cfg.conditions, covariate_dropout=cov_drop))
     result = train_field(field, tok, train_ds, val_ds, dit=cfg.dit, flow=cfg.flow, train=cfg.train,
+                         covariate_dropout=cov_drop,
                          verbose=verbose, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
     summary = {"n_cells": int(adata.n_obs), "n_train": int(len(tr)), "n_val": int(len(val)),
                "n_params": int(n_params), "steps": result.steps, "max_steps": result.max_steps, "seconds": round(result.seconds, 1),

@@ -106,12 +106,19 @@ class ConditionConfig:
     residual_dropout
         Probability of dropping a seen perturbation's learned residual in training, so the
         feature projection alone learns to place perturbations (with features only).
+    covariate_dropout
+        Probability of hiding a training cell's covariates (index 0, "context not given").
+        ``None``: 0.5 with a control source and covariates, else 0. A model with a control
+        source predicts a (perturbation, context) pair never seen in training without the
+        covariates: the source cells carry the context, and the perturbation's effect comes
+        from all contexts instead of from a context embedding that only ever saw controls.
     """
 
     features: str = "none"
     n_features: int = 0
     n_components: int = 32
     residual_dropout: float = 0.3
+    covariate_dropout: float | None = None
 
 
 @dataclass(frozen=True)

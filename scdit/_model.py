@@ -128,6 +128,9 @@ class ScDiT:
         atoms = torch.as_tensor(self.vocab.encode([perturbation] * n_cells))
         covs = torch.as_tensor(self.covariates.encode(cov_df)) if self.covariates.keys else \
             torch.zeros((n_cells, 0), dtype=torch.long)
+        if self.covariates.keys and self._context_fallback():
+            unseen = ~self._seen_in_context(perturbation, cov_df)
+            covs[torch.as_tensor(unseen)] = 0  # never seen in this context: context from source
         doses = self._dose_tensor(perturbation, dose, n_cells, atoms.shape[1])
         if output not in ("log1p", "tokens"):
             raise ValueError(f"output must be 'log1p' or 'tokens', got {output!r}.")
@@ -178,6 +181,24 @@ class ScDiT:
         terms.append((guided(self.field, cond(ctrl, None if dose is None else dose[:, :1] * 0),
                               scale), -w * (len(members) - 1)))
         return composed(terms)
+
+    def _context_fallback(self) -> bool:
+        """Whether unseen (perturbation, context) pairs drop their covariates (control source
+        trained with covariate dropout)."""
+        c = self.config
+        return c.flow.source == "control" and bool(c.conditions.covariate_dropout)
+
+    def _seen_in_context(self, label: str, cov_df: pd.DataFrame) -> np.ndarray:
+        """Per row of ``cov_df``: was ``label`` seen in training in that covariate context?"""
+        keys = list(self.covariates.keys)
+        if not hasattr(self, "_seen_pairs"):
+            obs = self.reference.obs
+            canon = obs[self.condition_key].astype(str).map(self._canonical)
+            ctx = obs[keys].astype(str).agg("\x1f".join, axis=1)
+            self._seen_pairs = set(zip(canon, ctx, strict=True))
+        c = self._canonical(label)
+        ctx = cov_df[keys].astype(str).agg("\x1f".join, axis=1)
+        return np.array([(c, x) in self._seen_pairs for x in ctx], dtype=bool)
 
     def _dose_tensor(self, label: str, dose, n: int, width: int) -> torch.Tensor | None:
         key = self.config.data.dose_key

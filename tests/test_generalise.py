@@ -270,3 +270,17 @@ def test_target_prior_knocks_down_unseen_target(counts_adata, tiny):
     a = model.predict("G1", source=ctrl, seed=0)
     b = model.predict("G1", source=ctrl, seed=0, target_prior=False)
     assert np.array_equal(a.X.toarray(), b.X.toarray())
+
+
+def test_control_source_drops_covariates_for_unseen_context(counts_adata, tiny):
+    # hold out G1 in cell type B: (G1, B) never seen, (G1, T) seen
+    train = counts_adata[~((counts_adata.obs.condition == "G1")
+                           & (counts_adata.obs.cell_type == "B"))].copy()
+    model = scdit.fit(train, "condition", covariate_keys=["cell_type"], source="control",
+                      max_steps=5, **tiny)
+    assert model.config.conditions.covariate_dropout == 0.5
+    cov = pd.DataFrame({"cell_type": ["B", "T"]})
+    assert model._seen_in_context("G1", cov).tolist() == [False, True]
+    assert model._seen_in_context("G2", cov).tolist() == [True, True]
+    noise = scdit.fit(train, "condition", covariate_keys=["cell_type"], max_steps=5, **tiny)
+    assert noise.config.conditions.covariate_dropout == 0.0 and not noise._context_fallback()

@@ -27,12 +27,14 @@ class FlowModule(L.LightningModule):
     def __init__(self, field: VelocityField, tokenizer, *, lr: float, weight_decay: float,
                  warmup_steps: int, max_steps: int, ema_decay: float, cond_dropout: float,
                  time_sampling: str, logit_mean: float = 0.0, logit_std: float = 1.0,
-                 val_seed: int = 0, source: str = "noise", source_noise: float = 0.0):
+                 val_seed: int = 0, source: str = "noise", source_noise: float = 0.0,
+                 covariate_dropout: float = 0.0):
         super().__init__()
         if source not in ("noise", "control"):
             raise ValueError(f"source must be 'noise' or 'control', got {source!r}.")
         self.source = source
         self.source_noise = float(source_noise)
+        self.covariate_dropout = float(covariate_dropout)
         self.field = field
         self.tokenizer = tokenizer
         self.lr, self.weight_decay = lr, weight_decay
@@ -61,7 +63,11 @@ class FlowModule(L.LightningModule):
             drop = torch.rand(b, device=x0.device) < self.cond_dropout  # (B,)
         else:
             drop = torch.zeros(b, dtype=torch.bool, device=x0.device)
-        cond = {"atoms": batch["atoms"], "covariates": batch["covariates"], "drop": drop}
+        covs = batch["covariates"]
+        if self.covariate_dropout > 0 and generator is None and self.training and covs.shape[1]:
+            keep = torch.rand(b, device=x0.device) >= self.covariate_dropout  # (B,)
+            covs = covs * keep[:, None].to(covs.dtype)  # index 0 = "context not given"
+        cond = {"atoms": batch["atoms"], "covariates": covs, "drop": drop}
         if "dose" in batch:
             cond["dose"] = batch["dose"]
         return flow_matching_loss(lambda x, tt: field(x, tt, cond), x0, x1, t)

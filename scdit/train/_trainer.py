@@ -52,7 +52,7 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: CellDataset | None,
                 *, dit: DiTConfig, flow: FlowConfig, train: TrainConfig, verbose: bool = True,
-                checkpoint_dir: str | None = None) -> TrainResult:
+                checkpoint_dir: str | None = None, covariate_dropout: float = 0.0) -> TrainResult:
     """Train ``field`` with :class:`FlowModule` and return its best EMA weights."""
     max_steps = train.max_steps or auto_max_steps(len(train_ds), train.batch_size)
     precision = resolve_precision(train.precision, train.accelerator)
@@ -63,6 +63,7 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
         ema_decay=train.ema_decay, cond_dropout=dit.cond_dropout,
         time_sampling=flow.time_sampling, logit_mean=flow.logit_mean, logit_std=flow.logit_std,
         val_seed=train.seed, source=flow.source, source_noise=flow.source_noise,
+        covariate_dropout=covariate_dropout,
     )
     train_loader = make_loader(train_ds, train.batch_size, shuffle=True, seed=train.seed,
                                drop_last=True)
