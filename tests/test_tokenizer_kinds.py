@@ -235,6 +235,16 @@ def test_fit_predict_save_load(kind, kwargs, counts_adata, tiny, tmp_path):
     np.testing.assert_array_equal(again.X.toarray(), X)
 
 
+def test_scvi_with_control_source(counts_adata, tiny):
+    model = scdit.fit(counts_adata, "condition", covariate_keys=["cell_type"], tokenizer="scvi",
+                      tokenizer_kwargs={**TINY_SCVI, "batch_key": "cell_type"}, source="control",
+                      max_steps=5, **tiny)
+    src = counts_adata[counts_adata.obs["condition"] == "ctrl"][:12].copy()
+    pred = model.predict("G3", source=src, seed=0)
+    assert pred.shape == (12, 50)
+    assert list(pred.obs["cell_type"]) == list(src.obs["cell_type"])
+
+
 def test_fit_with_pretrained_scvi_model(counts_adata, tiny):
     import anndata as ad
     import scvi

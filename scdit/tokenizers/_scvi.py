@@ -205,12 +205,15 @@ class ScVITokenizer(StandardTokens):
         if batch is not None:
             obs["batch"] = pd.Categorical(batch[keep], categories=self.batch_categories)
         adata = ad.AnnData(X=sub[keep], obs=obs)
+        self.epochs = self.max_epochs or default_max_epochs(len(keep))
+        if self.verbose:
+            print(f"scdit: training scVI on {len(keep)} cells × {sub.shape[1]} genes "
+                  f"({self.epochs} epochs, {self.n_latent} latent dimensions)")
         with _quiet(self.verbose):
             scvi.settings.seed = int(seed)
             scvi.model.SCVI.setup_anndata(adata, batch_key="batch" if batch is not None else None)
             model = scvi.model.SCVI(adata, n_latent=self.n_latent, n_hidden=self.n_hidden,
                                     n_layers=self.n_layers, gene_likelihood=self.gene_likelihood)
-            self.epochs = self.max_epochs or default_max_epochs(len(keep))
             model.train(max_epochs=self.epochs, accelerator=self.accelerator, devices=1,
                         enable_progress_bar=self.verbose)
         self.history = {k: [float(v) for v in df.iloc[:, 0].to_numpy()]
