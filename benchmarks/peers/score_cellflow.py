@@ -1,0 +1,172 @@
+"""scdit side of the CellFlow peer comparison (runs in scdit's venv).
+
+``prepare``: make the held-out-context splits with ``scdit.splits.split_covariate_context`` and
+write, per split, the cells (log1p), the split JSON and a job JSON for ``cellflow_context.py``.
+
+``score``: read CellFlow's decoded predictions and score them with ``scdit.evaluate`` next to its
+baselines (``no_change``, ``mean`` = the mean shift of the other contexts, ``mean_cell_weighted``,
+``linear``, ``ceiling``), using the split's training cells as the baselines' source. Appends to
+``cellflow_results.csv`` (long format: split, context, method, condition, metric, value).
+
+Usage::
+
+    python benchmarks/peers/score_cellflow.py prepare WORKDIR --iterations N [--architecture A]
+        [--patients PW030 PW034 ...] [--no-cellline]
+    python benchmarks/peers/score_cellflow.py score WORKDIR [--csv PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+import scdit
+from scdit.data._representation import to_log1p
+from scdit.splits import Split, split_covariate_context
+
+HERE = Path(__file__).resolve().parent
+NORMAN = "/work/shared/data/norman19_mcfaline23_devel.h5ad"
+GLIOMA_LINES = ["A172", "T98G", "U87MG"]
+BASELINES = ("no_change", "mean", "mean_cell_weighted", "linear", "ceiling")
+REPORTED = ("pearson_delta", "pearson_delta_de", "cosine_delta", "mse", "energy_distance",
+            "mmd", "discrimination_cosine", "discrimination_l1", "discrimination_l2",
+            "direction_accuracy")
+
+
+def load_glioblastoma() -> ad.AnnData:
+    adata = scdit.datasets.glioblastoma_panobinostat()
+    adata.obs_names_make_unique()
+    return adata
+
+
+def load_cell_lines() -> ad.AnnData:
+    adata = ad.read_h5ad(NORMAN)
+    adata = adata[adata.obs["cell_type"].isin(GLIOMA_LINES)].copy()
+    adata.obs_names_make_unique()
+    for key in ("condition", "cell_type"):
+        adata.obs[key] = adata.obs[key].astype(str)
+    return adata
+
+
+def specs(patients: list[str], cellline: bool) -> list[dict]:
+    out = [dict(name=f"glioblastoma_{p}", dataset="glioblastoma", condition_key="condition",
+                context_key="patient_id", control="ctrl", context=p) for p in patients]
+    if cellline:
+        out.append(dict(name="celllines_A172", dataset="celllines", condition_key="condition",
+                        context_key="cell_type", control="control", context="A172"))
+    return out
+
+
+def load(dataset: str) -> ad.AnnData:
+    return load_glioblastoma() if dataset == "glioblastoma" else load_cell_lines()
+
+
+def prepare(workdir: Path, patients: list[str], cellline: bool, iterations: int,
+            architecture: str, batch_size: int) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    cache: dict[str, ad.AnnData] = {}
+    jobs = []
+    for spec in specs(patients, cellline):
+        adata = cache.setdefault(spec["dataset"], load(spec["dataset"]))
+        split = split_covariate_context(adata, spec["condition_key"], spec["context_key"],
+                                        context=spec["context"], control=spec["control"])
+        d = workdir / spec["name"]
+        d.mkdir(exist_ok=True)
+        split.to_json(d / "split.json")
+        cells = adata[np.isin(adata.obs_names, np.concatenate([split.train, split.test]))]
+        # CellFlow's tutorial input: normalize_total(1e4) + log1p (scdit's to_log1p does the
+        # same for counts and leaves log1p data unchanged)
+        out = ad.AnnData(X=np.asarray(_dense(to_log1p(cells.X))),
+                         obs=cells.obs[[spec["condition_key"], spec["context_key"]]].astype(str),
+                         var=pd.DataFrame(index=cells.var_names.copy()))
+        out.write_h5ad(d / "cells.h5ad")
+        job = dict(data=str(d / "cells.h5ad"), split=str(d / "split.json"),
+                   condition_key=spec["condition_key"], context_key=spec["context_key"],
+                   control=spec["control"], context=spec["context"], out=str(d / "pred.h5ad"),
+                   num_iterations=iterations, batch_size=batch_size, n_comps=50, seed=0,
+                   architecture=architecture)
+        (d / "job.json").write_text(json.dumps(job, indent=1))
+        (d / "spec.json").write_text(json.dumps(spec, indent=1))
+        jobs.append(str(d / "job.json"))
+        print(split.summary().replace("\n", " | "), "->", d)
+    (workdir / "jobs.txt").write_text("\n".join(jobs) + "\n")
+
+
+def _dense(X):
+    return X.toarray() if hasattr(X, "toarray") else X
+
+
+def score(workdir: Path, csv: Path) -> pd.DataFrame:
+    frames = []
+    cache: dict[str, ad.AnnData] = {}
+    for spec_path in sorted(workdir.glob("*/spec.json")):
+        d = spec_path.parent
+        spec = json.loads(spec_path.read_text())
+        if not (d / "pred.h5ad").exists():
+            print("no prediction in", d)
+            continue
+        info = json.loads((d / "pred.h5ad.json").read_text())
+        adata = cache.setdefault(spec["dataset"], load(spec["dataset"]))
+        split = Split.from_json(d / "split.json")
+        train, test = split.subset(adata)
+        source = adata[pd.Index(split.params["source_obs_names"])]
+        real = ad.concat([source, test])
+        real.obs_names_make_unique()
+        pred = ad.read_h5ad(d / "pred.h5ad")
+        kw = dict(control=spec["control"], train=train, covariate_key=spec["context_key"],
+                  method_name="cellflow")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                df = scdit.evaluate(pred, real, spec["condition_key"], baselines=BASELINES, **kw)
+        except Exception as err:  # linear baseline may not apply; retry without it
+            print(f"{d.name}: evaluate with linear failed ({err}); retrying without it")
+            df = scdit.evaluate(pred, real, spec["condition_key"],
+                                baselines=tuple(b for b in BASELINES if b != "linear"), **kw)
+        df.insert(0, "context", spec["context"])
+        df.insert(0, "split", spec["dataset"])
+        df["cellflow_iterations"] = info["num_iterations"]
+        df["cellflow_architecture"] = info["architecture"]
+        df["cellflow_train_seconds"] = round(info["seconds_train"], 1)
+        frames.append(df.drop(columns=["covariate"]))
+    res = pd.concat(frames, ignore_index=True)
+    res.to_csv(csv, index=False)
+    summary(res)
+    return res
+
+
+def summary(res: pd.DataFrame) -> None:
+    sub = res[res["metric"].isin(REPORTED)]
+    wide = (sub.groupby(["split", "context", "cellflow_architecture", "method", "metric"],
+                        sort=False)["value"].mean().unstack("metric"))
+    wide = wide[[m for m in REPORTED if m in wide.columns]]
+    with pd.option_context("display.width", 250, "display.max_columns", 30,
+                           "display.float_format", "{:.3f}".format):
+        print(wide)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    sp = p.add_subparsers(dest="cmd", required=True)
+    a = sp.add_parser("prepare")
+    a.add_argument("workdir", type=Path)
+    a.add_argument("--iterations", type=int, required=True)
+    a.add_argument("--architecture", default="tutorial", choices=["tutorial", "small"])
+    a.add_argument("--batch-size", type=int, default=1024)
+    a.add_argument("--patients", nargs="*", default=["PW030", "PW034"])
+    a.add_argument("--no-cellline", action="store_true")
+    b = sp.add_parser("score")
+    b.add_argument("workdir", type=Path)
+    b.add_argument("--csv", type=Path, default=HERE / "cellflow_results.csv")
+    args = p.parse_args()
+    if args.cmd == "prepare":
+        prepare(args.workdir, args.patients, not args.no_cellline, args.iterations,
+                args.architecture, args.batch_size)
+    else:
+        score(args.workdir, args.csv)
