@@ -98,7 +98,7 @@ def fit(
     separator: str = "+",
     perturbation_features=None,
     dose_key: str | None = None,
-    source: str = "noise",
+    source: str = "auto",
     tokenizer="genes",
     tokenizer_kwargs: dict | None = None,
     n_top_genes: int = 2000,
@@ -157,6 +157,11 @@ def fit(
         Source of the flow: ``"noise"`` (Gaussian; generate cells) or ``"control"`` (transport
         control cells of the same covariate context, paired by minibatch optimal transport;
         ``predict(source=control_cells)`` then maps those very cells to their perturbed state).
+        ``"auto"`` (default): ``"control"`` when ``covariate_keys`` are given (predicting a
+        context from its own control cells), else ``"noise"``. Measured
+        (benchmarks/RESULTS.md): on a held-out glioblastoma patient the control source reached
+        Pearson Δ 0.745 vs 0.631 for noise; on held-out Norman doubles noise reached 0.856 vs
+        0.455 for the control source.
     tokenizer
         The space the DiT works in (see the user guide, "Choosing a tokenizer"): ``"genes"``
         (log1p of selected genes, patches of genes per token), ``"pca"`` (principal components
@@ -203,8 +208,10 @@ def fit(
                     layer=layer, representation=representation, min_cells=min_cells)
     if preset not in DIT_PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose from {sorted(DIT_PRESETS)}.")
-    if source not in ("noise", "control"):
-        raise ValueError(f"source must be 'noise' or 'control', got {source!r}.")
+    if source not in ("noise", "control", "auto"):
+        raise ValueError(f"source must be 'noise', 'control' or 'auto', got {source!r}.")
+    if source == "auto":
+        source = "control" if covariate_keys else "noise"
     if dose_key is not None and dose_key not in adata.obs:
         raise KeyError(f"dose_key {dose_key!r} is not a column of adata.obs; available: "
                        f"{list(adata.obs.columns)[:20]}.")

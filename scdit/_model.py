@@ -364,10 +364,11 @@ class ScDiT:
         if not targets:
             return part
         ratio = float(np.exp(prior["log_ratio"]))
-        X = part.X.tocsc(copy=True) if sp.issparse(part.X) else np.array(part.X)
+        sparse = sp.issparse(part.X)
+        X = part.X.toarray() if sparse else np.array(part.X)
         for g in targets:
             j = int(self.var_names.get_loc(g))
-            col = X[:, j].toarray().ravel() if sp.issparse(X) else X[:, j]
+            col = X[:, j]
             if self.representation == "counts":
                 if ratio <= 1:
                     new = rng.binomial(np.round(col).astype(np.int64), ratio)
@@ -375,8 +376,8 @@ class ScDiT:
                     new = np.round(col) + rng.poisson(np.round(col) * (ratio - 1))
             else:
                 new = np.log1p(np.expm1(col) * ratio)
-            X[:, j] = new.astype(np.float32)[:, None] if sp.issparse(X) else new
-        part.X = sp.csr_matrix(X) if sp.issparse(X) else X
+            X[:, j] = new
+        part.X = sp.csr_matrix(X) if sparse else X
         return part
 
 

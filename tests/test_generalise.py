@@ -282,5 +282,14 @@ def test_control_source_drops_covariates_for_unseen_context(counts_adata, tiny):
     cov = pd.DataFrame({"cell_type": ["B", "T"]})
     assert model._seen_in_context("G1", cov).tolist() == [False, True]
     assert model._seen_in_context("G2", cov).tolist() == [True, True]
-    noise = scdit.fit(train, "condition", covariate_keys=["cell_type"], max_steps=5, **tiny)
+    noise = scdit.fit(train, "condition", covariate_keys=["cell_type"], source="noise",
+                      max_steps=5, **tiny)
     assert noise.config.conditions.covariate_dropout == 0.0 and not noise._context_fallback()
+
+
+def test_source_auto_rule(counts_adata, tiny):
+    with_cov = scdit.fit(counts_adata, "condition", covariate_keys=["cell_type"], max_steps=2,
+                         **tiny)
+    assert with_cov.config.flow.source == "control"
+    without = scdit.fit(counts_adata, "condition", max_steps=2, **tiny)
+    assert without.config.flow.source == "noise"

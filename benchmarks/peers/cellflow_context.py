@@ -41,8 +41,6 @@ import numpy as np
 import optax
 import pandas as pd
 import scipy.sparse as sp
-
-import cellflow
 from cellflow.model import CellFlow
 from cellflow.preprocessing import centered_pca, encode_onehot, project_pca, reconstruct_pca
 from cellflow.utils import match_linear
