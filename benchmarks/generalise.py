@@ -41,6 +41,7 @@ VARIANTS = {
     "noise_2000": {"source": "noise", "max_steps": 2000},
     "control_2000": {"source": "control", "max_steps": 2000},
     "noise_noprior": {"source": "noise", "predict": {"target_prior": False}},
+    "control_sn05": {"flow": {"source": "control", "source_noise": 0.5}},
 }
 
 
@@ -135,6 +136,10 @@ def run_one(setting: str, holdout: str | None, variant: str, seed: int, min_cell
     train, test = split.subset(adata)
     kw = {"covariate_keys": (cov,) if cov else (), "max_steps": max_steps, **VARIANTS[variant]}
     predict_kw = kw.pop("predict", {})
+    if "flow" in kw:
+        from scdit._config import FlowConfig
+
+        kw["flow"] = FlowConfig(**kw["flow"])
     t0 = time.perf_counter()
     model = scdit.fit(train, key, control=control, seed=seed, verbose=verbose,
                       max_minutes=max_minutes, **kw)

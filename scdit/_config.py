@@ -140,7 +140,10 @@ class FlowConfig:
     ``source`` is ``"noise"`` (standard Gaussian: generate) or ``"control"`` (control cells of
     the same covariate context, paired by minibatch optimal transport within each context and
     condition, plus ``source_noise``-scaled Gaussian noise: transport control cells to their
-    perturbed state).
+    perturbed state). ``source_noise`` 0.5 (standardised units; CellFlow's tutorial value too)
+    beat 0.1 on held-out glioblastoma patients (Pearson Δ 0.763/0.814 vs 0.745/0.679 on PW030,
+    seeds 0/1; 0.629 vs 0.497 on PW034): the noise keeps the field from memorising the
+    training contexts' exact cell-to-cell maps.
 
     ``compose`` is the weight of single-perturbation composition used by default when predicting
     combinations *not seen in training* (see :meth:`scdit.ScDiT.predict`); combinations seen in
@@ -148,7 +151,7 @@ class FlowConfig:
     """
 
     source: str = "noise"
-    source_noise: float = 0.1
+    source_noise: float = 0.5
     time_sampling: str = "logit_normal"
     logit_mean: float = 0.0
     logit_std: float = 1.0
