@@ -22,6 +22,7 @@ from ._config import (
 )
 from ._model import ScDiT, build_field, make_reference
 from .conditions import data_features, feature_table, read_features, target_prior
+from .conditions._features import check_rows
 from .data._dataset import CellDataset
 from .data._representation import detect_representation, to_log1p
 from .data._setup import condition_labels, get_matrix, validate
@@ -63,13 +64,7 @@ def _resolve_features(features, vocab: ConditionVocab, var_names) -> tuple[pd.Da
     if features is True:
         raise TypeError("perturbation_features=True is ambiguous; pass 'data', a table or False.")
     df = read_features(features)
-    missing = [a for a in vocab.atoms if a not in df.index]
-    if missing:
-        raise ValueError(
-            f"perturbation_features has no row for {len(missing)} perturbation(s) seen in "
-            f"training: {missing[:20]}{' ...' if len(missing) > 20 else ''}. Its index must hold "
-            "the perturbation names as written in condition_key (members of combinations "
-            "separately).")
+    check_rows(df, vocab.atoms)  # before any (tokenizer) training
     return df, "table"
 
 

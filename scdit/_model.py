@@ -178,8 +178,7 @@ class ScDiT:
             d = None if dose is None else dose[:, j:j + 1]
             terms.append((guided(self.field, cond(a, d), scale), w))
         ctrl = torch.zeros_like(atoms[:, :1])
-        terms.append((guided(self.field, cond(ctrl, None if dose is None else dose[:, :1] * 0),
-                              scale), -w * (len(members) - 1)))
+        terms.append((guided(self.field, cond(ctrl, None), scale), -w * (len(members) - 1)))
         return composed(terms)
 
     def _context_fallback(self) -> bool:
@@ -219,11 +218,8 @@ class ScDiT:
         """Tokens ``(n, T, P)`` of cells in the training genes and representation."""
         X = ref.X
         X_log = to_log1p(X, self.representation)
-        if hasattr(self.tokenizer, "prepare"):
-            counts = X if self.representation == "counts" else None
-            model_in = self.tokenizer.prepare(X_log, counts=counts, obs=ref.obs)
-        else:
-            model_in = X_log[:, self.gene_index]
+        counts = X if self.representation == "counts" else None
+        model_in = self.tokenizer.prepare(X_log, counts=counts, obs=ref.obs)
         dense = model_in.toarray() if sp.issparse(model_in) else np.asarray(model_in)
         return self.tokenizer.encode(torch.as_tensor(np.asarray(dense, dtype=np.float32)))
 

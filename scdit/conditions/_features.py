@@ -130,6 +130,18 @@ def data_features(X_log, var_names: Sequence[str], model_genes: Sequence[int] | 
     return pd.DataFrame(data, index=pd.Index([str(v) for v in var_names]), columns=names)
 
 
+def check_rows(features: pd.DataFrame, seen: Sequence[str], source: str = "table") -> None:
+    """Clear error listing the seen perturbations that have no row in ``features``."""
+    missing = [a for a in seen if a not in features.index]
+    if missing:
+        raise ValueError(
+            f"perturbation_features ({source}) has no row for {len(missing)} perturbation(s) "
+            f"seen in training: {missing[:20]}{' ...' if len(missing) > 20 else ''}. Add rows for "
+            "them (its index must hold perturbation names as written in condition_key, members "
+            "of combinations separately), or pass perturbation_features=False."
+        )
+
+
 def feature_table(features: pd.DataFrame, seen: Sequence[str], *, source: str = "table",
                   fill_missing: bool = False) -> tuple[np.ndarray, list[str], dict]:
     """Standardised feature matrix for the seen atoms followed by all other rows.
@@ -145,13 +157,7 @@ def feature_table(features: pd.DataFrame, seen: Sequence[str], *, source: str = 
                             index=missing, columns=features.columns)
         features = pd.concat([features, fill])
         missing = []
-    if missing:
-        raise ValueError(
-            f"perturbation_features ({source}) has no row for {len(missing)} perturbation(s) "
-            f"seen in training: {missing[:20]}{' ...' if len(missing) > 20 else ''}. Add rows for "
-            "them (its index must hold perturbation names as written in condition_key), or pass "
-            "perturbation_features=False."
-        )
+    check_rows(features, seen, source)
     seen_set = set(seen)
     featured = [i for i in features.index if i not in seen_set]
     values = features.loc[list(seen) + featured].to_numpy(np.float64)

@@ -66,10 +66,7 @@ class CellDataset(Dataset):
             for c in np.unique(ctx):
                 m = ctx == c
                 src[m] = rng.choice(self.pools[int(c)], int(m.sum()), replace=True)
-            order = np.argsort(src, kind="stable")
-            dense = np.empty((len(rows), self.source_X.shape[1]), np.float32)
-            dense[order] = _dense(self.source_X[src[order]]).numpy()
-            batch["x_src"] = torch.from_numpy(dense)
+            batch["x_src"] = _dense(self.source_X[src])
             batch["ctx"] = torch.as_tensor(ctx)
         return batch
 
