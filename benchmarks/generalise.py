@@ -42,6 +42,12 @@ VARIANTS = {
     "control_2000": {"source": "control", "max_steps": 2000},
     "noise_noprior": {"source": "noise", "predict": {"target_prior": False}},
     "control_sn05": {"flow": {"source": "control", "source_noise": 0.5}},
+    "default": {},
+    "default_300": {"max_steps": 300},
+    "default_ens3": {"ensemble": 3},
+    "noise_4000": {"source": "noise", "max_steps": 4000},
+    "noise_8000": {"source": "noise", "max_steps": 8000},
+    "noise_2000_ens3": {"source": "noise", "max_steps": 2000, "ensemble": 3},
 }
 
 
@@ -136,13 +142,15 @@ def run_one(setting: str, holdout: str | None, variant: str, seed: int, min_cell
     train, test = split.subset(adata)
     kw = {"covariate_keys": (cov,) if cov else (), "max_steps": max_steps, **VARIANTS[variant]}
     predict_kw = kw.pop("predict", {})
+    n_models = kw.pop("ensemble", 1)
     if "flow" in kw:
         from scdit._config import FlowConfig
 
         kw["flow"] = FlowConfig(**kw["flow"])
     t0 = time.perf_counter()
-    model = scdit.fit(train, key, control=control, seed=seed, verbose=verbose,
-                      max_minutes=max_minutes, **kw)
+    # An ensemble pools the cells predicted by n_models fits with different seeds.
+    models = [scdit.fit(train, key, control=control, seed=seed + 1000 * j, verbose=verbose,
+                        max_minutes=max_minutes, **kw) for j in range(n_models)]
     t_fit = time.perf_counter() - t0
     if cov:
         src_names = split.params["source_obs_names"]
@@ -151,9 +159,12 @@ def run_one(setting: str, holdout: str | None, variant: str, seed: int, min_cell
         source = train[train.obs[key] == control].copy()
     counts = test.obs[key].value_counts()
     t0 = time.perf_counter()
-    parts = [model.predict(c, n_cells=max(min_cells, int(counts[c]), source.n_obs if cov else 0),
-                           source=source, seed=seed + i, **predict_kw)
-             for i, c in enumerate(sorted(counts.index))]
+    parts = []
+    for i, c in enumerate(sorted(counts.index)):
+        n = max(min_cells, int(counts[c]), source.n_obs if cov else 0)
+        sizes = [n // n_models + (j < n % n_models) for j in range(n_models)]
+        parts += [m.predict(c, n_cells=k, source=source, seed=seed + i + 7919 * j, **predict_kw)
+                  for j, (m, k) in enumerate(zip(models, sizes, strict=True))]
     t_pred = time.perf_counter() - t0
     pred = ad.concat(parts, merge="same")
     pred.obs_names_make_unique()
@@ -173,7 +184,7 @@ def run_one(setting: str, holdout: str | None, variant: str, seed: int, min_cell
     s.insert(0, "setting", setting)
     s["fit_s"] = round(t_fit, 1)
     s["predict_s"] = round(t_pred, 1)
-    s["steps"] = model.summary.get("steps")
+    s["steps"] = models[0].summary.get("steps")
     return s
 
 

@@ -302,7 +302,8 @@ def fit(
                          covariate_dropout=cov_drop,
                          verbose=verbose, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
     summary = {"n_cells": int(adata.n_obs), "n_train": int(len(tr)), "n_val": int(len(val)),
-               "n_params": int(n_params), "steps": result.steps, "max_steps": result.max_steps, "seconds": round(result.seconds, 1),
+               "n_params": int(n_params), "steps": result.steps, "max_steps": result.max_steps,
+               "budget_steps": result.budget_steps, "seconds": round(result.seconds, 1),
                "best_val_loss": result.best_val_loss, "history": result.history,
                "precision": result.precision, "accelerator": result.accelerator,
                "n_modelled_genes": tok.n_genes, "tokenizer": tok_cfg.kind, "ceiling": ceiling}
@@ -312,6 +313,10 @@ def fit(
     if verbose:
         early = "" if result.steps >= result.max_steps else \
             f" (stopped before {result.max_steps}: early stopping or the time budget)"
+        if result.budget_steps is not None:
+            early += (f"; the {cfg.train.max_minutes:g}-minute budget shortened the run from "
+                      f"{result.max_steps} to {result.budget_steps} steps (pass max_minutes=None "
+                      "or a larger value to train longer)")
         print(f"scdit: trained {result.steps} steps{early} in {result.seconds:.0f} s "
               f"({result.precision}); best validation loss {result.best_val_loss:.4f}")
     reference = make_reference(adata, X, cfg, seed=seed)

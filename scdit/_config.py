@@ -145,6 +145,12 @@ class FlowConfig:
     seeds 0/1; 0.629 vs 0.497 on PW034): the noise keeps the field from memorising the
     training contexts' exact cell-to-cell maps.
 
+    ``center`` (control source only): each covariate context is centred on its own control
+    cells' mean token before the flow, and the mean is added back after it, so the field learns
+    the response *relative to the context's control profile* instead of mapping onto the
+    training contexts' perturbed cells. This is what makes a held-out context keep its own
+    identity (see benchmarks/RESULTS.md, held-out patient).
+
     ``compose`` is the weight of single-perturbation composition used by default when predicting
     combinations *not seen in training* (see :meth:`scdit.ScDiT.predict`); combinations seen in
     training use their learned joint condition.
@@ -158,6 +164,7 @@ class FlowConfig:
     solver: str = "heun"
     steps: int = 20
     compose: float = 1.0
+    center: bool = True
 
 
 @dataclass(frozen=True)
@@ -214,7 +221,8 @@ class ScDiTConfig:
             tokenizer=TokenizerConfig(**d.get("tokenizer", {})),
             conditions=ConditionConfig(**d.get("conditions", {})),
             dit=DiTConfig(**d.get("dit", {})),
-            flow=FlowConfig(**d.get("flow", {})),
+            # Models saved before ``center`` existed were trained without it.
+            flow=FlowConfig(**{"center": False, **d.get("flow", {})}),
             train=TrainConfig(**d.get("train", {})),
         )
 

@@ -128,6 +128,11 @@ class ScDiT:
         atoms = torch.as_tensor(self.vocab.encode([perturbation] * n_cells))
         covs = torch.as_tensor(self.covariates.encode(cov_df)) if self.covariates.keys else \
             torch.zeros((n_cells, 0), dtype=torch.long)
+        centre = None
+        if source_tokens is not None and self.config.flow.source == "control" \
+                and self.config.flow.center:
+            source_tokens = torch.as_tensor(source_tokens).float()
+            centre = _context_centres(source_tokens, covs)  # (n, T, P)
         if self.covariates.keys and self._context_fallback():
             unseen = ~self._seen_in_context(perturbation, cov_df)
             covs[torch.as_tensor(unseen)] = 0  # never seen in this context: context from source
@@ -144,11 +149,15 @@ class ScDiT:
             x1 = torch.randn((sl.stop - sl.start, t, p), generator=gen)  # (b, T, P)
             if source_tokens is not None:
                 x1 = source_tokens[sl].float() + sigma * x1
+                if centre is not None:
+                    x1 = x1 - centre[sl]
             x1 = x1.to(dev)
             v = self._velocity(perturbation, atoms[sl].to(dev), covs[sl].to(dev), guidance_scale,
                                compose, None if doses is None else doses[sl].to(dev))
             x0 = integrate(v, x1, steps=steps or self.config.flow.steps,
                            solver=solver or self.config.flow.solver)  # (b, T, P)
+            if centre is not None:
+                x0 = x0 + centre[sl].to(dev)
             if output == "tokens":
                 out.append(x0.cpu().numpy())
             else:  # obs: covariates of each cell (scVI decodes in its batch)
@@ -521,6 +530,24 @@ class ScDiT:
         field.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("field.")})
         reference = ad.read_h5ad(path / "reference.h5ad")
         return cls(cfg, vocab, covs, tok, field, meta["var_names"], reference, meta.get("summary"))
+
+
+def _context_centres(tokens: torch.Tensor, covs: torch.Tensor) -> torch.Tensor:
+    """Per cell, the mean source token of its covariate context ``(n, T, P)``.
+
+    Cells with the same covariate codes (a row of ``covs``) form one context; without covariates
+    all cells do. Used with ``FlowConfig.center``: the flow runs centred on the source cells'
+    own control profile, which is added back to its output.
+    """
+    if len(tokens) == 0:
+        return tokens.clone()
+    if covs.shape[1] == 0:
+        return tokens.mean(0, keepdim=True).expand_as(tokens)
+    _, inv = torch.unique(covs, dim=0, return_inverse=True)
+    sums = torch.zeros((int(inv.max()) + 1, *tokens.shape[1:]), dtype=torch.float64)
+    sums.index_add_(0, inv, tokens.double())
+    counts = torch.bincount(inv).double().view(-1, *([1] * (tokens.dim() - 1)))
+    return (sums / counts).float()[inv]
 
 
 def _n_cells(n_cells) -> int:

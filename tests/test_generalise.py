@@ -293,3 +293,62 @@ def test_source_auto_rule(counts_adata, tiny):
     assert with_cov.config.flow.source == "control"
     without = scdit.fit(counts_adata, "condition", max_steps=2, **tiny)
     assert without.config.flow.source == "noise"
+
+
+# ----------------------------------------------------------------------------- context centring
+
+
+def test_context_centres_hand_computed():
+    from scdit._model import _context_centres
+
+    tokens = torch.tensor([[[1.0]], [[3.0]], [[10.0]], [[20.0]]])  # (4, T=1, P=1)
+    covs = torch.tensor([[1], [1], [2], [2]])
+    assert _context_centres(tokens, covs).flatten().tolist() == [2.0, 2.0, 15.0, 15.0]
+    assert _context_centres(tokens, torch.zeros((4, 0), dtype=torch.long)).flatten().tolist() \
+        == [8.5] * 4
+
+
+def test_context_means_per_context():
+    from scdit.tokenizers._genes import GeneTokenizer
+    from scdit.train._trainer import context_means
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 6)).astype(np.float32)
+    tok = GeneTokenizer(max_tokens=3).fit(X, [f"g{i}" for i in range(6)])
+    src = rng.normal(size=(10, 6)).astype(np.float32) + np.arange(10)[:, None]
+    sctx = np.array([0] * 4 + [2] * 6)
+    ds = CellDataset(tok.prepare(X), np.ones((40, 1)), np.zeros((40, 0)),
+                     context=np.array([0, 2] * 20), source_X=tok.prepare(src),
+                     source_context=sctx)
+    mu = context_means(tok, ds)
+    enc = tok.encode(torch.as_tensor(tok.prepare(src)))
+    assert mu.shape == (3, tok.n_tokens, tok.patch_size)
+    assert torch.allclose(mu[0], enc[:4].mean(0), atol=1e-5)
+    assert torch.allclose(mu[2], enc[4:].mean(0), atol=1e-5)
+    assert torch.all(mu[1] == 0)
+
+
+def test_centred_control_flow_is_translation_equivariant(counts_adata, tiny):
+    """With centring, shifting every source cell by c shifts every output by c."""
+    model = scdit.fit(counts_adata, "condition", covariate_keys=["cell_type"], source="control",
+                      max_steps=10, seed=0, **tiny)
+    assert model.config.flow.center
+    ctrl = counts_adata[(counts_adata.obs.condition == "ctrl")
+                        & (counts_adata.obs.cell_type == "B")][:12].copy()
+    tokens = model._encode_cells(model._check_source(ctrl, None))
+    cov = ctrl.obs[["cell_type"]]
+    shift = torch.linspace(-1, 1, tokens[0].numel()).view(tokens.shape[1:])
+    a = model.sample("G1", 12, covariates=cov, source_tokens=tokens, output="tokens", seed=3)
+    b = model.sample("G1", 12, covariates=cov, source_tokens=tokens + shift, output="tokens",
+                     seed=3)
+    assert np.allclose(b - a, shift.numpy()[None], atol=1e-4)
+
+
+def test_old_configs_load_without_centring():
+    from scdit._config import DataConfig, ScDiTConfig
+
+    cfg = ScDiTConfig(data=DataConfig(condition_key="condition", control="ctrl"))
+    assert cfg.flow.center is True
+    d = cfg.to_dict()
+    del d["flow"]["center"]
+    assert ScDiTConfig.from_dict(d).flow.center is False

@@ -1,7 +1,8 @@
 """Training: Lightning module, EMA, trainer construction."""
 
+from ._budget import TimeBudget
 from ._ema import EMA
 from ._module import FlowModule
 from ._trainer import TrainResult, auto_max_steps, resolve_precision, train_field
 
-__all__ = ["EMA", "FlowModule", "TrainResult", "auto_max_steps", "resolve_precision", "train_field"]
+__all__ = ["EMA", "FlowModule", "TimeBudget", "TrainResult", "auto_max_steps", "resolve_precision", "train_field"]

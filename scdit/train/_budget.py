@@ -1,0 +1,57 @@
+"""Fit the training length to a wall-time budget, keeping the learning-rate schedule whole."""
+
+from __future__ import annotations
+
+import time
+
+from lightning.pytorch.callbacks import Callback
+
+
+class TimeBudget(Callback):
+    """Shorten a run that would overrun ``minutes`` so that its schedule still finishes.
+
+    Lightning's ``max_time`` stops training wherever the budget runs out, possibly early in the
+    cosine decay (at a high learning rate), which gave worse models than a shorter complete run
+    (benchmarks/RESULTS.md, doubles cut at 1,287 of 2,000 steps). This callback measures the
+    time per step (validation included) from step ``probe[0]`` on (or since the previous check,
+    if that is slower), and at step ``probe[1]`` and
+    every ``check_every`` steps after it sets the run's length (``module.max_steps``, which the
+    schedule reads, and Lightning's step limit) to what fits in ``margin`` of the remaining
+    budget. It only ever shortens a run; ``shortened_to`` records the new length. Runs that fit
+    the budget are untouched (and so stay reproducible).
+    """
+
+    def __init__(self, minutes: float, *, probe: tuple[int, int] = (10, 50),
+                 check_every: int = 250, margin: float = 0.9):
+        self.budget_s = 60.0 * float(minutes)
+        self.probe = probe
+        self.check_every = int(check_every)
+        self.margin = float(margin)
+        self.shortened_to: int | None = None
+        self._start: float | None = None
+        self._t0: float | None = None
+        self._last: tuple[int, float] | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = int(trainer.global_step)
+        now = time.perf_counter()
+        if step == self.probe[0]:
+            self._t0 = now
+            return
+        due = step == self.probe[1] or (step > self.probe[1] and step % self.check_every == 0)
+        if self._t0 is None or self._start is None or not due:
+            return
+        per_step = (now - self._t0) / max(1, step - self.probe[0])
+        if self._last is not None:  # the machine may have slowed down: trust the slower rate
+            per_step = max(per_step, (now - self._last[1]) / max(1, step - self._last[0]))
+        self._last = (step, now)
+        remaining = self.budget_s - (now - self._start)
+        fits = step + int(self.margin * max(0.0, remaining) / max(per_step, 1e-9))
+        if fits < pl_module.max_steps:
+            new = max(step + 1, fits)
+            pl_module.max_steps = new
+            trainer.fit_loop.epoch_loop.max_steps = new
+            self.shortened_to = new

@@ -1,0 +1,87 @@
+"""Training length: data-size rule and the wall-time budget that keeps the schedule whole."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+import scdit
+from scdit.train import _budget
+from scdit.train._budget import TimeBudget
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _run(cb: TimeBudget, clock: _Clock, module, trainer, seconds_per_step: float, n: int):
+    cb.on_train_start(trainer, module)
+    for step in range(1, n + 1):
+        clock.t += seconds_per_step
+        trainer.global_step = step
+        cb.on_train_batch_end(trainer, module, None, None, step - 1)
+        if step >= module.max_steps:
+            return step
+    return n
+
+
+def _stubs(max_steps: int):
+    module = types.SimpleNamespace(max_steps=max_steps)
+    trainer = types.SimpleNamespace(global_step=0, fit_loop=types.SimpleNamespace(
+        epoch_loop=types.SimpleNamespace(max_steps=max_steps)))
+    return module, trainer
+
+
+def test_time_budget_shortens_a_run_that_would_overrun(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(_budget.time, "perf_counter", clock)
+    module, trainer = _stubs(4000)
+    cb = TimeBudget(minutes=1.0)  # 60 s at 0.1 s/step: ~540 steps fit in 90 % of it
+    ran = _run(cb, clock, module, trainer, 0.1, 4000)
+    assert cb.shortened_to is not None and 500 <= cb.shortened_to <= 600
+    assert module.max_steps == trainer.fit_loop.epoch_loop.max_steps == cb.shortened_to
+    assert ran == cb.shortened_to and clock.t <= 60.0
+
+
+def test_time_budget_leaves_a_run_that_fits_alone(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(_budget.time, "perf_counter", clock)
+    module, trainer = _stubs(1000)
+    cb = TimeBudget(minutes=10.0)
+    _run(cb, clock, module, trainer, 0.1, 1000)  # 100 s of 600
+    assert cb.shortened_to is None and module.max_steps == 1000
+
+
+def test_time_budget_adapts_when_steps_slow_down(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(_budget.time, "perf_counter", clock)
+    module, trainer = _stubs(3000)
+    cb = TimeBudget(minutes=5.0)  # 300 s: 3000 steps at 0.05 s fit at first...
+    cb.on_train_start(trainer, module)
+    for step in range(1, 3001):
+        clock.t += 0.05 if step < 1000 else 0.5  # ...then the machine gets 10x slower
+        trainer.global_step = step
+        cb.on_train_batch_end(trainer, module, None, None, step - 1)
+        if step >= module.max_steps:
+            break
+    assert cb.shortened_to is not None and module.max_steps < 3000
+    assert clock.t <= 300.0
+
+
+def test_fit_records_the_budget(counts_adata, tiny):
+    model = scdit.fit(counts_adata, "condition", max_steps=20, **tiny)
+    assert "budget_steps" in model.summary and model.summary["budget_steps"] is None
+
+
+@pytest.mark.parametrize("source,n_cells,expected", [
+    ("noise", 2875, 4000), ("noise", 200_000, 8000), ("control", 4500, 300),
+    ("control", 100_000, 2000)])
+def test_auto_max_steps_by_source(source, n_cells, expected):
+    from scdit.train import auto_max_steps
+
+    assert auto_max_steps(n_cells, 256, source=source) == expected
