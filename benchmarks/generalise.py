@@ -48,6 +48,8 @@ VARIANTS = {
     "noise_4000": {"source": "noise", "max_steps": 4000},
     "noise_8000": {"source": "noise", "max_steps": 8000},
     "noise_2000_ens3": {"source": "noise", "max_steps": 2000, "ensemble": 3},
+    "default_1000": {"max_steps": 1000},
+    "nocenter": {"flow": {"source": "control", "center": False}},
 }
 
 
@@ -159,21 +161,32 @@ def run_one(setting: str, holdout: str | None, variant: str, seed: int, min_cell
         source = train[train.obs[key] == control].copy()
     counts = test.obs[key].value_counts()
     t0 = time.perf_counter()
-    parts = []
-    for i, c in enumerate(sorted(counts.index)):
-        n = max(min_cells, int(counts[c]), source.n_obs if cov else 0)
-        sizes = [n // n_models + (j < n % n_models) for j in range(n_models)]
-        parts += [m.predict(c, n_cells=k, source=source, seed=seed + i + 7919 * j, **predict_kw)
-                  for j, (m, k) in enumerate(zip(models, sizes, strict=True))]
+
+    def predict_all(**extra):
+        parts = []
+        for i, c in enumerate(sorted(counts.index)):
+            n = max(min_cells, int(counts[c]), source.n_obs if cov else 0)
+            sizes = [n // n_models + (j < n % n_models) for j in range(n_models)]
+            parts += [m.predict(c, n_cells=k, source=source, seed=seed + i + 7919 * j,
+                                **predict_kw, **extra)
+                      for j, (m, k) in enumerate(zip(models, sizes, strict=True))]
+        out = ad.concat(parts, merge="same")
+        out.obs_names_make_unique()
+        return out
+
+    pred = predict_all()
     t_pred = time.perf_counter() - t0
-    pred = ad.concat(parts, merge="same")
-    pred.obs_names_make_unique()
     real = ad.concat([test, source], merge="same")
     real.obs_names_make_unique()
     baselines = ("no_change", "mean", "context_shift") if cov else ("no_change", "mean",
                                                                        "additive", "linear")
     df = evaluate(pred, real, key, control=control, train=train, covariate_key=cov, seed=seed,
                   baselines=baselines)
+    if models[0].representation == "counts":  # also score the log1p output (no count resampling)
+        pred_log = predict_all(representation="log1p")
+        extra = evaluate(pred_log, real, key, control=control, train=train, covariate_key=cov,
+                         seed=seed, baselines=(), method_name="scdit_log1p")
+        df = pd.concat([df, extra[extra["method"] == "scdit_log1p"]], ignore_index=True)
     s = summarize(df)
     s = s[[m for m in METRICS if m in s.columns]].copy()
     s.index.name = "method"

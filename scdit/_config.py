@@ -145,11 +145,11 @@ class FlowConfig:
     seeds 0/1; 0.629 vs 0.497 on PW034): the noise keeps the field from memorising the
     training contexts' exact cell-to-cell maps.
 
-    ``center`` (control source only): each covariate context is centred on its own control
-    cells' mean token before the flow, and the mean is added back after it, so the field learns
-    the response *relative to the context's control profile* instead of mapping onto the
-    training contexts' perturbed cells. This is what makes a held-out context keep its own
-    identity (see benchmarks/RESULTS.md, held-out patient).
+    ``center`` (control source only; off by default): each covariate context is centred on its
+    own control cells' mean token before the flow, and the mean is added back after it, so the
+    field learns the response relative to the context's control profile. Measured on the five
+    held-out glioblastoma patients (benchmarks/RESULTS.md) it lowered Pearson Δ on four of
+    them (e.g. PW034 0.588 ± 0.005 vs 0.670), so it is an option, not the default.
 
     ``compose`` is the weight of single-perturbation composition used by default when predicting
     combinations *not seen in training* (see :meth:`scdit.ScDiT.predict`); combinations seen in
@@ -164,7 +164,7 @@ class FlowConfig:
     solver: str = "heun"
     steps: int = 20
     compose: float = 1.0
-    center: bool = True
+    center: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,8 +221,7 @@ class ScDiTConfig:
             tokenizer=TokenizerConfig(**d.get("tokenizer", {})),
             conditions=ConditionConfig(**d.get("conditions", {})),
             dit=DiTConfig(**d.get("dit", {})),
-            # Models saved before ``center`` existed were trained without it.
-            flow=FlowConfig(**{"center": False, **d.get("flow", {})}),
+            flow=FlowConfig(**d.get("flow", {})),
             train=TrainConfig(**d.get("train", {})),
         )
 

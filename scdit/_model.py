@@ -272,7 +272,7 @@ class ScDiT:
                 guidance_scale: float = 1.0, steps: int | None = None, solver: str | None = None,
                 seed: int | None = None, layer: str | None = None,
                 compose: float | None = None, device: str | None = None,
-                target_prior: bool = True) -> ad.AnnData:
+                target_prior: bool = True, representation: str | None = None) -> ad.AnnData:
         """Generate cells under each perturbation, in the training genes and representation.
 
         Parameters
@@ -321,10 +321,25 @@ class ScDiT:
             place the perturbation's downstream response; this sets the direct on-target
             change, which a model cannot infer for a gene it never saw targeted.
 
+        representation
+            ``None`` (default): the training representation. ``"log1p"``: log1p(normalize_total
+            1e4) expression as the model generates it, also for a model trained on counts. For a
+            counts model the default converts each generated cell to counts with its source
+            (reference) cell's library size, which re-adds sampling noise at the *source*
+            cell's depth; where a perturbation changes sequencing depth (e.g. held-out
+            glioblastoma patients PW036/PW040) the log1p output is the closer prediction of
+            the normalised expression (benchmarks/RESULTS.md).
+
         Returns
         -------
         AnnData with ``obs[condition_key]``, the covariates and ``obs["reference_cell"]``.
         """
+        out_rep = self.representation if representation is None else representation
+        if out_rep not in ("log1p", "counts"):
+            raise ValueError(f"representation must be None, 'log1p' or 'counts', got {representation!r}.")
+        if out_rep == "counts" and self.representation != "counts":
+            raise ValueError("representation='counts' needs a model trained on counts; this one was "
+                             "trained on log1p data (use representation=None or 'log1p').")
         labels = [perturbations] if isinstance(perturbations, str) else list(perturbations)
         if not labels:
             raise ValueError("perturbations is empty; pass at least one perturbation label.")
@@ -346,18 +361,20 @@ class ScDiT:
                                   steps=steps, solver=solver, compose=compose, device=device,
                                   seed=sub_seed if sub_seed is not None else int(rng.integers(2**31)),
                                   source_tokens=self._encode_cells(ref) if transport else None)
-            part = self._assemble(label, tokens, ref, rng)
-            parts.append(self._apply_target_prior(label, part, rng) if target_prior else part)
+            part = self._assemble(label, tokens, ref, rng, out_rep)
+            parts.append(self._apply_target_prior(label, part, rng, out_rep) if target_prior
+                         else part)
         out = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
         out.obs_names_make_unique()
         out.uns["scdit"] = {"guidance_scale": guidance_scale, "steps": steps or self.config.flow.steps,
                             "solver": solver or self.config.flow.solver, "seed": seed,
                             "compose": "auto" if compose is None else compose,
-                            "representation": self.representation}
+                            "representation": out_rep}
         return out
 
     # ------------------------------------------------------------------ helpers
-    def _apply_target_prior(self, label: str, part: ad.AnnData, rng) -> ad.AnnData:
+    def _apply_target_prior(self, label: str, part: ad.AnnData, rng,
+                            representation: str | None = None) -> ad.AnnData:
         """Scale the target genes of unseen (feature-only) members by the training prior."""
         prior = self.summary.get("target_prior") or {}
         if not prior or prior.get("n", 0) < 2:
@@ -374,7 +391,7 @@ class ScDiT:
         for g in targets:
             j = int(self.var_names.get_loc(g))
             col = X[:, j]
-            if self.representation == "counts":
+            if (representation or self.representation) == "counts":
                 if ratio <= 1:
                     new = rng.binomial(np.round(col).astype(np.int64), ratio)
                 else:
@@ -464,18 +481,24 @@ class ScDiT:
     def _canonical(self, label: str) -> str:
         return self.vocab.separator.join(self.vocab.members(str(label))) or self.vocab.control
 
-    def _assemble(self, label: str, tokens: np.ndarray, ref: ad.AnnData, rng) -> ad.AnnData:
+    def _assemble(self, label: str, tokens: np.ndarray, ref: ad.AnnData, rng,
+                  representation: str | None = None) -> ad.AnnData:
         """Decode generated ``tokens`` ``(n, T, P)`` into copies of the reference cells ``ref``.
 
         Counts come from the tokenizer's ``decode_counts`` (scVI: sampled from its likelihood
         with the reference cell's library size of the modelled genes) when it has one, else
-        from the decoded log1p with the reference cell's library size.
+        from the decoded log1p with the reference cell's library size. ``representation="log1p"``
+        for a counts model returns the decoded log1p instead (unmodelled genes: the reference
+        cells' own, normalised).
         """
         X = ref.X.toarray() if sp.issparse(ref.X) else np.array(ref.X, dtype=np.float32)
         X = X.astype(np.float32)
         tok = self.tokenizer
         z = torch.as_tensor(np.asarray(tokens, dtype=np.float32))  # (n, T, P)
-        if self.representation == "counts" and hasattr(tok, "decode_counts"):
+        if self.representation == "counts" and representation == "log1p":
+            X = np.asarray(to_log1p(X, "counts"), dtype=np.float32)
+            X[:, self.gene_index] = tok.decode(z, obs=ref.obs).numpy()
+        elif self.representation == "counts" and hasattr(tok, "decode_counts"):
             lib = X[:, self.gene_index].sum(1)  # (n,) reference library of the modelled genes
             X[:, self.gene_index] = tok.decode_counts(z, lib, obs=ref.obs, generator=rng).numpy()
         elif self.representation == "counts":

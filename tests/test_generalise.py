@@ -330,8 +330,10 @@ def test_context_means_per_context():
 
 def test_centred_control_flow_is_translation_equivariant(counts_adata, tiny):
     """With centring, shifting every source cell by c shifts every output by c."""
-    model = scdit.fit(counts_adata, "condition", covariate_keys=["cell_type"], source="control",
-                      max_steps=10, seed=0, **tiny)
+    from scdit._config import FlowConfig
+
+    model = scdit.fit(counts_adata, "condition", covariate_keys=["cell_type"],
+                      flow=FlowConfig(source="control", center=True), max_steps=10, seed=0, **tiny)
     assert model.config.flow.center
     ctrl = counts_adata[(counts_adata.obs.condition == "ctrl")
                         & (counts_adata.obs.cell_type == "B")][:12].copy()
@@ -344,11 +346,35 @@ def test_centred_control_flow_is_translation_equivariant(counts_adata, tiny):
     assert np.allclose(b - a, shift.numpy()[None], atol=1e-4)
 
 
-def test_old_configs_load_without_centring():
+def test_centring_is_off_by_default_and_old_configs_load():
     from scdit._config import DataConfig, ScDiTConfig
 
     cfg = ScDiTConfig(data=DataConfig(condition_key="condition", control="ctrl"))
-    assert cfg.flow.center is True
+    assert cfg.flow.center is False
     d = cfg.to_dict()
-    del d["flow"]["center"]
+    del d["flow"]["center"]  # saved before the option existed
     assert ScDiTConfig.from_dict(d).flow.center is False
+
+
+def test_predict_log1p_output_of_a_counts_model(counts_model):
+    from scdit.data._representation import detect_representation
+
+    counts = counts_model.predict("G1", n_cells=20, covariates={"cell_type": "B"}, seed=4)
+    logs = counts_model.predict("G1", n_cells=20, covariates={"cell_type": "B"}, seed=4,
+                                representation="log1p")
+    assert detect_representation(counts.X) == "counts"
+    assert detect_representation(logs.X) == "log1p" and logs.uns["scdit"]["representation"] == "log1p"
+    # the same generated cells: modelled genes equal the decoded log1p, which the counts round
+    gi = counts_model.gene_index
+    L = logs.X.toarray()[:, gi]
+    C = counts.X.toarray()[:, gi]
+    lib = counts.X.toarray().sum(1)
+    assert np.corrcoef(np.log1p(C / lib[:, None] * 1e4).ravel(), L.ravel())[0, 1] > 0.5
+    with pytest.raises(ValueError, match="representation must be"):
+        counts_model.predict("G1", n_cells=2, covariates={"cell_type": "B"}, representation="raw")
+
+
+def test_predict_counts_from_a_log1p_model_is_refused(log1p_adata, tiny):
+    model = scdit.fit(log1p_adata, "condition", max_steps=2, **tiny)
+    with pytest.raises(ValueError, match="trained on log1p"):
+        model.predict("G1", n_cells=2, representation="counts")
