@@ -178,11 +178,13 @@ def fit(
     preset
         DiT size: ``"tiny"``, ``"small"`` (CPU default), ``"base"``, ``"large"``.
     max_steps
-        Optimisation steps; ``None`` picks a length from the number of cells.
+        Optimisation steps; ``None`` picks a length from the number of cells and the source
+        (:func:`scdit.train.auto_max_steps`: noise ≥ 4,000 steps, control ≥ 300).
     max_minutes
         Wall-time budget of training (default 14 min, so that a default fit ends within 15
-        minutes on a small CPU); when spent, training stops and the best EMA weights so far are
-        kept. ``None`` disables it.
+        minutes on a small CPU). A run that would overrun it is shortened early on, its
+        learning-rate schedule included (``summary["budget_steps"]``); a hard stop at the
+        budget remains as a backstop. ``None`` disables it.
     batch_size, lr, seed, accelerator, precision
         Training settings (``precision="auto"``: bf16 mixed on GPUs that support it, else fp32).
     checkpoint_dir

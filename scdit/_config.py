@@ -171,9 +171,11 @@ class FlowConfig:
 class TrainConfig:
     """Optimisation settings.
 
-    ``max_steps=None`` picks a length from the data size (:func:`scdit.train.auto_max_steps`).
-    ``max_minutes`` is a wall-time budget: training stops when it is spent (the best EMA weights
-    so far are kept); ``None`` disables it. A run that ends before the budget is reproducible.
+    ``max_steps=None`` picks a length from the data size and the flow's source
+    (:func:`scdit.train.auto_max_steps`). ``max_minutes`` is a wall-time budget: a run that
+    would overrun it is shortened, schedule included (:class:`scdit.train.TimeBudget`), and
+    training stops at the budget in any case (the best EMA weights so far are kept); ``None``
+    disables it. A run the budget does not shorten is reproducible.
     """
 
     batch_size: int = 256
