@@ -85,3 +85,10 @@ def test_auto_max_steps_by_source(source, n_cells, expected):
     from scdit.train import auto_max_steps
 
     assert auto_max_steps(n_cells, 256, source=source) == expected
+
+
+def test_fit_shortens_a_run_to_its_time_budget(counts_adata, tiny):
+    model = scdit.fit(counts_adata, "condition", max_steps=100_000, max_minutes=0.05, **tiny)
+    s = model.summary
+    assert s["budget_steps"] is not None and s["budget_steps"] < 100_000
+    assert s["steps"] <= s["budget_steps"] and s["seconds"] < 10
