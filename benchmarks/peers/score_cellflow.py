@@ -136,6 +136,11 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
         df["cellflow_train_seconds"] = round(info["seconds_train"], 1)
         frames.append(df.drop(columns=["covariate"]))
     res = pd.concat(frames, ignore_index=True)
+    if csv.exists():  # keep the rows of other splits/contexts already there
+        old = pd.read_csv(csv)
+        done = set(zip(res["split"], res["context"].astype(str), strict=True))
+        keep = [(s, str(c)) not in done for s, c in zip(old["split"], old["context"], strict=True)]
+        res = pd.concat([old[keep], res], ignore_index=True)
     res.to_csv(csv, index=False)
     summary(res)
     return res
