@@ -37,12 +37,13 @@ def _stubs(max_steps: int):
     return module, trainer
 
 
-def test_time_budget_shortens_a_run_that_would_overrun(monkeypatch):
+def test_time_budget_shortens_a_run_that_would_overrun(monkeypatch, capsys):
     clock = _Clock()
     monkeypatch.setattr(_budget.time, "perf_counter", clock)
     module, trainer = _stubs(4000)
-    cb = TimeBudget(minutes=1.0)  # 60 s at 0.1 s/step: ~540 steps fit in 90 % of it
+    cb = TimeBudget(minutes=1.0, verbose=True)  # 60 s at 0.1 s/step: ~540 fit in 90 % of it
     ran = _run(cb, clock, module, trainer, 0.1, 4000)
+    assert "would overrun the 1-minute budget" in capsys.readouterr().out
     assert cb.shortened_to is not None and 500 <= cb.shortened_to <= 600
     assert module.max_steps == trainer.fit_loop.epoch_loop.max_steps == cb.shortened_to
     assert ran == cb.shortened_to and clock.t <= 60.0

@@ -22,12 +22,13 @@ class TimeBudget(Callback):
     """
 
     def __init__(self, minutes: float, *, probe: tuple[int, int] = (10, 50),
-                 check_every: int = 250, margin: float = 0.9):
+                 check_every: int = 250, margin: float = 0.9, verbose: bool = False):
         self.budget_s = 60.0 * float(minutes)
         self.probe = probe
         self.check_every = int(check_every)
         self.margin = float(margin)
         self.shortened_to: int | None = None
+        self.verbose = verbose
         self._start: float | None = None
         self._t0: float | None = None
         self._last: tuple[int, float] | None = None
@@ -52,6 +53,10 @@ class TimeBudget(Callback):
         fits = step + int(self.margin * max(0.0, remaining) / max(per_step, 1e-9))
         if fits < pl_module.max_steps:
             new = max(step + 1, fits)
+            if self.verbose and self.shortened_to is None:
+                print(f"scdit: at {per_step:.2f} s per step, {pl_module.max_steps} steps would "
+                      f"overrun the {self.budget_s / 60:g}-minute budget; training {new} steps "
+                      "(max_minutes=None or a larger value trains longer)", flush=True)
             pl_module.max_steps = new
             trainer.fit_loop.epoch_loop.max_steps = new
             self.shortened_to = new

@@ -107,7 +107,7 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
     )
     train_loader = make_loader(train_ds, train.batch_size, shuffle=True, seed=train.seed,
                                drop_last=True)
-    budget = TimeBudget(train.max_minutes) if train.max_minutes else None
+    budget = TimeBudget(train.max_minutes, verbose=verbose) if train.max_minutes else None
     callbacks: list = [budget] if budget else []
     val_loader = None
     if val_ds is not None and len(val_ds) > 0:
