@@ -315,10 +315,6 @@ def fit(
     if verbose:
         early = "" if result.steps >= result.max_steps else \
             f" (stopped before {result.max_steps}: early stopping or the time budget)"
-        if result.budget_steps is not None:
-            early += (f"; the {cfg.train.max_minutes:g}-minute budget shortened the run from "
-                      f"{result.max_steps} to {result.budget_steps} steps (pass max_minutes=None "
-                      "or a larger value to train longer)")
         print(f"scdit: trained {result.steps} steps{early} in {result.seconds:.0f} s "
               f"({result.precision}); best validation loss {result.best_val_loss:.4f}")
     reference = make_reference(adata, X, cfg, seed=seed)

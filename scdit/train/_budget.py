@@ -13,11 +13,11 @@ class TimeBudget(Callback):
     Lightning's ``max_time`` stops training wherever the budget runs out, possibly early in the
     cosine decay (at a high learning rate), which gave worse models than a shorter complete run
     (benchmarks/RESULTS.md, doubles cut at 1,287 of 2,000 steps). This callback measures the
-    time per step (validation included) from step ``probe[0]`` on (or since the previous check,
-    if that is slower), and at step ``probe[1]`` and
-    every ``check_every`` steps after it sets the run's length (``module.max_steps``, which the
-    schedule reads, and Lightning's step limit) to what fits in ``margin`` of the remaining
-    budget. It only ever shortens a run; ``shortened_to`` records the new length. Runs that fit
+    time per step (validation included) from step ``probe[0]`` on, or since the previous check
+    if that is slower. At step ``probe[1]`` and every ``check_every`` steps after it, it sets the
+    run's length (``module.max_steps``, which the schedule reads, and Lightning's step limit) to
+    what fits in ``margin`` of the remaining budget, and with ``verbose`` says so the first
+    time. It only ever shortens a run; ``shortened_to`` records the new length. Runs that fit
     the budget are untouched (and so stay reproducible).
     """
 
