@@ -16,6 +16,7 @@ changes them. Usage::
 
     python benchmarks/glioblastoma_scvi_counts.py                 # all five patients
     python benchmarks/glioblastoma_scvi_counts.py --patients PW030 --max-steps 500 --json out.json
+    python benchmarks/glioblastoma_scvi_counts.py --library generated   # library as a feature
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def run_patient(adata, patient: str, tokenizer: str, args) -> dict:
     source = adata[(obs[PATIENT] == patient) & (obs["condition"] == CONTROL)].copy()
     real = adata[held.to_numpy()]
     train = adata[~held.to_numpy()].copy()
-    kwargs = {"batch_key": PATIENT, "max_epochs": args.scvi_epochs} if tokenizer == "scvi" else {}
+    kwargs = ({"batch_key": PATIENT, "max_epochs": args.scvi_epochs, "library": args.library}
+              if tokenizer == "scvi" else {})
     t0 = time.perf_counter()
     model = scdit.fit(train, "condition", covariate_keys=[PATIENT], tokenizer=tokenizer,
                       tokenizer_kwargs=kwargs, max_steps=args.max_steps, seed=args.seed,
@@ -70,7 +72,8 @@ def run_patient(adata, patient: str, tokenizer: str, args) -> dict:
     t0 = time.perf_counter()
     pred = model.predict(TREATED, source=source, seed=args.seed)
     pred_s = time.perf_counter() - t0
-    row = {"patient": patient, "tokenizer": tokenizer, "fit_s": round(fit_s, 1),
+    row = {"patient": patient, "tokenizer": tokenizer, "library": args.library,
+           "source": model.config.flow.source, "seed": args.seed, "fit_s": round(fit_s, 1),
            "predict_s": round(pred_s, 1), **count_metrics(pred.X, real.X, source.X),
            "ceiling": model.summary["ceiling"], "steps": model.summary["steps"]}
     return row
@@ -82,7 +85,10 @@ def main(argv=None) -> None:
     p.add_argument("--tokenizers", nargs="*", default=["scvi"], help="scvi, genes, pca")
     p.add_argument("--max-steps", type=int, default=None, help="DiT steps (default: automatic)")
     p.add_argument("--scvi-epochs", type=int, default=None, help="scVI epochs (default: scvi rule)")
-    p.add_argument("--source", default="noise", choices=["noise", "control"])
+    p.add_argument("--source", default="auto", choices=["auto", "noise", "control"],
+                   help="flow source (auto = fit's default: control with covariates)")
+    p.add_argument("--library", default="source", choices=["source", "generated"],
+                   help="scVI library of generated counts: the source cell's, or generated")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the rows to this JSON file")
     p.add_argument("--verbose", action="store_true")

@@ -170,7 +170,8 @@ def fit(
         ``patch_size``, ``encoding`` (``"value"``/``"rank"``), ``gene_features`` (DataFrame of
         gene features initialising the gene embeddings); pca ``n_components`` (50),
         ``patch_size``; scvi ``n_latent`` (32), ``patch_size``, ``batch_key``, ``max_epochs``,
-        ``gene_likelihood`` (``"nb"``).
+        ``gene_likelihood`` (``"nb"``), ``library`` (``"source"``: generated counts keep the
+        source cell's total counts; ``"generated"``: the flow transports log total counts too).
     n_top_genes, max_tokens
         How many highly variable genes to model (perturbation targets that are measured genes
         are always kept) and the maximum number of tokens per cell (default: the preset's

@@ -68,6 +68,9 @@ class TokenizerConfig:
         scvi: training epochs (``None``: scvi-tools' default rule).
     gene_likelihood
         scvi: ``"nb"``, ``"zinb"`` or ``"poisson"``.
+    library
+        scvi: library size of generated counts, ``"source"`` (the source/reference cell's) or
+        ``"generated"`` (transported by the flow as one more feature).
     gene_features
         genes: whether gene-identity embeddings were initialised from user gene features.
     pretrained
@@ -85,6 +88,7 @@ class TokenizerConfig:
     batch_key: str | None = None
     max_epochs: int | None = None
     gene_likelihood: str = "nb"
+    library: str = "source"
     gene_features: bool = False
     pretrained: bool = False
 

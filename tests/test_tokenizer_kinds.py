@@ -179,6 +179,36 @@ def test_scvi_state_round_trip_without_pickle(scvi_tok, data):
                                scvi_tok.decode(tokens, obs=obs.iloc[:5]))
 
 
+def test_scvi_generated_library(data):
+    counts, X, names, obs = data
+    tok = ScVITokenizer(**TINY_SCVI, max_tokens=4, batch_key="cell_type", library="generated").fit(
+        X, names, counts=counts, obs=obs, seed=0)
+    assert tok.n_features == 7 and (tok.n_tokens, tok.patch_size) == (4, 2)
+    Z = tok.prepare(X, counts=counts, obs=obs)
+    lib = np.asarray(counts.sum(1)).ravel()
+    np.testing.assert_allclose(Z[:, -1], np.log(np.maximum(lib, 1)), rtol=1e-5)
+    assert tok.log_library_range == pytest.approx((Z[:, -1].min(), Z[:, -1].max()))
+    rows = np.argsort(lib)[::13][:30]  # cells across the range of library sizes
+    tokens = tok.encode(torch.as_tensor(Z[rows]))
+    # the library passed in is ignored: counts follow each cell's own encoded library size
+    c = tok.decode_counts(tokens, np.full(len(rows), 1e6), obs=obs.iloc[rows], generator=0)
+    assert abs(float(c.sum()) / lib[rows].sum() - 1) < 0.1
+    np.testing.assert_allclose(tok.generated_log_library(tokens).numpy(),
+                               np.log(np.maximum(lib[rows], 1)), rtol=1e-4)
+    # the library feature does not change the normalised (log1p) decoding; it is clipped
+    flat = tokens.reshape(len(rows), -1).clone()
+    flat[:, 6] = 100.0
+    moved = flat.reshape(tokens.shape)
+    torch.testing.assert_close(tok.decode(moved, obs=obs.iloc[rows]), tok.decode(tokens, obs=obs.iloc[rows]))
+    assert torch.all(tok.generated_log_library(moved) == tok.log_library_range[1])
+    back = _round_trip(tok)
+    assert back.library == "generated" and back.log_library_range == tok.log_library_range
+    torch.testing.assert_close(back.decode_counts(tokens, None, obs=obs.iloc[rows], generator=3),
+                               tok.decode_counts(tokens, None, obs=obs.iloc[rows], generator=3))
+    with pytest.raises(ValueError, match="takes library sizes from source cells"):
+        ScVITokenizer(**TINY_SCVI).generated_log_library(tokens)
+
+
 def test_scvi_bad_input(scvi_tok, data):
     counts, X, names, obs = data
     with pytest.raises(ValueError, match="needs raw counts.*layer='counts'"):
@@ -190,6 +220,8 @@ def test_scvi_bad_input(scvi_tok, data):
         scvi_tok.decode(torch.zeros(2, 3, 2), obs=bad)
     with pytest.raises(ValueError, match="gene_likelihood must be one of"):
         ScVITokenizer(gene_likelihood="normal")
+    with pytest.raises(ValueError, match=r"library must be one of \['source', 'generated'\]"):
+        ScVITokenizer(library="observed")
     with pytest.raises(TypeError, match="model must be a trained scvi.model.SCVI"):
         ScVITokenizer(model=object())
 
@@ -215,6 +247,7 @@ def test_reconstruction_ceiling(data):
 @pytest.mark.parametrize(("kind", "kwargs"), [
     ("pca", {"n_components": 8}),
     ("scvi", {**TINY_SCVI, "batch_key": "cell_type"}),
+    ("scvi", {**TINY_SCVI, "batch_key": "cell_type", "library": "generated"}),
     ("genes", {"encoding": "rank", "patch_size": 10}),
 ])
 def test_fit_predict_save_load(kind, kwargs, counts_adata, tiny, tmp_path):
@@ -229,6 +262,7 @@ def test_fit_predict_save_load(kind, kwargs, counts_adata, tiny, tmp_path):
     model.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     assert meta["tokenizer"]["kind"] == kind and "ceiling" in meta["summary"]
+    assert model.config.tokenizer.library == kwargs.get("library", "source")
     loaded = scdit.load(tmp_path / "m")
     assert type(loaded.tokenizer) is type(model.tokenizer)
     again = loaded.predict(["G1", "G1+G2"], n_cells=15, seed=1)

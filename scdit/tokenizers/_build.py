@@ -16,7 +16,7 @@ from ._scvi import ScVITokenizer, is_scvi_model
 TOKENIZER_OPTIONS: dict[str, tuple[str, ...]] = {
     "genes": ("gene_order", "patch_size", "encoding", "gene_features"),
     "pca": ("n_components", "patch_size"),
-    "scvi": ("n_latent", "patch_size", "batch_key", "max_epochs", "gene_likelihood"),
+    "scvi": ("n_latent", "patch_size", "batch_key", "max_epochs", "gene_likelihood", "library"),
 }
 
 
@@ -66,7 +66,8 @@ def resolve_tokenizer(spec: Any, kwargs: dict[str, Any] | None, *, n_top_genes: 
                              "model; do not pass them in tokenizer_kwargs.")
         tok = ScVITokenizer(cfg.n_latent, cfg.n_top_genes, cfg.max_tokens, cfg.patch_size,
                             cfg.batch_key, cfg.max_epochs, gene_likelihood=cfg.gene_likelihood,
-                            accelerator=accelerator, model=model, verbose=verbose)
+                            accelerator=accelerator, model=model, library=cfg.library,
+                            verbose=verbose)
         cfg = dataclasses.replace(cfg, n_latent=tok.n_latent, batch_key=tok.batch_key,
                                   gene_likelihood=tok.gene_likelihood)
     return tok, cfg

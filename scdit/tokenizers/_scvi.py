@@ -25,6 +25,7 @@ from ._base import StandardTokens, check_fitted, register, token_layout
 from ._genes import select_genes
 
 LIKELIHOODS = ("nb", "zinb", "poisson")
+LIBRARIES = ("source", "generated")
 
 
 def default_max_epochs(n_cells: int) -> int:
@@ -63,6 +64,12 @@ class ScVITokenizer(StandardTokens):
         An already trained ``scvi.model.SCVI`` to use instead of training one: its genes, batch
         key and latent size are taken from it. Registered covariates other than the batch are
         not supported.
+    library
+        Library size of generated counts. ``"source"`` (default): each generated cell keeps the
+        total counts of its source (or reference) cell. ``"generated"``: the log total counts of
+        the modelled genes is one more model feature beside ``z``, so the flow transports it
+        with the cell state and :meth:`decode_counts` uses the generated value. Choose it when
+        the perturbation itself changes how many counts of these genes a cell has.
     verbose
         Show scVI's progress bar.
 
@@ -82,12 +89,14 @@ class ScVITokenizer(StandardTokens):
                  patch_size: int | None = None, batch_key: str | None = None,
                  max_epochs: int | None = None, n_hidden: int = 128, n_layers: int = 1,
                  gene_likelihood: str = "nb", accelerator: str = "auto", model=None,
-                 verbose: bool = False):
+                 library: str = "source", verbose: bool = False):
         if int(n_latent) < 1:
             raise ValueError(f"n_latent must be a positive integer, got {n_latent!r}.")
         if gene_likelihood not in LIKELIHOODS:
             raise ValueError(f"gene_likelihood must be one of {list(LIKELIHOODS)}, got "
                              f"{gene_likelihood!r}.")
+        if library not in LIBRARIES:
+            raise ValueError(f"library must be one of {list(LIBRARIES)}, got {library!r}.")
         if max_epochs is not None and int(max_epochs) < 1:
             raise ValueError(f"max_epochs must be a positive integer or None, got {max_epochs!r}.")
         if model is not None and not is_scvi_model(model):
@@ -102,6 +111,7 @@ class ScVITokenizer(StandardTokens):
         self.n_hidden, self.n_layers = int(n_hidden), int(n_layers)
         self.gene_likelihood = gene_likelihood
         self.accelerator = accelerator
+        self.library = library
         self.verbose = verbose
         self.pretrained = model
         self.genes: tuple[str, ...] = ()
@@ -113,6 +123,7 @@ class ScVITokenizer(StandardTokens):
         self.epochs = 0
         self.n_features = self.n_tokens = 0
         self.patch_size = 1
+        self.log_library_range = (0.0, float("inf"))
         if model is not None:
             self._read_pretrained(model)
 
@@ -180,9 +191,12 @@ class ScVITokenizer(StandardTokens):
         self.frac = float(library_size(sub).sum() / total) if total > 0 else 1.0
         if self.pretrained is None:
             self._train(sub, batch, seed)
-        self.n_features = self.n_latent
-        self.n_tokens, self.patch_size = token_layout(self.n_latent, self.max_tokens, self.fixed_patch)
-        self._fit_scale(self.prepare(X, counts, obs))
+        self.n_features = self.n_latent + (self.library == "generated")
+        self.n_tokens, self.patch_size = token_layout(self.n_features, self.max_tokens, self.fixed_patch)
+        Z = self.prepare(X, counts, obs)
+        self._fit_scale(Z)
+        if self.library == "generated":
+            self.log_library_range = (float(Z[:, -1].min()), float(Z[:, -1].max()))
         self.pretrained = None  # the module is copied; do not keep the user's model object
         return self
 
@@ -241,26 +255,32 @@ class ScVITokenizer(StandardTokens):
 
     @torch.no_grad()
     def prepare(self, X, counts=None, obs: pd.DataFrame | None = None) -> np.ndarray:
-        """Posterior means of ``z`` ``(n_cells, n_latent)`` from raw ``counts`` (cells × genes)."""
+        """Posterior means of ``z`` ``(n_cells, n_latent)`` from raw ``counts`` (cells × genes).
+
+        With ``library="generated"`` a last column holds ``log(max(total counts, 1))`` of the
+        modelled genes.
+        """
         if self.module is None:
             raise RuntimeError("The tokenizer must be fitted before prepare; call fit() first.")
         if counts is None:
             raise ValueError("The scvi tokenizer needs raw counts of the cells to encode.")
         sub = counts[:, self.gene_idx]
         batch = self._batch_index(obs, sub.shape[0])
-        out = np.empty((sub.shape[0], self.n_latent), np.float32)
+        out = np.empty((sub.shape[0], self.n_latent + (self.library == "generated")), np.float32)
         for start in range(0, sub.shape[0], 2048):
             chunk = sub[start:start + 2048]
             x = torch.as_tensor(np.asarray(chunk.toarray() if sp.issparse(chunk) else chunk,
                                            dtype=np.float32))
             inf = self.module.inference(x=x, batch_index=batch[start:start + 2048])
-            out[start:start + len(x)] = inf["qz"].loc.cpu().numpy()
+            out[start:start + len(x), :self.n_latent] = inf["qz"].loc.cpu().numpy()
+        if self.library == "generated":
+            out[:, -1] = np.log(np.maximum(library_size(sub), 1.0))
         return out
 
     # ------------------------------------------------------------------ decoding
     def _generative(self, tokens: torch.Tensor, log_library: torch.Tensor, obs):
         check_fitted(self, "decoding")
-        z = self.features(tokens)  # (B, n_latent)
+        z = self.features(tokens)[:, :self.n_latent]  # (B, n_latent)
         dev = z.device
         self.module.to(dev)
         batch = self._batch_index(obs, len(z)).to(dev)
@@ -286,15 +306,19 @@ class ScVITokenizer(StandardTokens):
             Generated tokens ``(B, T, P)``.
         library
             Total counts of the modelled genes of each cell, ``(B,)`` (e.g. from its source or
-            reference cell).
+            reference cell). Ignored with ``library="generated"``: the generated log library
+            (clipped to the range seen in training) is used instead.
         obs
             One row per cell with :attr:`batch_key` (when scVI has batches).
         generator
             NumPy generator or seed for the sampling.
         """
         rng = generator if isinstance(generator, np.random.Generator) else np.random.default_rng(generator)
-        lib = torch.as_tensor(np.asarray(library, dtype=np.float32)).clamp_min(1.0)
-        px = self._generative(tokens, torch.log(lib)[:, None], obs)
+        if self.library == "generated":
+            log_lib = self.generated_log_library(tokens)
+        else:
+            log_lib = torch.log(torch.as_tensor(np.asarray(library, dtype=np.float32)).clamp_min(1.0))
+        px = self._generative(tokens, log_lib[:, None], obs)
         mu = px.mu.double().cpu().numpy() if hasattr(px, "mu") else px.rate.double().cpu().numpy()
         if self.gene_likelihood == "poisson":
             out = rng.poisson(mu)
@@ -305,6 +329,15 @@ class ScVITokenizer(StandardTokens):
                 pi = torch.sigmoid(px.zi_logits).double().cpu().numpy()
                 out = np.where(rng.random(mu.shape) < pi, 0, out)
         return torch.as_tensor(out, dtype=torch.float32)
+
+    def generated_log_library(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Generated log total counts ``(B,)`` (``library="generated"`` only), clipped to the
+        training range."""
+        if self.library != "generated":
+            raise ValueError("This scVI tokenizer takes library sizes from source cells "
+                             "(library='source'); it generates none.")
+        lo, hi = self.log_library_range
+        return self.features(tokens)[:, -1].float().cpu().clamp(lo, hi)
 
     # ------------------------------------------------------------------ persistence
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -317,7 +350,10 @@ class ScVITokenizer(StandardTokens):
                 "n_layers": self.n_layers, "gene_likelihood": self.gene_likelihood,
                 "genes": list(self.genes), "frac": self.frac, "module_kwargs": self.module_kwargs,
                 "n_features": self.n_features, "n_tokens": self.n_tokens,
-                "patch_size": self.patch_size, "scvi_version": _scvi_version()}
+                "patch_size": self.patch_size, "library": self.library,
+                "log_library_range": (list(self.log_library_range)
+                                      if self.library == "generated" else None),
+                "scvi_version": _scvi_version()}
         arrays = {"mean": self.mean.numpy(), "std": self.std.numpy(), "gene_idx": self.gene_idx}
         arrays.update({f"module.{k}": v.detach().cpu().numpy()
                        for k, v in self.module.state_dict().items()})
@@ -330,7 +366,9 @@ class ScVITokenizer(StandardTokens):
 
         tok = cls(meta["n_latent"], meta["n_top_genes"], meta["max_tokens"], meta["fixed_patch"],
                   meta["batch_key"], meta["max_epochs"], meta["n_hidden"], meta["n_layers"],
-                  meta["gene_likelihood"])
+                  meta["gene_likelihood"], library=meta.get("library", "source"))
+        if meta.get("log_library_range"):
+            tok.log_library_range = tuple(float(v) for v in meta["log_library_range"])
         tok.batch_categories = list(meta["batch_categories"])
         tok.genes = tuple(meta["genes"])
         tok.frac, tok.epochs = float(meta["frac"]), int(meta.get("epochs", 0))
