@@ -135,7 +135,8 @@ def make_split(setting, adata, key, control, holdout, seed):
 
 
 def run_one(setting: str, holdout: str | None, variant: str, seed: int, min_cells: int,
-            max_steps: int | None, max_minutes: float | None, verbose: bool) -> pd.DataFrame:
+            max_steps: int | None, max_minutes: float | None, verbose: bool,
+            calibrate: tuple[str, ...] = ()) -> pd.DataFrame:
     import scdit
     from scdit.evaluate import evaluate, summarize
 
@@ -187,6 +188,12 @@ def run_one(setting: str, holdout: str | None, variant: str, seed: int, min_cell
         extra = evaluate(pred_log, real, key, control=control, train=train, covariate_key=cov,
                          seed=seed, baselines=(), method_name="scdit_log1p")
         df = pd.concat([df, extra[extra["method"] == "scdit_log1p"]], ignore_index=True)
+    if calibrate and models[0].config.flow.source == "control":
+        for mode in calibrate:  # the same models, drift-calibrated predictions
+            pred_cal = predict_all(calibrate=mode)
+            extra = evaluate(pred_cal, real, key, control=control, train=train, covariate_key=cov,
+                             seed=seed, baselines=(), method_name=f"scdit_cal{mode}")
+            df = pd.concat([df, extra[extra["method"] == f"scdit_cal{mode}"]], ignore_index=True)
     s = summarize(df)
     s = s[[m for m in METRICS if m in s.columns]].copy()
     s.index.name = "method"
@@ -212,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--max-minutes", type=float, default=14.0)
     p.add_argument("--csv", default="benchmarks/generalise.csv")
+    p.add_argument("--calibrate", nargs="*", default=[], choices=["mean", "cell"],
+                   help="also score drift-calibrated predictions (control-source models)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -220,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             for variant in args.variants:
                 s = run_one(args.setting, holdout, variant, seed, args.min_cells, args.max_steps,
-                            args.max_minutes, args.verbose)
+                            args.max_minutes, args.verbose, tuple(args.calibrate))
                 s.to_csv(out, mode="a", header=not out.exists(), index=False)
                 with pd.option_context("display.width", 200, "display.max_columns", 20):
                     print(s.round(3).to_string(index=False), flush=True)

@@ -98,7 +98,8 @@ class ScDiT:
                guidance_scale: float = 1.0, steps: int | None = None,
                solver: str | None = None, seed: int | None = None, compose: float | None = None,
                batch_size: int = 2048, device: str | None = None,
-               source_tokens: torch.Tensor | None = None, output: str = "log1p") -> np.ndarray:
+               source_tokens: torch.Tensor | None = None, output: str = "log1p",
+               calibrate: str | None = None) -> np.ndarray:
         """Generate log1p expression of the modelled genes, shape ``(n_cells, n_modelled)``.
 
         ``output="tokens"`` returns the generated tokens ``(n_cells, n_tokens, patch_size)``
@@ -133,6 +134,7 @@ class ScDiT:
                 and self.config.flow.center:
             source_tokens = torch.as_tensor(source_tokens).float()
             centre = _context_centres(source_tokens, covs)  # (n, T, P)
+        context = covs.clone()  # before any fallback: calibration groups cells by context
         if self.covariates.keys and self._context_fallback():
             unseen = ~self._seen_in_context(perturbation, cov_df)
             covs[torch.as_tensor(unseen)] = 0  # never seen in this context: context from source
@@ -141,9 +143,15 @@ class ScDiT:
             raise ValueError(f"output must be 'log1p' or 'tokens', got {output!r}.")
         if source_tokens is not None and len(source_tokens) != n_cells:
             raise ValueError(f"source_tokens has {len(source_tokens)} rows for {n_cells} cells.")
-        out = []
+        if calibrate not in (None, "mean", "cell"):
+            raise ValueError(f"calibrate must be None, 'mean' or 'cell', got {calibrate!r}.")
+        if calibrate is not None and source_tokens is None:
+            raise ValueError("calibrate needs a model fitted with source='control' (it measures "
+                             "how far the model moves control cells under the control condition).")
         t, p = self.tokenizer.n_tokens, self.tokenizer.patch_size
         sigma = self.config.flow.source_noise if self.config.flow.source == "control" else 1.0
+        kw = {"steps": steps or self.config.flow.steps, "solver": solver or self.config.flow.solver}
+        gen_tokens, drift = [], []
         for s in range(0, n_cells, batch_size):
             sl = slice(s, min(n_cells, s + batch_size))
             x1 = torch.randn((sl.stop - sl.start, t, p), generator=gen)  # (b, T, P)
@@ -154,17 +162,29 @@ class ScDiT:
             x1 = x1.to(dev)
             v = self._velocity(perturbation, atoms[sl].to(dev), covs[sl].to(dev), guidance_scale,
                                compose, None if doses is None else doses[sl].to(dev))
-            x0 = integrate(v, x1, steps=steps or self.config.flow.steps,
-                           solver=solver or self.config.flow.solver)  # (b, T, P)
+            x0 = integrate(v, x1, **kw)  # (b, T, P)
+            if calibrate is not None:  # the same start under the control condition
+                ctrl = torch.zeros_like(atoms[sl, :1]).to(dev)
+                xc = integrate(self._velocity(self.vocab.control, ctrl, covs[sl].to(dev),
+                                              guidance_scale, None), x1, **kw)
+                start = source_tokens[sl].float() - (0 if centre is None else centre[sl])
+                drift.append(xc.cpu() - start)  # (b, T, P): where "control" moved the cells
             if centre is not None:
                 x0 = x0 + centre[sl].to(dev)
-            if output == "tokens":
-                out.append(x0.cpu().numpy())
-            else:  # obs: covariates of each cell (scVI decodes in its batch)
-                out.append(self.tokenizer.decode(x0, obs=cov_df.iloc[sl]).cpu().numpy())
-        if out:
-            return np.concatenate(out)
-        return np.zeros((0, t, p) if output == "tokens" else (0, len(self.tokenizer.genes)), np.float32)
+            gen_tokens.append(x0.cpu())
+        if not gen_tokens:
+            return np.zeros((0, t, p) if output == "tokens" else (0, len(self.tokenizer.genes)),
+                            np.float32)
+        x0 = torch.cat(gen_tokens)  # (n, T, P)
+        if calibrate is not None:
+            drift = torch.cat(drift)
+            x0 = x0 - (drift if calibrate == "cell" else _context_centres(drift, context))
+        if output == "tokens":
+            return x0.numpy()
+        out = [self.tokenizer.decode(x0[s:s + batch_size].to(dev),  # obs: scVI decodes per batch
+                                     obs=cov_df.iloc[s:s + batch_size]).cpu().numpy()
+               for s in range(0, n_cells, batch_size)]
+        return np.concatenate(out)
 
     def _velocity(self, label: str, atoms: torch.Tensor, covs: torch.Tensor, scale: float,
                   compose: float | None, dose: torch.Tensor | None = None):
@@ -272,7 +292,8 @@ class ScDiT:
                 guidance_scale: float = 1.0, steps: int | None = None, solver: str | None = None,
                 seed: int | None = None, layer: str | None = None,
                 compose: float | None = None, device: str | None = None,
-                target_prior: bool = True, representation: str | None = None) -> ad.AnnData:
+                target_prior: bool = True, representation: str | None = None,
+                calibrate: str | None = None) -> ad.AnnData:
         """Generate cells under each perturbation, in the training genes and representation.
 
         Parameters
@@ -329,6 +350,12 @@ class ScDiT:
             cell's depth; where a perturbation changes sequencing depth (e.g. held-out
             glioblastoma patients PW036/PW040) the log1p output is the closer prediction of
             the normalised expression (benchmarks/RESULTS.md).
+        calibrate
+            Control-source models only: subtract the model's *drift*, i.e. where it moves the
+            same starting cells (same noise) under the control condition. ``"mean"``: the mean
+            drift of each covariate context; ``"cell"``: each cell's own drift (the output is the
+            source cell plus the difference between the perturbed and control transports).
+            ``None`` (default): no correction. Costs one more ODE solve.
 
         Returns
         -------
@@ -360,7 +387,8 @@ class ScDiT:
                                   guidance_scale=guidance_scale,
                                   steps=steps, solver=solver, compose=compose, device=device,
                                   seed=sub_seed if sub_seed is not None else int(rng.integers(2**31)),
-                                  source_tokens=self._encode_cells(ref) if transport else None)
+                                  source_tokens=self._encode_cells(ref) if transport else None,
+                                  calibrate=calibrate)
             part = self._assemble(label, tokens, ref, rng, out_rep)
             parts.append(self._apply_target_prior(label, part, rng, out_rep) if target_prior
                          else part)
@@ -369,7 +397,7 @@ class ScDiT:
         out.uns["scdit"] = {"guidance_scale": guidance_scale, "steps": steps or self.config.flow.steps,
                             "solver": solver or self.config.flow.solver, "seed": seed,
                             "compose": "auto" if compose is None else compose,
-                            "representation": out_rep}
+                            "representation": out_rep, "calibrate": calibrate}
         return out
 
     # ------------------------------------------------------------------ helpers
