@@ -76,6 +76,9 @@ def run_patient(adata, patient: str, tokenizer: str, args) -> dict:
            "source": model.config.flow.source, "seed": args.seed, "fit_s": round(fit_s, 1),
            "predict_s": round(pred_s, 1), **count_metrics(pred.X, real.X, source.X),
            "ceiling": model.summary["ceiling"], "steps": model.summary["steps"]}
+    for mode in args.calibrate:  # the same model, drift-calibrated (control source only)
+        cal = model.predict(TREATED, source=source, seed=args.seed, calibrate=mode)
+        row[f"calibrate_{mode}"] = count_metrics(cal.X, real.X, source.X)
     return row
 
 
@@ -90,6 +93,8 @@ def main(argv=None) -> None:
     p.add_argument("--library", default="source", choices=["source", "generated"],
                    help="scVI library of generated counts: the source cell's, or generated")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calibrate", nargs="*", default=[], choices=["mean", "cell"],
+                   help="also score drift-calibrated predictions (control source)")
     p.add_argument("--json", default=None, help="write the rows to this JSON file")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
