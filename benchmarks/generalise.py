@@ -194,6 +194,12 @@ def run_one(setting: str, holdout: str | None, variant: str, seed: int, min_cell
             extra = evaluate(pred_cal, real, key, control=control, train=train, covariate_key=cov,
                              seed=seed, baselines=(), method_name=f"scdit_cal{mode}")
             df = pd.concat([df, extra[extra["method"] == f"scdit_cal{mode}"]], ignore_index=True)
+            if models[0].representation == "counts":
+                name = f"scdit_cal{mode}_log1p"
+                pred_cal = predict_all(calibrate=mode, representation="log1p")
+                extra = evaluate(pred_cal, real, key, control=control, train=train,
+                                 covariate_key=cov, seed=seed, baselines=(), method_name=name)
+                df = pd.concat([df, extra[extra["method"] == name]], ignore_index=True)
     s = summarize(df)
     s = s[[m for m in METRICS if m in s.columns]].copy()
     s.index.name = "method"
