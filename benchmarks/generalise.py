@@ -183,23 +183,20 @@ def run_one(setting: str, holdout: str | None, variant: str, seed: int, min_cell
                                                                        "additive", "linear")
     df = evaluate(pred, real, key, control=control, train=train, covariate_key=cov, seed=seed,
                   baselines=baselines)
-    if models[0].representation == "counts":  # also score the log1p output (no count resampling)
-        pred_log = predict_all(representation="log1p")
-        extra = evaluate(pred_log, real, key, control=control, train=train, covariate_key=cov,
-                         seed=seed, baselines=(), method_name="scdit_log1p")
-        df = pd.concat([df, extra[extra["method"] == "scdit_log1p"]], ignore_index=True)
-    if calibrate and models[0].config.flow.source == "control":
-        for mode in calibrate:  # the same models, drift-calibrated predictions
-            pred_cal = predict_all(calibrate=mode)
-            extra = evaluate(pred_cal, real, key, control=control, train=train, covariate_key=cov,
-                             seed=seed, baselines=(), method_name=f"scdit_cal{mode}")
-            df = pd.concat([df, extra[extra["method"] == f"scdit_cal{mode}"]], ignore_index=True)
-            if models[0].representation == "counts":
-                name = f"scdit_cal{mode}_log1p"
-                pred_cal = predict_all(calibrate=mode, representation="log1p")
-                extra = evaluate(pred_cal, real, key, control=control, train=train,
-                                 covariate_key=cov, seed=seed, baselines=(), method_name=name)
-                df = pd.concat([df, extra[extra["method"] == name]], ignore_index=True)
+    def score(name: str, **extra) -> pd.DataFrame:
+        """Rows of one more prediction of the same models, scored as method ``name``."""
+        rows = evaluate(predict_all(**extra), real, key, control=control, train=train,
+                        covariate_key=cov, seed=seed, baselines=(), method_name=name)
+        return rows[rows["method"] == name]
+
+    is_counts = models[0].representation == "counts"  # also score its log1p output
+    modes = calibrate if models[0].config.flow.source == "control" else ()
+    extras = [("scdit_log1p", {"representation": "log1p"})] if is_counts else []
+    for mode in modes:  # drift-calibrated predictions, and their log1p output for counts models
+        extras.append((f"scdit_cal{mode}", {"calibrate": mode}))
+        if is_counts:
+            extras.append((f"scdit_cal{mode}_log1p", {"calibrate": mode, "representation": "log1p"}))
+    df = pd.concat([df, *(score(name, **kw) for name, kw in extras)], ignore_index=True)
     s = summarize(df)
     s = s[[m for m in METRICS if m in s.columns]].copy()
     s.index.name = "method"
