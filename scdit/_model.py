@@ -99,7 +99,7 @@ class ScDiT:
                solver: str | None = None, seed: int | None = None, compose: float | None = None,
                batch_size: int = 2048, device: str | None = None,
                source_tokens: torch.Tensor | None = None, output: str = "log1p",
-               calibrate: str | None = None) -> np.ndarray:
+               calibrate: str | None = None, anchor: bool | None = None) -> np.ndarray:
         """Generate log1p expression of the modelled genes, shape ``(n_cells, n_modelled)``.
 
         ``output="tokens"`` returns the generated tokens ``(n_cells, n_tokens, patch_size)``
@@ -148,10 +148,16 @@ class ScDiT:
         if calibrate is not None and source_tokens is None:
             raise ValueError("calibrate needs a model fitted with source='control' (it measures "
                              "how far the model moves control cells under the control condition).")
+        if anchor is None:  # default: anchor unseen combinations whose members were all seen
+            anchor = self._auto_anchor(perturbation, cov_df, calibrate)
+        anchor_terms = self._anchor_terms(perturbation, cov_df, calibrate) if anchor else None
+        extra = sorted({lab for terms in (anchor_terms or {}).values() for lab, _ in terms
+                        if lab != perturbation})
         t, p = self.tokenizer.n_tokens, self.tokenizer.patch_size
         sigma = self.config.flow.source_noise if self.config.flow.source == "control" else 1.0
         kw = {"steps": steps or self.config.flow.steps, "solver": solver or self.config.flow.solver}
         gen_tokens, drift = [], []
+        anchored = {lab: [] for lab in extra}  # the same starts under the anchor's other labels
         for s in range(0, n_cells, batch_size):
             sl = slice(s, min(n_cells, s + batch_size))
             x1 = torch.randn((sl.stop - sl.start, t, p), generator=gen)  # (b, T, P)
@@ -169,6 +175,12 @@ class ScDiT:
                                               guidance_scale, None), x1, **kw)
                 start = source_tokens[sl].float() - (0 if centre is None else centre[sl])
                 drift.append(xc.cpu() - start)  # (b, T, P): where "control" moved the cells
+            for lab in extra:
+                a = (torch.zeros_like(atoms[sl, :1]) if lab == self.vocab.control else
+                     torch.as_tensor(self.vocab.encode([lab] * (sl.stop - sl.start))))
+                xa = integrate(self._velocity(lab, a.to(dev), context[sl].to(dev), guidance_scale,
+                                              None), x1, **kw)
+                anchored[lab].append((xa + (0 if centre is None else centre[sl].to(dev))).cpu())
             if centre is not None:
                 x0 = x0 + centre[sl].to(dev)
             gen_tokens.append(x0.cpu())
@@ -179,12 +191,95 @@ class ScDiT:
         if calibrate is not None:
             drift = torch.cat(drift)
             x0 = x0 - (drift if calibrate == "cell" else _context_centres(drift, context))
+        if anchor_terms is not None:
+            gens = {lab: torch.cat(v) for lab, v in anchored.items()}
+            gens[perturbation] = x0
+            x0 = x0 + self._anchor_shift(anchor_terms, gens, cov_df)
         if output == "tokens":
             return x0.numpy()
         out = [self.tokenizer.decode(x0[s:s + batch_size].to(dev),  # obs: scVI decodes per batch
                                      obs=cov_df.iloc[s:s + batch_size]).cpu().numpy()
                for s in range(0, n_cells, batch_size)]
         return np.concatenate(out)
+
+    def _context_keys(self, cov_df: pd.DataFrame | None, n: int) -> list[tuple[str, ...]]:
+        """Per row, the covariate context as a tuple of strings (``()`` without covariates)."""
+        keys = list(self.covariates.keys)
+        if not keys:
+            return [()] * n
+        return [tuple(r) for r in cov_df[keys].astype(str).to_numpy()]
+
+    def _anchor_terms(self, label: str, cov_df: pd.DataFrame | None,
+                      calibrate: str | None) -> dict[tuple[str, ...], list[tuple[str, float]]]:
+        """Per context: the labels whose training means anchor ``label``, with their weights.
+
+        A label seen in the context anchors to itself; an unseen combination to its members
+        (+1 each) and control (``1 - k`` for ``k`` members), all of which must have training
+        cells in that context.
+        """
+        if calibrate is not None:
+            raise ValueError("anchor and calibrate are alternative corrections; pass only one.")
+        if self.config.data.dose_key is not None:
+            raise ValueError("anchor is not available for models fitted with dose_key (training "
+                             "means depend on dose); use anchor=False.")
+        n = (len(cov_df) if cov_df is not None else 0) or 1
+        out: dict[tuple[str, ...], list[tuple[str, float]]] = {}
+        for ctx in dict.fromkeys(self._context_keys(cov_df, n)):
+            if self._anchor_mean(label, ctx) is not None:
+                out[ctx] = [(label, 1.0)]
+                continue
+            members = self.vocab.members(label)
+            terms = [(m, 1.0) for m in members] + [(self.vocab.control, 1.0 - len(members))]
+            missing = [m for m, _ in terms if self._anchor_mean(m, ctx) is None]
+            if len(members) < 2 or missing:
+                where = f" in context {dict(zip(self.covariates.keys, ctx, strict=True))}" if ctx else ""
+                raise ValueError(
+                    f"anchor=True needs training cells of {missing or [label]}{where} (a seen "
+                    f"perturbation anchors to its own training mean, an unseen combination to "
+                    f"its members'); {label!r} cannot be anchored. Use anchor=False.")
+            out[ctx] = terms
+        return out
+
+    def _auto_anchor(self, label: str, cov_df: pd.DataFrame | None, calibrate: str | None) -> bool:
+        """``anchor=None``: whether ``label`` is a combination unseen in training whose members
+        and control all have training cells in every requested context."""
+        members = self.vocab.members(label)
+        canonical = {self._canonical(c) for c in self.vocab.conditions}
+        if (len(members) < 2 or self._canonical(label) in canonical or calibrate is not None
+                or self.config.data.dose_key is not None):
+            return False
+        n = (len(cov_df) if cov_df is not None else 0) or 1
+        return all(self._anchor_mean(m, ctx) is not None
+                   for ctx in dict.fromkeys(self._context_keys(cov_df, n))
+                   for m in (*members, self.vocab.control))
+
+    def _anchor_mean(self, label: str, ctx: tuple[str, ...]) -> torch.Tensor | None:
+        """Mean token ``(T, P)`` of the stored training cells of ``label`` in context ``ctx``
+        (``None`` if there are none); cached."""
+        cache = self.__dict__.setdefault("_anchor_cache", {})
+        key = (self._canonical(label), ctx)
+        if key not in cache:
+            obs = self.reference.obs
+            mask = obs[self.condition_key].astype(str).map(self._canonical).to_numpy() == key[0]
+            for k, v in zip(self.covariates.keys, ctx, strict=True):
+                mask &= obs[k].astype(str).to_numpy() == v
+            cache[key] = (self._encode_cells(self.reference[np.flatnonzero(mask)]).double().mean(0)
+                          if mask.any() else None)
+        return cache[key]
+
+    def _anchor_shift(self, terms: dict, gens: dict[str, torch.Tensor],
+                      cov_df: pd.DataFrame | None) -> torch.Tensor:
+        """Per-cell shift ``(n, T, P)``: in each context, sum over terms of weight × (training
+        mean − generated mean from the same starting points)."""
+        n = len(next(iter(gens.values())))
+        ctx_of = self._context_keys(cov_df, n)
+        shift = torch.zeros_like(gens[next(iter(gens))], dtype=torch.float64)
+        for ctx, ts in terms.items():
+            rows = torch.as_tensor([i for i, c in enumerate(ctx_of) if c == ctx])
+            delta = sum(w * (self._anchor_mean(lab, ctx) - gens[lab][rows].double().mean(0))
+                        for lab, w in ts)
+            shift[rows] = delta
+        return shift.float()
 
     def _velocity(self, label: str, atoms: torch.Tensor, covs: torch.Tensor, scale: float,
                   compose: float | None, dose: torch.Tensor | None = None):
@@ -293,7 +388,7 @@ class ScDiT:
                 seed: int | None = None, layer: str | None = None,
                 compose: float | None = None, device: str | None = None,
                 target_prior: bool = True, representation: str | None = None,
-                calibrate: str | None = None) -> ad.AnnData:
+                calibrate: str | None = None, anchor: bool | None = None) -> ad.AnnData:
         """Generate cells under each perturbation, in the training genes and representation.
 
         Parameters
@@ -356,6 +451,21 @@ class ScDiT:
             drift of each covariate context; ``"cell"``: each cell's own drift (the output is the
             source cell plus the difference between the perturbed and control transports).
             ``None`` (default): no correction. Costs one more ODE solve.
+        anchor
+            Anchor the generated cells to the training data: in each covariate context every
+            generated cell is shifted (in the model's token space) by one constant so that the
+            perturbation's generated mean matches its training mean. A perturbation seen in
+            that context gets its training mean (the model supplies the spread around it); an
+            unseen combination ``A+B`` gets the additive estimate from the training means of
+            ``A``, ``B`` and control plus the interaction the model generates (its ``A+B``
+            minus its own ``A``, ``B`` and control, all integrated from the same starting
+            points, so their Monte-Carlo noise largely cancels). Needs training cells of every
+            member (and control) in the context; costs one ODE solve per member. Training means
+            are those of the stored reference cells (up to 300 per group). ``None``
+            (default): on for combinations not seen in training whose members and control all
+            have training cells in the context (on held-out Norman doubles it raised Pearson Δ
+            from 0.83 to 0.87 and top-20-DE Pearson Δ from 0.88 to 0.94, benchmarks/RESULTS.md),
+            off otherwise. ``False`` turns it off; ``True`` requires it (error if impossible).
 
         Returns
         -------
@@ -388,7 +498,7 @@ class ScDiT:
                                   steps=steps, solver=solver, compose=compose, device=device,
                                   seed=sub_seed if sub_seed is not None else int(rng.integers(2**31)),
                                   source_tokens=self._encode_cells(ref) if transport else None,
-                                  calibrate=calibrate)
+                                  calibrate=calibrate, anchor=anchor)
             part = self._assemble(label, tokens, ref, rng, out_rep)
             parts.append(self._apply_target_prior(label, part, rng, out_rep) if target_prior
                          else part)
@@ -397,7 +507,8 @@ class ScDiT:
         out.uns["scdit"] = {"guidance_scale": guidance_scale, "steps": steps or self.config.flow.steps,
                             "solver": solver or self.config.flow.solver, "seed": seed,
                             "compose": "auto" if compose is None else compose,
-                            "representation": out_rep, "calibrate": calibrate}
+                            "representation": out_rep, "calibrate": calibrate,
+                            "anchor": "auto" if anchor is None else anchor}
         return out
 
     # ------------------------------------------------------------------ helpers

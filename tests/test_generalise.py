@@ -285,6 +285,13 @@ def test_control_source_drops_covariates_for_unseen_context(counts_adata, tiny):
     noise = scdit.fit(train, "condition", covariate_keys=["cell_type"], source="noise",
                       max_steps=5, **tiny)
     assert noise.config.conditions.covariate_dropout == 0.0 and not noise._context_fallback()
+    ctrl_b = train[(train.obs.condition == "ctrl") & (train.obs.cell_type == "B")][:5].copy()
+    with pytest.raises(ValueError, match=r"anchor=True needs training cells of \['G1'\] in "
+                                         r"context \{'cell_type': 'B'\}"):
+        model.predict("G1", source=ctrl_b, anchor=True)
+    with pytest.raises(ValueError, match=r"needs training cells of \['G1'\] in context"):
+        model.predict("G1+G3", source=ctrl_b, anchor=True)  # member never seen in B
+    assert model.predict("G2", source=ctrl_b, anchor=True, seed=0).n_obs == 5
 
 
 def test_source_auto_rule(counts_adata, tiny):
@@ -401,6 +408,8 @@ def test_drift_calibration_invariants(counts_adata, tiny):
                                    atol=1e-5, rtol=0)
     plain, control = run("G1", None), run("ctrl", None)
     torch.testing.assert_close(run("G1", "cell"), tokens + plain - control, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="alternative corrections"):
+        model.predict("G1", source=ctrl, calibrate="cell", anchor=True)
     pred = model.predict("G1", source=ctrl, seed=1, calibrate="mean")
     assert pred.shape == (12, counts_adata.n_vars) and pred.uns["scdit"]["calibrate"] == "mean"
     with pytest.raises(ValueError, match="calibrate must be None, 'mean' or 'cell'"):
@@ -410,3 +419,61 @@ def test_drift_calibration_invariants(counts_adata, tiny):
 def test_drift_calibration_needs_a_control_source(counts_model):
     with pytest.raises(ValueError, match="calibrate needs a model fitted with source='control'"):
         counts_model.predict("G1", n_cells=5, calibrate="mean")
+
+
+# ----------------------------------------------------------------------------- anchoring
+
+
+def _reference_token_mean(model, label: str, cell_type: str) -> torch.Tensor:
+    """Mean token of the stored training cells of ``label`` in ``cell_type``, computed here."""
+    obs = model.reference.obs
+    rows = np.flatnonzero((obs.condition.astype(str) == label).to_numpy()
+                          & (obs.cell_type.astype(str) == cell_type).to_numpy())
+    return model._encode_cells(model.reference[rows]).double().mean(0)
+
+
+def test_anchor_seen_perturbation_gets_its_training_mean(counts_model):
+    for label in ("G1", "G1+G2", "ctrl"):  # seen single, seen combination, control
+        cov = pd.DataFrame({"cell_type": ["T"] * 20 + ["B"] * 20})
+        plain = torch.as_tensor(counts_model.sample(label, 40, covariates=cov, output="tokens",
+                                                    seed=5))
+        tok = torch.as_tensor(counts_model.sample(label, 40, covariates=cov, output="tokens",
+                                                  seed=5, anchor=True))
+        for rows, ct in ((slice(0, 20), "T"), (slice(20, 40), "B")):
+            torch.testing.assert_close(tok[rows].double().mean(0),
+                                       _reference_token_mean(counts_model, label, ct),
+                                       atol=1e-4, rtol=0)
+            # a constant shift per context: the spread is the model's
+            torch.testing.assert_close(tok[rows] - tok[rows].mean(0),
+                                       plain[rows] - plain[rows].mean(0), atol=1e-4, rtol=0)
+
+
+def test_anchor_unseen_combination_is_additive_plus_generated_interaction(counts_model):
+    """Anchored A+B = generated A+B + sum over members of (training − generated mean)
+    − (training − generated mean of control), all generated from the same noise."""
+    cov = {"cell_type": "T"}
+
+    def gen(label, anchor=False):
+        return torch.as_tensor(counts_model.sample(label, 30, covariates=cov, output="tokens",
+                                                   seed=11, anchor=anchor)).double()
+
+    ab, a, b, c = gen("G2+G3"), gen("G2"), gen("G3"), gen("ctrl")
+    mu = {k: _reference_token_mean(counts_model, k, "T") for k in ("G2", "G3", "ctrl")}
+    expected = ab + (mu["G2"] - a.mean(0)) + (mu["G3"] - b.mean(0)) - (mu["ctrl"] - c.mean(0))
+    torch.testing.assert_close(gen("G2+G3", anchor=True), expected, atol=1e-4, rtol=0)
+    out = counts_model.predict("G3+G2", n_cells=8, covariates=cov, seed=0, anchor=True)
+    assert out.shape[0] == 8 and out.uns["scdit"]["anchor"] is True
+    assert np.isfinite(out.X.toarray()).all()
+
+
+def test_anchor_default_is_on_for_unseen_combinations_only(counts_model):
+    cov = {"cell_type": "B"}
+
+    def tok(label, **kw):
+        return counts_model.sample(label, 12, covariates=cov, output="tokens", seed=2, **kw)
+
+    np.testing.assert_array_equal(tok("G2+G3"), tok("G2+G3", anchor=True))  # unseen: on
+    assert not np.allclose(tok("G2+G3"), tok("G2+G3", anchor=False))
+    np.testing.assert_array_equal(tok("G1+G2"), tok("G1+G2", anchor=False))  # seen: off
+    np.testing.assert_array_equal(tok("G1"), tok("G1", anchor=False))
+    assert counts_model.predict("G1", n_cells=3, seed=0).uns["scdit"]["anchor"] == "auto"
