@@ -6,8 +6,8 @@ and whose per-gene zero fractions correlate > 0.9 with theirs. This script separ
 things a prediction has to get right — the expression state and the sequencing depth — by giving
 the model the *real* treated cells' state (an oracle no predictor has) and asking what follows:
 
-- scVI (``batch_key="patient_id"``, 32 latent dimensions) is trained on every cell except P's
-  treated cells, exactly as in ``glioblastoma_scvi_counts.py``;
+- scVI (``batch_key="patient_id"``, or none with ``--no-batch``; 32 latent dimensions) is
+  trained on every cell except P's treated cells, as in ``glioblastoma_scvi_counts.py``;
 - **oracle state, control depth**: P's real treated cells are encoded, and counts are drawn from
   scVI's likelihood at library sizes drawn from P's *control* cells (what ``predict`` has). Their
   zero-fraction r shows whether the zero criterion is reachable once the state is right;
@@ -58,7 +58,7 @@ def _draw(model, z: np.ndarray, batch: np.ndarray, lib: np.ndarray, rng) -> np.n
     return out
 
 
-def run_patient(adata, patient: str, epochs: int, seed: int) -> dict:
+def run_patient(adata, patient: str, epochs: int, seed: int, batch: bool = True) -> dict:
     import scvi
     from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -67,7 +67,7 @@ def run_patient(adata, patient: str, epochs: int, seed: int) -> dict:
     held = ((obs[PATIENT] == patient) & (obs["condition"] == TREATED)).to_numpy()
     train, real = adata[~held].copy(), adata[held].copy()
     scvi.settings.seed = seed
-    scvi.model.SCVI.setup_anndata(train, batch_key=PATIENT)
+    scvi.model.SCVI.setup_anndata(train, batch_key=PATIENT if batch else None)
     model = scvi.model.SCVI(train, n_latent=32)
     model.train(max_epochs=epochs, enable_progress_bar=False)
     z_train = model.get_latent_representation(train)
@@ -76,8 +76,8 @@ def run_patient(adata, patient: str, epochs: int, seed: int) -> dict:
     lib_train, lib_real = X.sum(1), R.sum(1)
     tobs = train.obs
     ctrl = ((tobs[PATIENT] == patient) & (tobs["condition"] == CONTROL)).to_numpy()
-    batch_of = {str(c): i for i, c in enumerate(model.adata_manager.get_state_registry(
-        "batch").categorical_mapping)}
+    batch_of = ({str(c): i for i, c in enumerate(model.adata_manager.get_state_registry(
+        "batch").categorical_mapping)} if batch else {patient: 0})
     b_real = np.full(len(R), batch_of[patient])
     # oracle state at control depth
     lib_ctrl = rng.choice(lib_train[ctrl], len(R))
@@ -104,6 +104,7 @@ def run_patient(adata, patient: str, epochs: int, seed: int) -> dict:
     shifted = _draw(model, z_train[ctrl] + np.mean(shifts, 0), np.full(ctrl.sum(), batch_of[patient]),
                     lib_train[ctrl], rng)
     return {"patient": patient, "scvi_epochs": epochs, "seed": seed,
+            "batch_key": PATIENT if batch else None,
             "control_library_ratio": float(lib_train[ctrl].mean() / lib_real.mean()),
             "control_zero_r": _zero_r(X[ctrl], R),
             "oracle_state_own_depth_zero_r": _zero_r(own, R),
@@ -119,6 +120,7 @@ def main(argv=None) -> None:
     p.add_argument("--patients", nargs="*", default=None, help="held-out patients (default all)")
     p.add_argument("--scvi-epochs", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-batch", action="store_true", help="scVI without batch_key=patient_id")
     p.add_argument("--json", default=None, help="write the rows to this JSON file")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -126,7 +128,7 @@ def main(argv=None) -> None:
     patients = args.patients or sorted(adata.obs[PATIENT].astype(str).unique())
     rows = []
     for patient in patients:
-        rows.append(run_patient(adata, patient, args.scvi_epochs, args.seed))
+        rows.append(run_patient(adata, patient, args.scvi_epochs, args.seed, not args.no_batch))
         print(json.dumps(rows[-1]), flush=True)
     print()
     print("| held-out patient | control depth / real | depth from oracle state / real | "
