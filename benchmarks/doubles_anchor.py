@@ -60,7 +60,8 @@ def score_model(model, name: str, train, test, seeds, n_cells: int,
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="*", default=[], help="saved models trained on the demo split")
-    p.add_argument("--fit-seeds", nargs="*", type=int, default=[], help="fit new models with these seeds")
+    p.add_argument("--fit-seeds", nargs="*", type=int, default=None,
+                   help="fit new models with these seeds (default: 0 when no --models)")
     p.add_argument("--max-steps", type=int, default=None, help="training steps of new models")
     p.add_argument("--seeds", nargs="*", type=int, default=[0], help="sampling seeds")
     p.add_argument("--n-cells", type=int, default=500, help="generated cells per double")
@@ -72,6 +73,8 @@ def main(argv=None) -> None:
     import scdit
     from scdit.demo import CONDITION_KEY, CONTROL, load_data
 
+    if args.fit_seeds is None:
+        args.fit_seeds = [] if args.models else [0]
     _, _, train, test = load_data(0)
     frames = []
     for path in args.models:
