@@ -292,6 +292,12 @@ def test_control_source_drops_covariates_for_unseen_context(counts_adata, tiny):
     with pytest.raises(ValueError, match=r"needs training cells of \['G1'\] in context"):
         model.predict("G1+G3", source=ctrl_b, anchor=True)  # member never seen in B
     assert model.predict("G2", source=ctrl_b, anchor=True, seed=0).n_obs == 5
+    # control source: an unseen double of seen members is anchored by default
+    auto = model.predict("G2+G3", source=ctrl_b, seed=0)
+    np.testing.assert_array_equal(auto.X.toarray(),
+                                  model.predict("G2+G3", source=ctrl_b, seed=0, anchor=True).X.toarray())
+    assert not np.array_equal(auto.X.toarray(),
+                              model.predict("G2+G3", source=ctrl_b, seed=0, anchor=False).X.toarray())
 
 
 def test_source_auto_rule(counts_adata, tiny):
