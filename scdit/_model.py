@@ -209,6 +209,11 @@ class ScDiT:
             return [()] * n
         return [tuple(r) for r in cov_df[keys].astype(str).to_numpy()]
 
+    def _contexts(self, cov_df: pd.DataFrame | None) -> list[tuple[str, ...]]:
+        """The distinct covariate contexts of ``cov_df``, in order (``[()]`` without covariates)."""
+        return list(dict.fromkeys(self._context_keys(cov_df, len(cov_df) if self.covariates.keys
+                                                      else 1)))
+
     def _anchor_terms(self, label: str, cov_df: pd.DataFrame | None,
                       calibrate: str | None) -> dict[tuple[str, ...], list[tuple[str, float]]]:
         """Per context: the labels whose training means anchor ``label``, with their weights.
@@ -222,9 +227,8 @@ class ScDiT:
         if self.config.data.dose_key is not None:
             raise ValueError("anchor is not available for models fitted with dose_key (training "
                              "means depend on dose); use anchor=False.")
-        n = (len(cov_df) if cov_df is not None else 0) or 1
         out: dict[tuple[str, ...], list[tuple[str, float]]] = {}
-        for ctx in dict.fromkeys(self._context_keys(cov_df, n)):
+        for ctx in self._contexts(cov_df):
             if self._anchor_mean(label, ctx) is not None:
                 out[ctx] = [(label, 1.0)]
                 continue
@@ -248,9 +252,7 @@ class ScDiT:
         if (len(members) < 2 or self._canonical(label) in canonical or calibrate is not None
                 or self.config.data.dose_key is not None):
             return False
-        n = (len(cov_df) if cov_df is not None else 0) or 1
-        return all(self._anchor_mean(m, ctx) is not None
-                   for ctx in dict.fromkeys(self._context_keys(cov_df, n))
+        return all(self._anchor_mean(m, ctx) is not None for ctx in self._contexts(cov_df)
                    for m in (*members, self.vocab.control))
 
     def _anchor_mean(self, label: str, ctx: tuple[str, ...]) -> torch.Tensor | None:
