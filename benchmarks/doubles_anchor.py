@@ -1,5 +1,11 @@
 """Held-out Norman K562 doubles: plain vs anchored predictions of saved (or freshly fitted) models.
 
+Three predictions per model: plain (``anchor=False``), anchored to the raw training means
+(``anchor=True, shrink=False``) and anchored to the empirical-Bayes shrunk training effects
+(``anchor=True, shrink=True``, the library default for these doubles); ``--interaction`` uses
+``anchor="interaction"`` (adds the model's generated interaction; one more ODE solve per member
+and control) for both anchored predictions. Baselines: additive and additive_shrunk.
+
 ``predict(..., anchor=True)`` shifts the generated cells of an unseen combination ``A+B`` so that
 their mean is the additive estimate from the training means of ``A``, ``B`` and control plus the
 interaction the model generates (its ``A+B`` minus its own ``A``, ``B`` and control, integrated
@@ -27,10 +33,13 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 METRICS = ("pearson_delta", "pearson_delta_de", "energy_distance")
+# (anchor, shrink) -> method name in the table
+VARIANTS = {(False, False): "scdit", (True, False): "scdit_anchor_raw",
+            (True, True): "scdit_anchor_shrunk"}
 
 
 def score_model(model, name: str, train, test, seeds, n_cells: int,
-                compose: float | None = None) -> pd.DataFrame:
+                compose: float | None = None, interaction: bool = False) -> pd.DataFrame:
     from scdit.demo import CONDITION_KEY, CONTROL
     from scdit.evaluate import evaluate
 
@@ -39,18 +48,20 @@ def score_model(model, name: str, train, test, seeds, n_cells: int,
     held = sorted(test.obs[CONDITION_KEY].unique())
     rows = []
     for seed in seeds:
-        for anchor in (False, True):
+        for anchor, shrink in VARIANTS:
             t0 = time.perf_counter()
-            parts = [model.predict(c, n_cells=n_cells, source=source, seed=seed + i, anchor=anchor,
-                                   compose=compose)
+            how = "interaction" if anchor and interaction else anchor
+            parts = [model.predict(c, n_cells=n_cells, source=source, seed=seed + i, anchor=how,
+                                   shrink=shrink, compose=compose)
                      for i, c in enumerate(held)]
             pred = ad.concat(parts, merge="same")
             pred.obs_names_make_unique()
             secs = time.perf_counter() - t0
             df = evaluate(pred, real, CONDITION_KEY, control=CONTROL, train=train, seed=seed,
-                          baselines=("additive",) if not rows else ())
+                          baselines=("additive", "additive_shrunk") if not rows else ())
             df = df[df["metric"].isin(METRICS)].copy()
-            df.loc[df["method"] == "scdit", "method"] = "scdit_anchor" if anchor else "scdit"
+            df.loc[df["method"] == "scdit", "method"] = (VARIANTS[(anchor, shrink)]
+                                                         + ("_interaction" if how == "interaction" else ""))
             df["model"], df["sampling_seed"], df["predict_s"] = name, seed, round(secs, 1)
             df["compose"] = "model default" if compose is None else compose
             rows.append(df)
@@ -67,6 +78,8 @@ def main(argv=None) -> None:
     p.add_argument("--n-cells", type=int, default=500, help="generated cells per double")
     p.add_argument("--compose", type=float, default=None,
                    help="composition weight for the doubles (default: the model's, 1.0)")
+    p.add_argument("--interaction", action="store_true",
+                   help='anchor="interaction" for the anchored predictions')
     p.add_argument("--csv", default=None, help="write the long table here")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -79,12 +92,12 @@ def main(argv=None) -> None:
     frames = []
     for path in args.models:
         frames.append(score_model(scdit.load(path), path, train, test, args.seeds, args.n_cells,
-                                  args.compose))
+                                  args.compose, args.interaction))
     for s in args.fit_seeds:
         model = scdit.fit(train, CONDITION_KEY, control=CONTROL, seed=s, max_steps=args.max_steps,
                           verbose=False, max_minutes=None)
         frames.append(score_model(model, f"fit seed {s} ({model.summary['steps']} steps)", train,
-                                  test, args.seeds, args.n_cells, args.compose))
+                                  test, args.seeds, args.n_cells, args.compose, args.interaction))
     df = pd.concat(frames, ignore_index=True)
     if args.csv:
         df.to_csv(args.csv, index=False)

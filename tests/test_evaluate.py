@@ -248,3 +248,58 @@ def test_scdit_evaluate_is_callable_module():
     assert callable(scdit.evaluate)
     assert scdit.evaluate.summarize is summarize
     assert scdit.evaluate.evaluate is evaluate
+
+
+def _random_effect_data(n_singles: int, seed: int = 0, n: int = 30) -> tuple[AnnData, AnnData]:
+    """Train (control + singles S0..) and real (control + S0+S1) with low-rank random effects."""
+    rng = np.random.default_rng(seed)
+    programmes = rng.normal(size=(2, G))
+    labels = ["ctrl"] + [f"S{i}" for i in range(n_singles)]
+    eff = {lab: (0.0 if lab == "ctrl" else rng.normal(size=2) @ programmes * 0.3) for lab in labels}
+    eff["S0+S1"] = eff["S0"] + eff["S1"]
+
+    def make(labs):
+        X = np.vstack([2.0 + eff[lab] + rng.normal(scale=0.5, size=(n, G)) for lab in labs])
+        obs = pd.DataFrame({"condition": np.repeat(labs, n)}, index=[str(i) for i in range(len(X))])
+        return AnnData(X=X.astype(np.float32), obs=obs)
+
+    return make(labels), make(["ctrl", "S0+S1"])
+
+
+def test_additive_shrunk_baseline_is_the_sum_of_posterior_effects():
+    train, real = _random_effect_data(12)
+    out = baseline_predictions(real, "condition", control="ctrl", train=train,
+                               baselines=("additive", "additive_shrunk"))
+    X = train.X
+    lab = train.obs.condition.to_numpy()
+    mean = {c: X[lab == c].mean(0).astype(np.float64) for c in set(lab)}
+    se2 = {c: X[lab == c].astype(np.float64).var(0, ddof=1) / (lab == c).sum() for c in set(lab)}
+    singles = [c for c in mean if c != "ctrl"]
+    d = {c: mean[c] - mean["ctrl"] for c in singles}
+    noise = {c: se2[c] + se2["ctrl"] for c in singles}
+    E = np.stack([d[c] for c in singles])
+    sigma = E.T @ E / len(singles) - np.diag(np.mean([noise[c] for c in singles], 0))
+    w, v = np.linalg.eigh(sigma)
+    sigma = (v * np.clip(w, 0, None)) @ v.T
+
+    def post(c):
+        nz = np.maximum(noise[c], 1e-2 * noise[c].mean())
+        return sigma @ np.linalg.solve(sigma + np.diag(nz), d[c])
+
+    ctrl_real = real.X[real.obs.condition.to_numpy() == "ctrl"].mean(0)
+    for kind, expected in (("additive", d["S0"] + d["S1"]), ("additive_shrunk", post("S0") + post("S1"))):
+        shift = out[kind].X.mean(0) - ctrl_real
+        np.testing.assert_allclose(shift, expected, atol=1e-4)
+    # evaluate scores it like any other baseline
+    truth = real.X[real.obs.condition.to_numpy() == "S0+S1"].mean(0) - ctrl_real
+    df = evaluate(out["additive_shrunk"], real, "condition", control="ctrl", train=train,
+                  baselines=("additive", "additive_shrunk"))
+    assert _value(df, "additive_shrunk", "S0+S1", "pearson_delta") == pytest.approx(
+        np.corrcoef(post("S0") + post("S1"), truth)[0, 1], abs=1e-3)
+
+
+def test_additive_shrunk_equals_additive_with_few_effects():
+    train, real = _random_effect_data(5)  # fewer than 10 training effects: no prior
+    out = baseline_predictions(real, "condition", control="ctrl", train=train,
+                               baselines=("additive", "additive_shrunk"))
+    np.testing.assert_allclose(out["additive_shrunk"].X, out["additive"].X, atol=1e-6)

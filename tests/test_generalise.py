@@ -438,6 +438,24 @@ def _reference_token_mean(model, label: str, cell_type: str) -> torch.Tensor:
     return model._encode_cells(model.reference[rows]).double().mean(0)
 
 
+def _decoded_target(model, token_mean: torch.Tensor) -> torch.Tensor:
+    """log1p mean that a token mean ``(T, P)`` stands for: unclipped decode, then clipped at 0
+    (anchoring matches the *decoded* mean of the output to this)."""
+    tk = model.tokenizer
+    u = token_mean.reshape(-1)[:tk.n_genes].double() * tk.std.double() + tk.mean.double()
+    return u.clamp_min(0.0)
+
+
+def _decoded_mean(model, tokens) -> torch.Tensor:
+    return model.tokenizer.decode(torch.as_tensor(tokens).float()).double().mean(0)
+
+
+def _assert_constant_shift(a: torch.Tensor, b: torch.Tensor) -> None:
+    """``a - b`` is the same for every cell: the spread is the model's."""
+    d = (torch.as_tensor(a) - torch.as_tensor(b)).double()
+    torch.testing.assert_close(d - d.mean(0), torch.zeros_like(d), atol=1e-4, rtol=0)
+
+
 def test_anchor_seen_perturbation_gets_its_training_mean(counts_model):
     for label in ("G1", "G1+G2", "ctrl"):  # seen single, seen combination, control
         cov = pd.DataFrame({"cell_type": ["T"] * 20 + ["B"] * 20})
@@ -446,17 +464,27 @@ def test_anchor_seen_perturbation_gets_its_training_mean(counts_model):
         tok = torch.as_tensor(counts_model.sample(label, 40, covariates=cov, output="tokens",
                                                   seed=5, anchor=True))
         for rows, ct in ((slice(0, 20), "T"), (slice(20, 40), "B")):
-            torch.testing.assert_close(tok[rows].double().mean(0),
-                                       _reference_token_mean(counts_model, label, ct),
+            expected = _decoded_target(counts_model, _reference_token_mean(counts_model, label, ct))
+            torch.testing.assert_close(_decoded_mean(counts_model, tok[rows]), expected,
                                        atol=1e-4, rtol=0)
-            # a constant shift per context: the spread is the model's
-            torch.testing.assert_close(tok[rows] - tok[rows].mean(0),
-                                       plain[rows] - plain[rows].mean(0), atol=1e-4, rtol=0)
+            _assert_constant_shift(tok[rows], plain[rows])  # one shift per gene and context
 
 
-def test_anchor_unseen_combination_is_additive_plus_generated_interaction(counts_model):
-    """Anchored A+B = generated A+B + sum over members of (training − generated mean)
-    − (training − generated mean of control), all generated from the same noise."""
+def test_anchored_decoded_mean_survives_clipping(counts_model):
+    """Clipping at 0 would raise the mean of lowly expressed genes; anchoring corrects for it."""
+    tk = counts_model.tokenizer
+    rng = torch.Generator().manual_seed(0)
+    tokens = torch.randn((200, tk.n_tokens, tk.patch_size), generator=rng) * 2 - 1.0
+    out = tk.match_decoded_mean(tokens)
+    _assert_constant_shift(out, tokens)
+    target = _decoded_target(counts_model, tokens.double().mean(0))
+    assert (tk.decode(tokens).double().mean(0) - target).abs().max() > 0.05  # clipping bias
+    torch.testing.assert_close(tk.decode(out).double().mean(0), target, atol=1e-4, rtol=0)
+
+
+def test_anchor_unseen_combination_is_additive_with_optional_generated_interaction(counts_model):
+    """Unseen A+B: anchor=True gives the additive mean from training means; anchor="interaction"
+    adds the model's interaction (its A+B − A − B + control from the same noise)."""
     cov = {"cell_type": "T"}
 
     def gen(label, anchor=False):
@@ -465,11 +493,18 @@ def test_anchor_unseen_combination_is_additive_plus_generated_interaction(counts
 
     ab, a, b, c = gen("G2+G3"), gen("G2"), gen("G3"), gen("ctrl")
     mu = {k: _reference_token_mean(counts_model, k, "T") for k in ("G2", "G3", "ctrl")}
-    expected = ab + (mu["G2"] - a.mean(0)) + (mu["G3"] - b.mean(0)) - (mu["ctrl"] - c.mean(0))
-    torch.testing.assert_close(gen("G2+G3", anchor=True), expected, atol=1e-4, rtol=0)
-    out = counts_model.predict("G3+G2", n_cells=8, covariates=cov, seed=0, anchor=True)
-    assert out.shape[0] == 8 and out.uns["scdit"]["anchor"] is True
+    additive = mu["G2"] + mu["G3"] - mu["ctrl"]
+    with_interaction = additive + ab.mean(0) - a.mean(0) - b.mean(0) + c.mean(0)
+    for anchor, target in ((True, additive), ("interaction", with_interaction)):
+        out = gen("G2+G3", anchor=anchor)
+        torch.testing.assert_close(_decoded_mean(counts_model, out),
+                                   _decoded_target(counts_model, target), atol=1e-4, rtol=0)
+        _assert_constant_shift(out, ab)
+    out = counts_model.predict("G3+G2", n_cells=8, covariates=cov, seed=0, anchor="interaction")
+    assert out.shape[0] == 8 and out.uns["scdit"]["anchor"] == "interaction"
     assert np.isfinite(out.X.toarray()).all()
+    with pytest.raises(ValueError, match="anchor must be None, True, False or 'interaction'"):
+        gen("G2+G3", anchor="yes")
 
 
 def test_anchor_default_is_on_for_unseen_combinations_only(counts_model):

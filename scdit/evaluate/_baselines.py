@@ -9,6 +9,12 @@ control cells of ``ctx`` shifted by a vector in log1p space:
 * ``mean_cell_weighted``: as ``mean`` but each group weighted by its number of cells;
 * ``additive`` (combinations ``A+B[+C]``): ``Σ δ_member``, each member's effect from the same
   context if available, else averaged over the contexts that have it;
+* ``additive_shrunk``: as ``additive`` but each member's effect replaced by its empirical-Bayes
+  posterior mean (:mod:`scdit._shrinkage`: Gaussian prior with covariance from all source
+  effects of the member's context, noise = squared standard errors of the two means) where the
+  context has at least 10 effects, else the raw effect. This is what
+  ``predict(..., shrink=None)`` anchors unseen combinations to, minus the model's interaction;
+  report it to see how much of a model's gain over ``additive`` is the denoising alone;
 * ``context_shift`` (the scGen/CellFlow "mean shift" for a held-out context): the same
   condition's effect averaged over the *other* contexts that have it (NaN where none has);
 * ``linear``: the ridge model ``Y ≈ G K Pᵀ + b`` of Ahlmann-Eltze et al. (2025) fitted on the
@@ -43,6 +49,7 @@ ALL_BASELINES: tuple[str, ...] = (
     "mean",
     "mean_cell_weighted",
     "additive",
+    "additive_shrunk",
     "context_shift",
     "linear",
     "ceiling",
@@ -184,7 +191,9 @@ class EffectSource:
         self.centroids: dict[Key, np.ndarray] = {}
         self.effects: dict[Key, np.ndarray] = {}
         self.n_cells: dict[Key, float] = {}
+        self.noise: dict[Key, np.ndarray] = {}  # squared standard error of each effect
         self.by_members: dict[tuple, list[Key]] = {}
+        self._priors: dict = {}
         for key in src.keys:
             cond, ctx = key
             if cond == control:
@@ -197,6 +206,9 @@ class EffectSource:
                 continue
             self.effects[key] = src.mean_of(key) - ctrl
             self.n_cells[key] = float(src.n[src.index[key]])
+            i, ic = src.index[key], src.index.get((control, ctx))
+            if src.var is not None and ic is not None and src.n[i] >= 2 and src.n[ic] >= 2:
+                self.noise[key] = src.var[i] / src.n[i] + src.var[ic] / src.n[ic]
             members = condition_members(cond, separator, control)
             self.by_members.setdefault(members, []).append(key)
 
@@ -249,6 +261,34 @@ class EffectSource:
             total = total + np.mean([self.effects[k] for k in same or keys], axis=0)
         return total
 
+    def _shrunk_effect(self, k: Key, key: Key) -> np.ndarray:
+        """Effect of group ``k``, shrunk by the prior of its context (``key`` left out)."""
+        from .._shrinkage import MIN_EFFECTS, effect_prior, posterior_effect
+
+        cache = (k[1], key if self.leave_out else None)
+        if cache not in self._priors:
+            use = [j for j in self.noise if j[1] == k[1] and not self._excluded(j, key)]
+            self._priors[cache] = None if len(use) < MIN_EFFECTS else effect_prior(
+                np.stack([self.effects[j] for j in use]), np.stack([self.noise[j] for j in use]))
+        prior = self._priors[cache]
+        if prior is None or k not in self.noise:
+            return self.effects[k]
+        return posterior_effect(self.effects[k], self.noise[k], prior)
+
+    def additive_shrunk_shift(self, key: Key) -> np.ndarray | None:
+        """``Σ`` of the members' empirical-Bayes shrunk effects, or None (see ``additive``)."""
+        members = condition_members(key[0], self.separator, self.control)
+        if len(members) < 2:
+            return None
+        total = 0.0
+        for m in members:
+            keys = [k for k in self.by_members.get((m,), []) if not self._excluded(k, key)]
+            same = [k for k in keys if k[1] == key[1]]
+            if not (same or keys):
+                return None
+            total = total + np.mean([self._shrunk_effect(k, key) for k in same or keys], axis=0)
+        return total
+
     def context_shift(self, key: Key) -> np.ndarray | None:
         """Effect of the same condition averaged over the other contexts, or None."""
         members = condition_members(key[0], self.separator, self.control)
@@ -268,6 +308,8 @@ class EffectSource:
             return self.mean_shift(key, weighted=True)
         if kind == "additive":
             return self.additive_shift(key)
+        if kind == "additive_shrunk":
+            return self.additive_shrunk_shift(key)
         if kind == "context_shift":
             return self.context_shift(key)
         if kind == "linear":
@@ -325,11 +367,12 @@ def baseline_predictions(
     if bad:
         raise ValueError(f"Unknown baselines {bad}; choose from {SHIFT_BASELINES}.")
     control = detect_control(real.obs[condition_key], control)
-    R = group_data(real, condition_key, covariate_key, layer=layer, name="real")
+    R = group_data(real, condition_key, covariate_key, layer=layer, with_var=True, name="real")
     ctrl_means = {k[1]: R.mean[i] for i, k in enumerate(R.keys) if k[0] == control}
     if train is not None:
         train = align_genes(train, real.var_names, "train")
-        S = group_data(train, condition_key, covariate_key, layer=layer, name="train")
+        S = group_data(train, condition_key, covariate_key, layer=layer, with_var=True,
+                       name="train")
     else:
         S = R
     source = EffectSource(

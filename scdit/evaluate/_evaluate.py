@@ -150,7 +150,8 @@ def evaluate(
     baselines
         Baselines to report next to the prediction: any of ``no_change``, ``mean``,
         ``mean_cell_weighted``, ``additive`` (only for combinations whose members all have known
-        effects; other rows are skipped), ``linear`` (Ahlmann-Eltze ridge model; only where every
+        effects; other rows are skipped), ``additive_shrunk`` (additive from empirical-Bayes
+        shrunk member effects, opt-in), ``linear`` (Ahlmann-Eltze ridge model; only where every
         member has an embedding) and ``ceiling`` (split-half agreement: half of the real cells of
         each group, seeded, scored against the other half, which then plays the real group).
     top_k_de
@@ -200,7 +201,8 @@ def evaluate(
     P = group_data(pred, condition_key, covariate_key, name="pred")
     if train is not None:
         train = align_genes(train, real.var_names, "train")
-        S = group_data(train, condition_key, covariate_key, layer=layer, name="train")
+        S = group_data(train, condition_key, covariate_key, layer=layer, with_var=True,
+                       name="train")
     else:
         S = R
     keys = _select_keys(P, R, control, conditions, covariate_key)

@@ -207,6 +207,32 @@ class GeneTokenizer:
             return self.rank.values(z)
         return z.clamp_min(0.0)
 
+    def match_decoded_mean(self, tokens: torch.Tensor, iters: int = 60) -> torch.Tensor:
+        """Shift each gene's tokens by one constant so that the mean of :meth:`decode` (clipped
+        at 0) equals the mean of the unclipped decode (or 0 where that is negative).
+
+        Anchoring sets the mean of the tokens; clipping negative log1p values at 0 then raises
+        the decoded mean of lowly expressed genes by an amount that grows with the generated
+        spread. This restores the anchored mean in the output. Rank-encoded tokenizers are
+        returned unchanged (their decode is not a clipped affine map).
+        """
+        if self.rank is not None or len(tokens) == 0:
+            return tokens
+        flat = tokens.reshape(tokens.shape[0], -1)
+        std, mean = self.std.to(flat).double(), self.mean.to(flat).double()
+        u = flat[:, : self.n_genes].double() * std + mean  # (B, G) unclipped log1p
+        target = u.mean(0).clamp_min(0.0)
+        lo = -u.max(0).values  # at this shift every value is <= 0: decoded mean 0
+        hi = target - u.min(0).values  # at this shift every value is >= target: mean >= target
+        for _ in range(iters):  # decoded mean is monotone in the shift: bisection per gene
+            mid = (lo + hi) / 2
+            low = (u + mid).clamp_min(0.0).mean(0) < target
+            lo, hi = torch.where(low, mid, lo), torch.where(low, hi, mid)
+        shift = torch.where(target > 0, (lo + hi) / 2, lo)  # target 0: everything clipped
+        out = flat.clone()
+        out[:, : self.n_genes] = (flat[:, : self.n_genes].double() + shift / std).to(flat.dtype)
+        return out.reshape(tokens.shape)
+
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(JSON-able settings, arrays) to save."""
         meta = {"kind": self.kind, "n_top_genes": self.n_top_genes, "max_tokens": self.max_tokens,
