@@ -100,7 +100,7 @@ class ScDiT:
                solver: str | None = None, seed: int | None = None, compose: float | None = None,
                batch_size: int = 2048, device: str | None = None,
                source_tokens: torch.Tensor | None = None, output: str = "log1p",
-               calibrate: str | None = None, anchor: bool | None = None,
+               calibrate: str | None = None, anchor: bool | str | None = None,
                shrink: bool | None = None) -> np.ndarray:
         """Generate log1p expression of the modelled genes, shape ``(n_cells, n_modelled)``.
 
@@ -495,7 +495,7 @@ class ScDiT:
                 seed: int | None = None, layer: str | None = None,
                 compose: float | None = None, device: str | None = None,
                 target_prior: bool = True, representation: str | None = None,
-                calibrate: str | None = None, anchor: bool | None = None,
+                calibrate: str | None = None, anchor: bool | str | None = None,
                 shrink: bool | None = None) -> ad.AnnData:
         """Generate cells under each perturbation, in the training genes and representation.
 
@@ -561,31 +561,37 @@ class ScDiT:
             ``None`` (default): no correction. Costs one more ODE solve.
         anchor
             Anchor the generated cells to the training data: in each covariate context every
-            generated cell is shifted (in the model's token space) by one constant so that the
-            perturbation's generated mean matches its training mean. A perturbation seen in
-            that context gets its training mean (the model supplies the spread around it); an
-            unseen combination ``A+B`` gets the additive estimate from the training means of
-            ``A``, ``B`` and control plus the interaction the model generates (its ``A+B``
-            minus its own ``A``, ``B`` and control, all integrated from the same starting
-            points, so their Monte-Carlo noise largely cancels). Needs training cells of every
-            member (and control) in the context; costs one ODE solve per member. Training means
-            are those of the stored reference cells (up to 300 per group). ``None``
-            (default): on for combinations not seen in training whose members and control all
-            have training cells in the context (on held-out Norman doubles, five fits: Pearson Δ
-            0.847 ± 0.045 → 0.867 ± 0.003, top-20-DE Pearson Δ 0.906 → 0.941, energy distance
-            0.080 → 0.070; additive 0.870 / 0.931 / 0.084; benchmarks/RESULTS.md), off otherwise. ``False`` turns it off; ``True`` requires it (error if impossible).
+            generated cell is shifted by one constant per coordinate so that the mean of the
+            output (log1p, after clipping at 0) is the training estimate; the model supplies
+            the spread around it. A perturbation seen in that context gets its training mean;
+            an unseen combination ``A+B`` gets the additive estimate ``control + d_A + d_B``
+            from the training effects of its members (shrunk, see ``shrink``). Needs training
+            cells of every member and of control in the context. ``None`` (default): on for
+            combinations not seen in training whose members and control all have training cells
+            in the context, off otherwise; ``True`` requires it (error if impossible);
+            ``False`` is the plain model. ``"interaction"``: as ``True`` plus the interaction
+            the model generates for an unseen combination (its ``A+B`` minus its own ``A``,
+            ``B`` and control, integrated from the same starting points; one more ODE solve
+            per member and control); measured harmful on the Norman doubles (Pearson Δ 0.905 /
+            0.894 with it vs 0.910 / 0.898 without, two fits), hence not the default.
+            Training means are those of the stored reference cells (up to 300 per group).
+            On held-out Norman doubles (six fits, benchmarks/RESULTS.md) the default gives
+            Pearson Δ 0.909, top-20-DE Pearson Δ 0.959, energy distance 0.058 ± 0.001 (plain
+            model 0.844 ± 0.041 / 0.900 / 0.079; additive 0.870 / 0.931 / 0.084).
         shrink
             Anchor to *denoised* training effects: each anchoring perturbation's training
-            effect (mean minus control mean, in token space) is replaced by its empirical-Bayes
-            posterior mean under a Gaussian prior whose covariance is estimated from the
-            training effects of all perturbations of the context (``scdit._shrinkage``), which
-            shrinks what few cells cannot tell from noise towards the directions that
-            perturbations in this context actually move. ``None`` (default): on for anchored
-            contexts with at least 10 perturbations with two or more training cells (below
-            that the prior is too poorly estimated to help; on the Norman doubles it raised
-            the anchored Pearson Δ from 0.87 to 0.90, benchmarks/RESULTS.md); ``True``: on
-            wherever at least two are available (error otherwise); ``False``: raw training
-            means. Only used when the prediction is anchored.
+            effect (mean minus control mean) is replaced by its empirical-Bayes posterior mean
+            under a Gaussian prior whose covariance is estimated from the training effects of
+            all perturbations of the context (``scdit._shrinkage``; in log1p units for the
+            genes tokenizer), which shrinks what few cells cannot tell from noise towards the
+            directions that perturbations in this context actually move. ``None`` (default): on
+            for anchored contexts with at least 10 perturbations with two or more training
+            cells (below that the prior is too poorly estimated to help); ``True``: on wherever
+            at least two are available (error otherwise); ``False``: raw training means. Only
+            used when the prediction is anchored. On the Norman doubles the additive estimate
+            alone goes from Pearson Δ 0.870 (raw) to 0.908 (shrunk;
+            ``benchmarks/doubles_shrinkage.py``, which also shows the gain vanishing below
+            ~10 training perturbations).
 
         Returns
         -------
