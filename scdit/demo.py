@@ -10,7 +10,7 @@ Run ``python -m scdit.demo [--out reports/demo] [--fast] [--seed 0]``. It
    model into ``<out>/model``;
 4. predicts every held-out double from the training control cells (``source=``), at least 500 cells
    each (more if it has more real ones), to keep the generated mean precise;
-5. scores the prediction next to the no-change, mean and additive baselines with
+5. scores the prediction next to the no-change, mean, additive and additive_shrunk baselines with
    :func:`scdit.evaluate` and writes ``metrics.csv``, ``summary.csv``, ``summary.json``,
    ``delta_scatter.png``, ``umap.png``, ``metric_bars.png``, ``training_curve.png``,
    ``run.json`` (settings, timings) and ``report.md`` into ``<out>``.
@@ -108,7 +108,7 @@ def run_demo(out: str | Path = "reports/demo", *, fast: bool = False, seed: int 
     """
     import scdit
     from scdit import pl
-    from scdit.evaluate import baseline_predictions, evaluate, summarize
+    from scdit.evaluate import BASELINES, baseline_predictions, evaluate, summarize
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,8 @@ def run_demo(out: str | Path = "reports/demo", *, fast: bool = False, seed: int 
 
     t = time.perf_counter()
     real = ad.concat([test, train[train.obs[CONDITION_KEY] == CONTROL]], merge="same")
-    df = evaluate(pred, real, CONDITION_KEY, control=CONTROL, train=train, seed=seed)
+    df = evaluate(pred, real, CONDITION_KEY, control=CONTROL, train=train, seed=seed,
+                  baselines=(*BASELINES, "additive_shrunk"))
     summary = summarize(df)
     times["evaluate"] = time.perf_counter() - t
     df.to_csv(out / "metrics.csv", index=False)
