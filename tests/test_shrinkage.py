@@ -136,3 +136,18 @@ def test_constant_coordinates_do_not_break_the_posterior():
     np.testing.assert_allclose(post[6:], 0.0, atol=1e-12)
     s = sigma[:6, :6]
     np.testing.assert_allclose(post[:6], s @ np.linalg.solve(s + np.diag(n[:6]), d[:6]), atol=1e-8)
+
+
+def test_default_shrink_respects_the_effect_count_and_size_limits(counts_model, monkeypatch):
+    import scdit._model as model_module
+
+    cov = {"cell_type": "B"}
+
+    def tok(**kw):
+        return counts_model.sample("G2+G3", 10, covariates=cov, output="tokens", seed=4, **kw)
+
+    monkeypatch.setattr(model_module, "MIN_EFFECTS", 2)  # the tiny model now has "enough"
+    np.testing.assert_array_equal(tok(), tok(shrink=True))
+    monkeypatch.setattr(model_module, "MAX_DIM", 1)  # ... but its token space is "too large"
+    np.testing.assert_array_equal(tok(), tok(shrink=False))
+    assert not np.allclose(tok(), tok(shrink=True))  # shrink=True still forces it
