@@ -247,8 +247,12 @@ class EffectSource:
             )
         return self._linear[cache].predict(key[0])
 
-    def additive_shift(self, key: Key) -> np.ndarray | None:
-        """``Σ δ_member`` for a combination, or None (not a combination / a member unknown)."""
+    def additive_shift(self, key: Key, shrunk: bool = False) -> np.ndarray | None:
+        """``Σ δ_member`` for a combination, or None (not a combination / a member unknown).
+
+        With ``shrunk``, each member's effect is its empirical-Bayes posterior mean
+        (``additive_shrunk``).
+        """
         members = condition_members(key[0], self.separator, self.control)
         if len(members) < 2:
             return None
@@ -258,7 +262,8 @@ class EffectSource:
             same = [k for k in keys if k[1] == key[1]]
             if not (same or keys):
                 return None
-            total = total + np.mean([self.effects[k] for k in same or keys], axis=0)
+            total = total + np.mean([self._shrunk_effect(k, key) if shrunk else self.effects[k]
+                                     for k in same or keys], axis=0)
         return total
 
     def _shrunk_effect(self, k: Key, key: Key) -> np.ndarray:
@@ -274,20 +279,6 @@ class EffectSource:
         if prior is None or k not in self.noise:
             return self.effects[k]
         return posterior_effect(self.effects[k], self.noise[k], prior)
-
-    def additive_shrunk_shift(self, key: Key) -> np.ndarray | None:
-        """``Σ`` of the members' empirical-Bayes shrunk effects, or None (see ``additive``)."""
-        members = condition_members(key[0], self.separator, self.control)
-        if len(members) < 2:
-            return None
-        total = 0.0
-        for m in members:
-            keys = [k for k in self.by_members.get((m,), []) if not self._excluded(k, key)]
-            same = [k for k in keys if k[1] == key[1]]
-            if not (same or keys):
-                return None
-            total = total + np.mean([self._shrunk_effect(k, key) for k in same or keys], axis=0)
-        return total
 
     def context_shift(self, key: Key) -> np.ndarray | None:
         """Effect of the same condition averaged over the other contexts, or None."""
@@ -309,7 +300,7 @@ class EffectSource:
         if kind == "additive":
             return self.additive_shift(key)
         if kind == "additive_shrunk":
-            return self.additive_shrunk_shift(key)
+            return self.additive_shift(key, shrunk=True)
         if kind == "context_shift":
             return self.context_shift(key)
         if kind == "linear":
