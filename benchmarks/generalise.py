@@ -13,6 +13,11 @@ them with :func:`scdit.evaluate` beside the baselines. Settings:
   programme. None of the bundled real screens has its targets among the measured genes, so
   this is where the data-derived features can be checked here (25 % of perturbations held out).
 
+* ``context`` / ``screen``: your own h5ad (``--data``, ``--condition-key``, ``--control``, and
+  for ``context`` ``--covariate-key``): a held-out covariate value predicted from its control
+  cells (e.g. Kang 2018 with ``--holdout "CD4 T cells"``), or unseen perturbations of a screen
+  (``--holdout A,B,C``; default: 25 % of the perturbations whose target is a measured gene).
+
 Rows are appended to ``--csv`` (one per setting × held-out × variant × seed × method) and a table
 of the main metrics is printed. Example::
 
@@ -101,10 +106,26 @@ def module_screen(n_genes: int = 300, n_modules: int = 10, n_perts: int = 60,
     return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=names))
 
 
+#: User data for the ``context`` / ``screen`` settings (set from the command line).
+USER: dict = {}
+
+
 def load(setting: str) -> tuple[ad.AnnData, str, str, str | None]:
     """(adata, condition_key, control, covariate_key) of a setting."""
     import scdit
 
+    if setting in ("context", "screen"):
+        if not USER.get("data"):
+            raise SystemExit(f"--setting {setting} needs --data, --condition-key and --control.")
+        a = ad.read_h5ad(USER["data"])
+        key, cov = USER["condition_key"], USER.get("covariate_key")
+        a.obs[key] = a.obs[key].astype(str)
+        if setting == "context":
+            if not cov:
+                raise SystemExit("--setting context needs --covariate-key.")
+            a.obs[cov] = a.obs[cov].astype(str)
+            return a, key, USER["control"], cov
+        return a, key, USER["control"], None
     if setting == "modules":
         return module_screen(), "condition", "control", None
     if setting == "patient":
@@ -128,9 +149,17 @@ def make_split(setting, adata, key, control, holdout, seed):
 
     if setting == "modules":
         return split_unseen_perturbations(adata, key, fraction=0.25, control=control, seed=seed)
+    if setting == "screen":  # comma-separated perturbations, else 25 % of those with a measured target
+        if holdout:
+            held = holdout.split(",")
+        else:
+            measured = sorted(set(adata.obs[key]) & set(adata.var_names) - {control})
+            rng = np.random.default_rng(seed)
+            held = list(rng.choice(measured, max(1, len(measured) // 4), replace=False))
+        return split_unseen_perturbations(adata, key, held_out=held, control=control, seed=seed)
     if setting == "doubles":
         return split_combinations(adata, key, seen=2, control=control, seed=seed)
-    cov = "patient_id" if setting == "patient" else "cell_type"
+    cov = {"patient": "patient_id", "context": USER.get("covariate_key")}.get(setting, "cell_type")
     return split_covariate_context(adata, key, cov, context=holdout, control=control)
 
 
@@ -173,6 +202,8 @@ def run_one(setting: str, holdout: str | None, variant: str, seed: int, min_cell
                       for j, (m, k) in enumerate(zip(models, sizes, strict=True))]
         out = ad.concat(parts, merge="same")
         out.obs_names_make_unique()
+        if cov and cov not in out.obs:  # a model fitted without the covariate (e.g. control_nocov)
+            out.obs[cov] = str(source.obs[cov].iloc[0])
         return out
 
     pred = predict_all()
@@ -203,7 +234,8 @@ def run_one(setting: str, holdout: str | None, variant: str, seed: int, min_cell
     s = s.reset_index()
     s.insert(0, "seed", seed)
     s.insert(0, "variant", variant)
-    s.insert(0, "holdout", holdout or {"doubles": "seen2", "modules": "25%"}.get(setting, "-"))
+    s.insert(0, "holdout", holdout or {"doubles": "seen2", "modules": "25%",
+                                       "screen": "25%"}.get(setting, "-"))
     s.insert(0, "setting", setting)
     s["fit_s"] = round(t_fit, 1)
     s["predict_s"] = round(t_pred, 1)
@@ -213,8 +245,12 @@ def run_one(setting: str, holdout: str | None, variant: str, seed: int, min_cell
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--setting", choices=["patient", "cellline", "doubles", "modules"],
-                   required=True)
+    p.add_argument("--setting", required=True,
+                   choices=["patient", "cellline", "doubles", "modules", "context", "screen"])
+    p.add_argument("--data", help="h5ad file for --setting context / screen")
+    p.add_argument("--condition-key", default="condition")
+    p.add_argument("--control", default="control")
+    p.add_argument("--covariate-key", help="covariate whose --holdout value is held out (context)")
     p.add_argument("--holdout", nargs="*", default=[None])
     p.add_argument("--variants", nargs="+", default=["noise", "control"], choices=list(VARIANTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -226,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="also score drift-calibrated predictions (control-source models)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
+    USER.update(data=args.data, condition_key=args.condition_key, control=args.control,
+                covariate_key=args.covariate_key)
     warnings.filterwarnings("ignore")
     out = Path(args.csv)
     for holdout in args.holdout:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,21 +46,35 @@ def _val_rows(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.asarray(rows, dtype=np.int64))
 
 
+#: The data-derived features are the default when at least this share of the seen perturbations
+#: (and at least two) are measured genes. Gene panels of real screens are often filtered (highly
+#: variable genes, downsampled panels), so a minority of targets may be measured; the others keep
+#: their learned embedding.
+MIN_MEASURED_SHARE = 0.2
+
+
 def _resolve_features(features, vocab: ConditionVocab, var_names) -> tuple[pd.DataFrame | None, str]:
     """(user table or None, kind) from the ``perturbation_features`` argument."""
     measured = set(map(str, var_names))
     if features is None:
-        share = np.mean([a in measured for a in vocab.atoms]) if vocab.atoms else 0.0
-        return None, ("data" if share >= 0.5 else "none")
+        n = sum(a in measured for a in vocab.atoms)
+        use = n >= 2 and n >= MIN_MEASURED_SHARE * len(vocab.atoms)
+        return None, ("data" if use else "none")
     if features is False or (isinstance(features, str) and features == "none"):
         return None, "none"
     if isinstance(features, str) and features in ("data", "auto"):
         missing = [a for a in vocab.atoms if a not in measured]
-        if missing:
+        if len(missing) == len(vocab.atoms):
             raise ValueError(
                 f"perturbation_features='data' describes a perturbation by its target gene's "
-                f"expression, but {len(missing)} perturbation(s) are not measured genes: "
-                f"{missing[:20]}. Pass a feature table instead, or perturbation_features=False.")
+                f"expression, but none of the {len(missing)} perturbation(s) is a measured gene "
+                f"(e.g. {missing[:5]}). Pass a feature table instead, or "
+                "perturbation_features=False.")
+        if missing:
+            warnings.warn(
+                f"perturbation_features='data': {len(missing)} seen perturbation(s) are not "
+                f"measured genes ({missing[:10]}{' ...' if len(missing) > 10 else ''}); they keep "
+                "only their learned embedding.", UserWarning, stacklevel=3)
         return None, "data"
     if features is True:
         raise TypeError("perturbation_features=True is ambiguous; pass 'data', a table or False.")
@@ -142,9 +157,10 @@ def fit(
         from the data (for genetic perturbations of measured genes: each target gene's
         correlation with the top principal components of the training cells, plus its mean and
         SD; every measured gene becomes predictable); ``False`` for none (a learned embedding
-        per perturbation only). Default (``None``): ``"data"`` when at least half of the
-        perturbations are measured genes (the others keep only their learned embedding), else
-        none. Seen perturbations also keep a learned residual embedding.
+        per perturbation only). Default (``None``): ``"data"`` when at least 20 % (and at least
+        two) of the perturbations seen in training are measured genes (the others keep only
+        their learned embedding), else none. Seen perturbations also keep a learned residual
+        embedding.
     dose_key
         Numeric ``obs`` column with the dose of each perturbation (``"a+b"`` strings for one dose
         per member of a combination); used as a continuous input.
@@ -262,7 +278,7 @@ def fit(
             feats = data_features(X_log, adata.var_names, gene_idx,
                                   n_components=cfg.conditions.n_components, seed=seed)
         table, featured, _ = feature_table(feats, vocab.atoms, source=feat_kind,
-                                           fill_missing=perturbation_features is None)
+                                           fill_missing=feat_kind == "data")
         vocab = vocab.with_featured(featured)
         cfg = dataclasses.replace(cfg, conditions=dataclasses.replace(
             cfg.conditions, features=feat_kind, n_features=int(table.shape[1])))

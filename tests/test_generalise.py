@@ -117,10 +117,16 @@ def test_user_feature_table(counts_adata, tiny, tmp_path):
     assert np.array_equal(a.X.toarray(), b.X.toarray())
     with pytest.raises(ValueError, match=r"no row for 1 perturbation.*\['G3'\]"):
         scdit.fit(counts_adata, "condition", perturbation_features=table.drop("G3"), **tiny)
-    with pytest.raises(ValueError, match="not measured genes"):
-        bad = counts_adata.copy()
-        bad.obs["condition"] = bad.obs["condition"].replace({"G3": "drugX"})
-        scdit.fit(bad, "condition", perturbation_features="data", **tiny)
+    bad = counts_adata.copy()
+    bad.obs["condition"] = bad.obs["condition"].replace({"G3": "drugX"})
+    with pytest.warns(UserWarning, match=r"1 seen perturbation\(s\) are not measured.*drugX"):
+        m = scdit.fit(bad, "condition", perturbation_features="data", max_steps=2, **tiny)
+    assert m.config.conditions.features == "data"
+    drugs = counts_adata.copy()
+    drugs.obs["condition"] = drugs.obs["condition"].replace(
+        {"G1": "drugA", "G2": "drugB", "G3": "drugC", "G1+G2": "drugA+drugB"})
+    with pytest.raises(ValueError, match="none of the 3 perturbation"):
+        scdit.fit(drugs, "condition", perturbation_features="data", **tiny)
 
 
 # ----------------------------------------------------------------------------- dose
@@ -518,3 +524,18 @@ def test_anchor_default_is_on_for_unseen_combinations_only(counts_model):
     np.testing.assert_array_equal(tok("G1+G2"), tok("G1+G2", anchor=False))  # seen: off
     np.testing.assert_array_equal(tok("G1"), tok("G1", anchor=False))
     assert counts_model.predict("G1", n_cells=3, seed=0).uns["scdit"]["anchor"] == "auto"
+
+
+def test_auto_features_need_a_fifth_of_seen_perturbations_measured():
+    from scdit._api import _resolve_features
+
+    genes = [f"G{i}" for i in range(30)]
+
+    def kind(labels):
+        return _resolve_features(None, ConditionVocab.build(["ctrl", *labels], "ctrl"), genes)[1]
+
+    drugs = [f"drug{i}" for i in range(8)]
+    assert kind(["G1", "G2", *drugs]) == "data"  # 2 of 10 measured
+    assert kind(["G1", "G2", *drugs, "drug8"]) == "none"  # 2 of 11 < 20 %
+    assert kind(["G1", "drug0"]) == "none"  # one measured gene is not enough
+    assert kind(["G1", "G2+G3", "drug0"]) == "data"  # members count (3 of 4)

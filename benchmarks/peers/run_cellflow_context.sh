@@ -6,6 +6,8 @@
 #
 # ARCHITECTURE: "tutorial" (CellFlow tutorial widths, MultiSteps(adam(5e-5), 20)) or "small"
 # (reduced widths, plain adam(1e-4); the only setting affordable on one CPU core, see README).
+# PREPARE_ARGS: extra arguments of "score_cellflow.py prepare", e.g.
+#   PREPARE_ARGS="--no-cellline --kang /path/valid.h5ad --kang-context CD4T" with no PATIENTS ("").
 # Environment: CELLFLOW_PY (default /work/peers/cellflow-venv/bin/python), CPU (default 1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +24,7 @@ export JAX_PLATFORMS=cpu
 
 # shellcheck disable=SC2068
 taskset -c "$CPU" .venv/bin/python benchmarks/peers/score_cellflow.py prepare "$WORKDIR" \
-    --iterations "$ITERATIONS" --architecture "$ARCH" --patients ${PATIENTS[@]}
+    --iterations "$ITERATIONS" --architecture "$ARCH" --patients ${PATIENTS[@]} ${PREPARE_ARGS:-}
 while read -r job; do
     echo "== CellFlow: $job"
     /usr/bin/time -v taskset -c "$CPU" "$CELLFLOW_PY" benchmarks/peers/cellflow_context.py "$job" \

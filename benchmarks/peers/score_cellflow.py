@@ -11,7 +11,7 @@ baselines (``no_change``, ``mean`` = the mean shift of the other contexts, ``mea
 Usage::
 
     python benchmarks/peers/score_cellflow.py prepare WORKDIR --iterations N [--architecture A]
-        [--patients PW030 PW034 ...] [--no-cellline]
+        [--patients PW030 PW034 ...] [--no-cellline] [--kang valid.h5ad --kang-context CD4T]
     python benchmarks/peers/score_cellflow.py score WORKDIR [--csv PATH]
 """
 
@@ -54,16 +54,34 @@ def load_cell_lines() -> ad.AnnData:
     return adata
 
 
+#: Optional Kang 2018 file (scGen's log-normalised ``valid.h5ad`` split; see RESULTS.md).
+KANG: dict = {}
+
+
+def load_kang() -> ad.AnnData:
+    adata = ad.read_h5ad(KANG["path"])
+    adata.obs_names_make_unique()
+    for key in ("condition", "cell_type"):
+        adata.obs[key] = adata.obs[key].astype(str)
+    return adata
+
+
 def specs(patients: list[str], cellline: bool) -> list[dict]:
     out = [dict(name=f"glioblastoma_{p}", dataset="glioblastoma", condition_key="condition",
                 context_key="patient_id", control="ctrl", context=p) for p in patients]
     if cellline:
         out.append(dict(name="celllines_A172", dataset="celllines", condition_key="condition",
                         context_key="cell_type", control="control", context="A172"))
+    if KANG.get("path"):
+        out.append(dict(name=f"kang_{KANG['context']}", dataset="kang", condition_key="condition",
+                        context_key="cell_type", control="control", context=KANG["context"],
+                        path=KANG["path"]))
     return out
 
 
 def load(dataset: str) -> ad.AnnData:
+    if dataset == "kang":
+        return load_kang()
     return load_glioblastoma() if dataset == "glioblastoma" else load_cell_lines()
 
 
@@ -108,6 +126,8 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
     for spec_path in sorted(workdir.glob("*/spec.json")):
         d = spec_path.parent
         spec = json.loads(spec_path.read_text())
+        if spec["dataset"] == "kang":
+            KANG["path"] = spec["path"]
         if not (d / "pred.h5ad").exists():
             print("no prediction in", d)
             continue
@@ -166,11 +186,14 @@ if __name__ == "__main__":
     a.add_argument("--batch-size", type=int, default=1024)
     a.add_argument("--patients", nargs="*", default=["PW030", "PW034"])
     a.add_argument("--no-cellline", action="store_true")
+    a.add_argument("--kang", help="Kang 2018 h5ad (condition control/stimulated, cell_type)")
+    a.add_argument("--kang-context", default="CD4T", help="cell type held out")
     b = sp.add_parser("score")
     b.add_argument("workdir", type=Path)
     b.add_argument("--csv", type=Path, default=HERE / "cellflow_results.csv")
     args = p.parse_args()
     if args.cmd == "prepare":
+        KANG.update(path=args.kang, context=args.kang_context)
         prepare(args.workdir, args.patients, not args.no_cellline, args.iterations,
                 args.architecture, args.batch_size)
     else:
