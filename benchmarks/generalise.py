@@ -223,6 +223,8 @@ def run_one(setting: str, holdout: str | None, variant: str, seed: int, min_cell
     is_counts = models[0].representation == "counts"  # also score its log1p output
     modes = calibrate if models[0].config.flow.source == "control" else ()
     extras = [("scdit_log1p", {"representation": "log1p"})] if is_counts else []
+    if cov:  # the plain model, without the default held-out-context anchoring
+        extras.append(("scdit_noanchor", {"anchor": False}))
     for mode in modes:  # drift-calibrated predictions, and their log1p output for counts models
         extras.append((f"scdit_cal{mode}", {"calibrate": mode}))
         if is_counts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 
 import scdit
@@ -512,6 +513,51 @@ def test_anchor_unseen_combination_is_additive_with_optional_generated_interacti
     with pytest.raises(ValueError, match="anchor must be None, True, False or 'interaction'"):
         gen("G2+G3", anchor="yes")
 
+
+
+def _unmodelled_log1p(model, cells) -> tuple[np.ndarray, np.ndarray]:
+    """Unmodelled columns of ``cells`` (counts) as log1p of each cell's whole library, and
+    their indices, computed here."""
+    cols = np.setdiff1d(np.arange(model.var_names.size), model.gene_index)
+    X = cells.X.toarray() if sp.issparse(cells.X) else np.asarray(cells.X)
+    lib = X.sum(1) if "_scdit_library_size" not in cells.obs else \
+        cells.obs["_scdit_library_size"].to_numpy()
+    return np.log1p(X[:, cols] / lib[:, None] * 1e4), cols
+
+
+def test_anchor_covers_the_genes_outside_the_model(counts_model):
+    """The 20 unmodelled genes (carried over from reference cells) get the anchored mean too:
+    a seen label its training mean, an unseen combination the additive one; anchor=False
+    leaves them as the reference cells have them."""
+    ref = counts_model.reference
+    assert counts_model.var_names.size - len(counts_model.gene_index) == 20
+
+    def group(label):
+        rows = ((ref.obs.condition.astype(str) == label) & (ref.obs.cell_type == "T")).to_numpy()
+        return _unmodelled_log1p(counts_model, ref[rows])[0].mean(0)
+
+    for label, target in (("G1", group("G1")),
+                          ("G2+G3", group("G2") + group("G3") - group("ctrl"))):
+        out = counts_model.predict(label, n_cells=60, covariates={"cell_type": "T"}, seed=2,
+                                   anchor=True, representation="log1p")
+        X = out.X.toarray()
+        cols = np.setdiff1d(np.arange(out.n_vars), counts_model.gene_index)
+        np.testing.assert_allclose(X[:, cols].mean(0), np.maximum(target, 0), atol=1e-4)
+        assert X.min() >= 0
+        plain = counts_model.predict(label, n_cells=60, covariates={"cell_type": "T"}, seed=2,
+                                     anchor=False, representation="log1p").X.toarray()
+        assert np.abs(plain[:, cols].mean(0) - np.maximum(target, 0)).max() > 1e-2
+    # counts output: integers, the same mean up to the stochastic rounding
+    out = counts_model.predict("G1", n_cells=400, covariates={"cell_type": "T"}, seed=2,
+                               anchor=True)
+    X = out.X.toarray()
+    np.testing.assert_array_equal(X, np.round(X))
+    # normalised by the libraries the counts were drawn for (the reference cells')
+    out.obs["_scdit_library_size"] = ref.obs.loc[out.obs["reference_cell"],
+                                                 "_scdit_library_size"].to_numpy()
+    got = _unmodelled_log1p(counts_model, out)[0].mean(0)
+    assert np.abs(got - group("G1")).max() < 0.25
+    assert np.abs(got - group("G1")).mean() < 0.08
 
 def test_anchor_default_is_on_for_unseen_combinations_only(counts_model):
     cov = {"cell_type": "B"}

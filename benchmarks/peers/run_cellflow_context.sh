@@ -7,7 +7,8 @@
 # ARCHITECTURE: "tutorial" (CellFlow tutorial widths, MultiSteps(adam(5e-5), 20)) or "small"
 # (reduced widths, plain adam(1e-4); the only setting affordable on one CPU core, see README).
 # PREPARE_ARGS: extra arguments of "score_cellflow.py prepare", e.g.
-#   PREPARE_ARGS="--no-cellline --kang /path/valid.h5ad --kang-context CD4T" with no PATIENTS ("").
+#   PREPARE_ARGS="--no-cellline --kang /path/valid.h5ad --kang-context CD4T" with PATIENTS "none"
+#   (an empty PATIENTS list falls back to the default PW030 PW034).
 # Environment: CELLFLOW_PY (default /work/peers/cellflow-venv/bin/python), CPU (default 1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,7 +16,7 @@ WORKDIR=${1:-/work/peers/runs/context}
 ITERATIONS=${2:-2000}
 ARCH=${3:-small}
 shift $(( $# < 3 ? $# : 3 ))
-PATIENTS=("${@:-PW030 PW034}")
+if [ "${1:-}" = "none" ]; then PATIENTS=(); else PATIENTS=("${@:-PW030 PW034}"); fi
 CELLFLOW_PY=${CELLFLOW_PY:-/work/peers/cellflow-venv/bin/python}
 CPU=${CPU:-1}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1

@@ -113,3 +113,25 @@ def log1p_to_counts(
         lo, hi = np.log1p(k * inv), np.log1p((k + 1) * inv)
         p = np.divide(x - lo, hi - lo, out=np.zeros_like(x), where=hi > lo)
     return (k + (rng.random(mu.shape) < np.clip(p, 0.0, 1.0))).astype(np.float32)
+
+
+def clipped_mean_shift(values: np.ndarray, target: np.ndarray, iters: int = 60) -> np.ndarray:
+    """Per column, the constant ``s`` with ``mean(max(values + s, 0)) == max(target, 0)``.
+
+    ``values`` ``(n, G)`` are unclipped log1p values, ``target`` ``(G,)`` the wanted mean after
+    clipping at 0 (a negative target is clipped to 0: the shift that zeroes the column). The
+    clipped mean is monotone in ``s``, so each column is solved by bisection. Used where a mean
+    is imposed on log1p output (anchoring): a plain shift followed by clipping would raise the
+    mean of lowly expressed genes.
+    """
+    u = np.asarray(values, dtype=np.float64)
+    target = np.maximum(np.asarray(target, dtype=np.float64), 0.0)
+    if u.shape[0] == 0:
+        return np.zeros(u.shape[1])
+    lo = -u.max(0)  # every value <= 0: clipped mean 0
+    hi = target - u.min(0)  # every value >= target: clipped mean >= target
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        low = np.maximum(u + mid, 0.0).mean(0) < target
+        lo, hi = np.where(low, mid, lo), np.where(low, hi, mid)
+    return np.where(target > 0, (lo + hi) / 2, lo)

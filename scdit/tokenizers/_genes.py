@@ -10,6 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from ..data._representation import clipped_mean_shift
 from ._base import check_fitted, register, token_layout
 from ._rank import RankCodec
 
@@ -221,14 +222,7 @@ class GeneTokenizer:
         flat = tokens.reshape(tokens.shape[0], -1)
         std, mean = self.std.to(flat).double(), self.mean.to(flat).double()
         u = flat[:, : self.n_genes].double() * std + mean  # (B, G) unclipped log1p
-        target = u.mean(0).clamp_min(0.0)
-        lo = -u.max(0).values  # at this shift every value is <= 0: decoded mean 0
-        hi = target - u.min(0).values  # at this shift every value is >= target: mean >= target
-        for _ in range(iters):  # decoded mean is monotone in the shift: bisection per gene
-            mid = (lo + hi) / 2
-            low = (u + mid).clamp_min(0.0).mean(0) < target
-            lo, hi = torch.where(low, mid, lo), torch.where(low, hi, mid)
-        shift = torch.where(target > 0, (lo + hi) / 2, lo)  # target 0: everything clipped
+        shift = torch.as_tensor(clipped_mean_shift(u.numpy(), u.mean(0).numpy(), iters))
         out = flat.clone()
         out[:, : self.n_genes] = (flat[:, : self.n_genes].double() + shift / std).to(flat.dtype)
         return out.reshape(tokens.shape)

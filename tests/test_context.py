@@ -1,0 +1,190 @@
+"""Held-out covariate contexts: the LOCO-chosen effect estimator and predict's anchoring to it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY, make_counts_adata
+from test_generalise import _assert_constant_shift, _decoded_mean
+
+import scdit
+from scdit._context import apply_effect, candidates, context_effect, loco_scores, pc_coordinates
+
+
+def _cells(rng, n=200, d=12):
+    return rng.normal(size=(n, d)) * np.linspace(3, 0.5, d)
+
+
+def test_pc_coordinates_are_whitened():
+    rng = np.random.default_rng(0)
+    cells = _cells(rng)
+    z = pc_coordinates(cells, cells, n_pcs=5)
+    assert z.shape == (200, 5)
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-10)
+    np.testing.assert_allclose(z.std(0), 1, atol=1e-10)
+
+
+def test_two_contexts_give_the_mean_shift():
+    rng = np.random.default_rng(1)
+    E, C = rng.normal(size=(2, 12)), rng.normal(size=(2, 12))
+    est, info = context_effect(E, C, rng.normal(size=12), _cells(rng))
+    np.testing.assert_allclose(est, E.mean(0))
+    assert info["method"] == "mean" and info["loco"] is None
+    with pytest.raises(ValueError, match="≥ 2 training contexts"):
+        context_effect(E[:1], C[:1], C[0], _cells(rng))
+
+
+def test_exact_slope_is_found_and_extrapolated():
+    """Effects linear in the control mean with slope -0.5: LOCO picks it, the estimate is exact."""
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=12)
+    C = rng.normal(size=(5, 12))
+    E = a + -0.5 * (C - C.mean(0))
+    c = rng.normal(size=12)
+    est, info = context_effect(E, C, c, _cells(rng))
+    assert (info["method"], info["param"]) == ("slope", -0.5)
+    assert info["loco"] == pytest.approx(1.0)
+    np.testing.assert_allclose(est, a - 0.5 * (c - C.mean(0)), atol=1e-12)
+
+
+def test_kernel_follows_the_closest_contexts():
+    """Two groups of contexts with different responses: the new context, close to group A,
+    gets (nearly) group A's effect, which the mean shift would halve."""
+    rng = np.random.default_rng(3)
+    cells = _cells(rng, d=8)
+    centre_a, centre_b = np.zeros(8), np.r_[20.0, np.zeros(7)]
+    C = np.vstack([centre_a + rng.normal(0, 0.1, (3, 8)), centre_b + rng.normal(0, 0.1, (3, 8))])
+    resp_a, resp_b = rng.normal(size=8), rng.normal(size=8)
+    E = np.vstack([resp_a + rng.normal(0, 0.05, (3, 8)), resp_b + rng.normal(0, 0.05, (3, 8))])
+    est, info = context_effect(E, C, centre_a, cells)
+    assert info["method"] == "kernel"
+    assert np.corrcoef(est, resp_a)[0, 1] > 0.99
+    assert info["loco"] > info["loco_mean"]
+
+
+def test_identical_effects_keep_the_mean_shift():
+    rng = np.random.default_rng(4)
+    E = np.tile(rng.normal(size=10), (4, 1))
+    C = rng.normal(size=(4, 10))
+    scores = loco_scores(E, C, rng.normal(size=(4, 3)))
+    assert len(scores) == len(candidates())
+    est, info = context_effect(E, C, rng.normal(size=10), _cells(rng, d=10))
+    # kernels tie with the mean (all effects equal); slopes other than 0 add the control offset
+    assert info["method"] == "mean"
+    np.testing.assert_allclose(est, E[0])
+
+
+# ------------------------------------------------------------------ predict on a held-out context
+CONTEXT_CONDITIONS = {"ctrl": 240, "G1": 160}
+
+
+@pytest.fixture(scope="module")
+def context_data():
+    """Four cell types; G1 lifts genes 10-14 by a factor growing with the type, type D held out."""
+    adata = make_counts_adata(seed=5, conditions=CONTEXT_CONDITIONS)
+    n = adata.n_obs
+    types = np.array(["A", "B", "C", "D"])[np.arange(n) % 4]
+    adata.obs["cell_type"] = types
+    X = adata.X.copy()
+    for k, t in enumerate("ABCD"):
+        X[types == t, 30 + k] *= 4.0  # a marker per type
+    adata.X = X
+    held = (adata.obs.cell_type == "D") & (adata.obs.condition == "G1")
+    train = adata[~held.to_numpy()].copy()
+    source = adata[((adata.obs.cell_type == "D") & (adata.obs.condition == "ctrl")).to_numpy()]
+    model = scdit.fit(train, "condition", covariate_keys=["cell_type"], source="control",
+                      n_top_genes=40, max_steps=30, seed=0, **TINY)  # 10 genes outside the model
+    return model, source.copy()
+
+
+def _log1p_group_mean(model, label, cell_type):
+    obs = model.reference.obs
+    rows = np.flatnonzero((obs.condition.astype(str) == label).to_numpy()
+                          & (obs.cell_type.astype(str) == cell_type).to_numpy())
+    tokens = model._encode_cells(model.reference[rows]).double()
+    tk = model.tokenizer
+    return tokens.reshape(len(rows), -1)[:, :tk.n_genes] * tk.std.double() + tk.mean.double()
+
+
+def test_held_out_context_is_anchored_to_the_loco_estimate(context_data):
+    model, source = context_data
+    src_tokens = model._encode_cells(source)
+    cov = pd.DataFrame({"cell_type": ["D"] * source.n_obs})
+
+    def gen(anchor):
+        return torch.as_tensor(model.sample("G1", source.n_obs, covariates=cov, output="tokens",
+                                            seed=3, source_tokens=src_tokens, anchor=anchor))
+
+    plain, default = gen(False), gen(None)
+    _assert_constant_shift(default, plain)
+    # independent computation in log1p units from the stored reference cells
+    tk = model.tokenizer
+    pool = ["A", "B", "C"]
+    C = np.stack([_log1p_group_mean(model, "ctrl", t).mean(0).numpy() for t in pool])
+    E = np.stack([_log1p_group_mean(model, "G1", t).mean(0).numpy() for t in pool]) - C
+    ctrl_cells = np.concatenate([_log1p_group_mean(model, "ctrl", t).numpy() for t in pool])
+    c = (src_tokens.double().reshape(len(cov), -1)[:, :tk.n_genes] * tk.std.double()
+         + tk.mean.double()).mean(0).numpy()
+    est, info = context_effect(E, C, c, ctrl_cells)
+    target = torch.as_tensor(c + est).clamp_min(0.0)
+    torch.testing.assert_close(_decoded_mean(model, default), target, atol=1e-4, rtol=0)
+    assert (_decoded_mean(model, plain) - target).abs().max() > 1e-2
+    assert model._anchor_cache[("context_info", "G1", ("D",))]["method"] == info["method"]
+    # True is the same as the default here; with only one other context it cannot be done
+    torch.testing.assert_close(gen(True), default)
+
+
+def test_held_out_context_pool_and_default(context_data):
+    model, source = context_data
+    sub = model._context_pool("G1", ("D",))
+    assert sub == [("A",), ("B",), ("C",)]
+    # a seen context keeps the plain default
+    cov = pd.DataFrame({"cell_type": ["A"] * 10})
+    assert not model._auto_anchor("G1", cov, None, {})
+    assert model._auto_anchor("G1", pd.DataFrame({"cell_type": ["D"] * 10}), None, {})
+    out = model.predict("G1", source=source, seed=0)
+    assert out.uns["scdit"]["anchor"] == "auto"
+
+
+def test_estimators_are_linear_in_the_effects():
+    """apply_effect reproduces every chosen estimate from its weights and slope (this is what
+    carries the estimator over to the genes outside the model)."""
+    rng = np.random.default_rng(6)
+    for seed in range(6):
+        r = np.random.default_rng(seed)
+        E, C = r.normal(size=(5, 9)), r.normal(size=(5, 9))
+        C[:, 0] *= 1 + 4 * (seed % 2)
+        c = r.normal(size=9)
+        est, info = context_effect(E, C, c, _cells(rng, d=9))
+        np.testing.assert_allclose(apply_effect(info, E, C, c), est, atol=1e-12)
+        assert info["weights"].sum() == pytest.approx(1.0)
+
+
+def test_held_out_context_anchors_the_genes_outside_the_model(context_data):
+    """Unmodelled genes (carried over from the source cells) get the same estimator's effect:
+    computed here from the stored cells with the chosen weights and slope."""
+    model, source = context_data
+    cols = np.setdiff1d(np.arange(model.var_names.size), model.gene_index)
+    assert len(cols) == 10
+    out = model.predict("G1", source=source, seed=0, representation="log1p")
+    info = model._anchor_cache[("context_info", "G1", ("D",))]
+    ref = model.reference
+
+    def log1p(cells):
+        X = cells.X.toarray() if hasattr(cells.X, "toarray") else np.asarray(cells.X)
+        return np.log1p(X[:, cols] / X.sum(1, keepdims=True) * 1e4)
+
+    def group(label, t):
+        return log1p(ref[((ref.obs.condition == label) & (ref.obs.cell_type == t)).to_numpy()]
+                     ).mean(0)
+
+    C = np.stack([group("ctrl", t) for t in "ABC"])
+    E = np.stack([group("G1", t) for t in "ABC"]) - C
+    c = log1p(source).mean(0)  # the source cells are the context's controls
+    target = np.maximum(c + info["weights"] @ E + info["slope"] * (c - C.mean(0)), 0)
+    X = out.X.toarray()
+    np.testing.assert_allclose(X[:, cols].mean(0), target, atol=1e-4)
+    plain = model.predict("G1", source=source, seed=0, representation="log1p", anchor=False)
+    np.testing.assert_allclose(plain.X.toarray()[:, cols], log1p(source), atol=1e-5)
