@@ -386,20 +386,21 @@ class ScDiT:
         """log1p expression ``(n, U)`` of the unmodelled genes of ``cells`` (counts normalised
         by each cell's whole library)."""
         X = cells.X[:, self._unmodelled()]
-        X = X.toarray() if sp.issparse(X) else np.asarray(X)
         if self.representation == "counts":
-            return np.asarray(counts_to_log1p(X, lib=cells.obs[LIBRARY_KEY].to_numpy()), np.float64)
-        return np.asarray(X, dtype=np.float64)
+            X = counts_to_log1p(X, lib=cells.obs[LIBRARY_KEY].to_numpy())
+        return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
 
-    def _gene_means(self, ctx: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """Per canonical label stored in context ``ctx``: the mean log1p of its reference cells
-        over the unmodelled genes ``(U,)``; cached."""
+    def _gene_mean(self, label: str, ctx: tuple[str, ...]) -> np.ndarray | None:
+        """Mean log1p ``(U,)`` of the unmodelled genes over the stored reference cells of
+        ``label`` in context ``ctx`` (``None`` if there are none); cached per label, so that
+        only the groups an anchor needs are ever densified."""
         cache = self.__dict__.setdefault("_anchor_cache", {})
-        key = ("gene_means", ctx)
+        key = ("gene_mean", self._canonical(label), ctx)
         if key not in cache:
             rows, labels = self._context_rows(ctx)
-            X = self._log1p_unmodelled(self.reference[rows])
-            cache[key] = {lab: X[labels == lab].mean(0) for lab in np.unique(labels)}
+            rows = rows[labels == self._canonical(label)]
+            cache[key] = self._log1p_unmodelled(self.reference[rows]).mean(0) if len(rows) \
+                else None
         return cache[key]
 
     def _gene_target(self, label: str, ctx: tuple[str, ...], terms: list,
@@ -408,20 +409,21 @@ class ScDiT:
         ``terms``: weighted training means, or for a held-out context the same estimator
         (weights, slope) applied to the genes. ``carried`` is the mean of the cells' own values
         (the context's control mean when the token anchor used the source cells')."""
-        gm = self._gene_means(ctx)
         if all(isinstance(lab, str) for lab, _ in terms):
-            labs = [self._canonical(lab) for lab, _ in terms]
-            if any(lab not in gm for lab in labs):
+            means = [self._gene_mean(lab, ctx) for lab, _ in terms]
+            if any(m is None for m in means):
                 return None
-            return sum(w * gm[lab] for lab, (_, w) in zip(labs, terms, strict=True))
-        lab, ctrl = self._canonical(label), self._canonical(self.vocab.control)
-        info = self.__dict__.get("_anchor_cache", {}).get(("context_info", lab, ctx))
+            return sum(w * m for m, (_, w) in zip(means, terms, strict=True))
+        info = self.__dict__.get("_anchor_cache", {}).get(
+            ("context_info", self._canonical(label), ctx))
         if info is None:
             return None
         pool = self._context_pool(label, ctx)
-        C = np.stack([self._gene_means(k)[ctrl] for k in pool])
-        E = np.stack([self._gene_means(k)[lab] for k in pool]) - C
-        c = carried if info["c_from_source"] or ctrl not in gm else gm[ctrl]
+        ctrl = self.vocab.control
+        C = np.stack([self._gene_mean(ctrl, k) for k in pool])
+        E = np.stack([self._gene_mean(label, k) for k in pool]) - C
+        own = self._gene_mean(ctrl, ctx)
+        c = carried if info["c_from_source"] or own is None else own
         return c + apply_effect(info, E, C, c)
 
     def _anchor_unmodelled(self, label: str, part: ad.AnnData, ref: ad.AnnData, terms: dict,
