@@ -426,6 +426,25 @@ class ScDiT:
         c = carried if info["c_from_source"] or own is None else own
         return c + apply_effect(info, E, C, c)
 
+    def _estimator_report(self, label: str, terms: dict | None) -> dict[str, dict]:
+        """For ``uns["scdit"]["context_estimator"]``: per held-out context anchored in
+        ``terms``, the estimator chosen, its parameter and leave-one-context-out Pearson (and
+        the mean shift's), keyed ``"label | context"``."""
+        out = {}
+        for ctx, ts in (terms or {}).items():
+            if all(isinstance(lab, str) for lab, _ in ts):
+                continue
+            info = self.__dict__.get("_anchor_cache", {}).get(
+                ("context_info", self._canonical(label), ctx), {})
+            key = f"{label} | {', '.join(ctx)}"
+            out[key] = {"method": info.get("method", "mean"),
+                        "param": float("nan") if info.get("param") is None else info["param"],
+                        "loco_pearson": float("nan") if info.get("loco") is None else info["loco"],
+                        "loco_pearson_mean_shift": float("nan") if info.get("loco_mean") is None
+                        else info["loco_mean"],
+                        "n_contexts": int(len(info.get("weights", [])))}
+        return out
+
     def _anchor_unmodelled(self, label: str, part: ad.AnnData, ref: ad.AnnData, terms: dict,
                            representation: str, rng) -> ad.AnnData:
         """Give the genes outside the model (carried over from ``ref``) the anchored mean of
@@ -793,7 +812,10 @@ class ScDiT:
 
         Returns
         -------
-        AnnData with ``obs[condition_key]``, the covariates and ``obs["reference_cell"]``.
+        AnnData with ``obs[condition_key]``, the covariates and ``obs["reference_cell"]``;
+        ``uns["scdit"]`` holds the sampling settings and, for held-out contexts anchored to an
+        estimated effect, ``"context_estimator"`` (per ``"label | context"``: the estimator
+        chosen, its parameter, its leave-one-context-out Pearson and the mean shift's).
         """
         out_rep = self.representation if representation is None else representation
         if out_rep not in ("log1p", "counts"):
@@ -807,7 +829,7 @@ class ScDiT:
         self.vocab.encode(labels)  # clear error for unknown perturbations, before any work
         rng = np.random.default_rng(seed)
         src = self._check_source(source, layer) if source is not None else None
-        parts = []
+        parts, chosen = [], {}
         for i, label in enumerate(labels):
             transport = self.config.flow.source == "control"
             if transport and src is None:
@@ -826,6 +848,7 @@ class ScDiT:
                                   _anchor_out=(anchored := {}))
             part = self._assemble(label, tokens, ref, rng, out_rep)
             part = self._anchor_unmodelled(label, part, ref, anchored.get("terms"), out_rep, rng)
+            chosen.update(self._estimator_report(label, anchored.get("terms")))
             parts.append(self._apply_target_prior(label, part, rng, out_rep) if target_prior
                          else part)
         out = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
@@ -836,6 +859,8 @@ class ScDiT:
                             "representation": out_rep, "calibrate": calibrate,
                             "anchor": "auto" if anchor is None else anchor,
                             "shrink": "auto" if shrink is None else shrink}
+        if chosen:
+            out.uns["scdit"]["context_estimator"] = chosen
         return out
 
     # ------------------------------------------------------------------ helpers

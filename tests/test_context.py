@@ -136,7 +136,7 @@ def test_held_out_context_is_anchored_to_the_loco_estimate(context_data):
     torch.testing.assert_close(gen(True), default)
 
 
-def test_held_out_context_pool_and_default(context_data):
+def test_held_out_context_pool_and_default(context_data, tmp_path):
     model, source = context_data
     sub = model._context_pool("G1", ("D",))
     assert sub == [("A",), ("B",), ("C",)]
@@ -146,6 +146,13 @@ def test_held_out_context_pool_and_default(context_data):
     assert model._auto_anchor("G1", pd.DataFrame({"cell_type": ["D"] * 10}), None, {})
     out = model.predict("G1", source=source, seed=0)
     assert out.uns["scdit"]["anchor"] == "auto"
+    report = out.uns["scdit"]["context_estimator"]["G1 | D"]
+    info = model._anchor_cache[("context_info", "G1", ("D",))]
+    assert report["method"] == info["method"] and report["n_contexts"] == 3
+    assert report["loco_pearson"] >= report["loco_pearson_mean_shift"]
+    out.write_h5ad(tmp_path / "pred.h5ad")  # the report is h5ad-serialisable
+    assert "context_estimator" not in model.predict("G1", source=source, seed=0,
+                                                    anchor=False).uns["scdit"]
 
 
 def test_estimators_are_linear_in_the_effects():
