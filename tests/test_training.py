@@ -89,7 +89,7 @@ def test_auto_max_steps_by_source(source, n_cells, expected):
 
 
 def test_fit_shortens_a_run_to_its_time_budget(counts_adata, tiny):
-    model = scdit.fit(counts_adata, "condition", max_steps=100_000, max_minutes=0.05, **tiny)
+    model = scdit.fit(counts_adata, "condition", max_steps=100_000, max_minutes=0.2, **tiny)
     s = model.summary
     assert s["budget_steps"] is not None and s["budget_steps"] < 100_000
-    assert s["steps"] <= s["budget_steps"] and s["seconds"] < 60  # budget 3 s; loose: shared CI machines
+    assert s["steps"] <= s["budget_steps"] and s["seconds"] < 60  # budget 12 s (3 s was cut by the hard max_time before the step-50 probe under load)
