@@ -60,12 +60,28 @@ def test_glioblastoma_panobinostat():
     assert np.allclose(adata.X.data, np.round(adata.X.data))
 
 
+def test_papalexi21_thp1():
+    adata = ds.papalexi21_thp1()
+    assert adata.shape == (20729, 299)
+    counts = adata.obs["perturbation"].value_counts()
+    assert counts["control"] == 2386 and len(counts) == 26
+    measured = sorted(set(adata.obs["perturbation"].astype(str)) & set(adata.var_names))
+    assert measured == ["CMTM6", "IFNGR2", "JAK2", "NFKBIA", "STAT1", "STAT2", "STAT3",
+                        "TNFRSF14", "UBE2L6"]
+    assert (adata.obs["grna_umi"] > 0).all()
+    info = adata.uns["scdit_dataset"]
+    assert info["representation"] == "counts" and info["license"] == "MIT"
+    assert info["covariate_keys"] == [] and "Papalexi" in info["citation"]
+    assert np.allclose(adata.X.data, np.round(adata.X.data))
+    assert ds.load("papalexi21_thp1").shape == adata.shape  # by alias
+
+
 def test_bundled_returns_fresh_copies_and_round_trips(tmp_path):
     a, b = ds.norman19_devel(), ds.norman19_devel()
     a.obs["perturbation"] = "x"
     a.X.data[:] = 0
     assert b.obs["perturbation"].iloc[0] != "x" and b.X.data.max() > 0
-    for fn in (ds.norman19_devel, ds.glioblastoma_panobinostat):
+    for fn in (ds.norman19_devel, ds.glioblastoma_panobinostat, ds.papalexi21_thp1):
         adata = fn()
         adata.write_h5ad(tmp_path / "x.h5ad")
         back = ad.read_h5ad(tmp_path / "x.h5ad")

@@ -29,6 +29,7 @@ EXPECTED = {
     "tahoe100m",
     "norman19_devel",
     "glioblastoma_panobinostat",
+    "papalexi21_thp1_lowmoi",
 }
 CARDS = sorted(_builtin_cards())
 
@@ -68,7 +69,8 @@ def test_cards_also_satisfy_jsonschema(name):
     jsonschema.validate(ds.get_card(name), ds.CARD_SCHEMA)
 
 
-@pytest.mark.parametrize("name", ["norman19_devel", "glioblastoma_panobinostat"])
+@pytest.mark.parametrize("name", ["norman19_devel", "glioblastoma_panobinostat",
+                                  "papalexi21_thp1_lowmoi"])
 def test_bundled_checksums_match_package_files(name):
     card = ds.get_card(name)
     res = resources.files("scdit.datasets").joinpath("_data", card["source"]["filename"])
@@ -133,7 +135,8 @@ def test_list_works_offline(monkeypatch, tmp_path):
         "cached",
     } <= set(table.columns)
     assert set(table["name"]) == EXPECTED
-    bundled = table.set_index("name").loc[["norman19_devel", "glioblastoma_panobinostat"]]
+    bundled = table.set_index("name").loc[["norman19_devel", "glioblastoma_panobinostat",
+                                          "papalexi21_thp1_lowmoi"]]
     assert bundled["bundled"].all() and bundled["verified"].all() and bundled["cached"].all()
     assert bundled.loc["norman19_devel", "cells"] == 5961
     assert not table.set_index("name").loc["norman19", "cached"]

@@ -16,7 +16,7 @@ Examples
 The last line downloads about 700 MB once into the cache (see :func:`cache_dir`).
 """
 
-from ._bundled import glioblastoma_panobinostat, norman19_devel
+from ._bundled import glioblastoma_panobinostat, norman19_devel, papalexi21_thp1
 from ._download import (
     ChecksumError,
     DatasetNotCachedError,
@@ -54,6 +54,7 @@ __all__ = [
     "list_datasets",
     "load",
     "norman19_devel",
+    "papalexi21_thp1",
     "register",
     "synthetic_perturbation",
     "unregister",

@@ -16,6 +16,7 @@ __all__ = [
     "CONTROL",
     "glioblastoma_panobinostat",
     "norman19_devel",
+    "papalexi21_thp1",
     "perturbation_targets",
     "preprocess_adata",
     "standardise_obs",
@@ -249,3 +250,25 @@ def glioblastoma_panobinostat() -> ad.AnnData:
     A fresh AnnData object on every call.
     """
     return _load("glioblastoma_panobinostat")
+
+
+def papalexi21_thp1() -> ad.AnnData:
+    """THP-1 CRISPR knock-out screen of immune-checkpoint regulators (bundled, offline, 3.2 MB).
+
+    20,729 cells × 299 genes, raw UMI counts (~200 per cell), from the low-MOI example data of
+    the sceptredata R package (Papalexi et al. 2021): 25 targeted genes and non-targeting
+    controls. Nine targets (CMTM6, IFNGR2, JAK2, NFKBIA, STAT1, STAT2, STAT3, TNFRSF14,
+    UBE2L6) are measured genes, so held-out knock-outs can be predicted from data-derived
+    features of their targets (``scdit.fit``'s default for such screens).
+
+    Standard keys: ``obs["perturbation"]`` is the target of each cell's most-expressed gRNA
+    (``obs["grna"]``, with its UMI count ``obs["grna_umi"]``), ``control`` for non-targeting
+    gRNAs; ``obs["bio_rep"]`` is the biological replicate. Cells that escaped the knock-out are
+    not filtered. ``uns["scdit_dataset"]`` records representation ``counts``, licence (MIT) and
+    citation.
+
+    Returns
+    -------
+    A fresh AnnData object on every call.
+    """
+    return _load("papalexi21_thp1_lowmoi")
