@@ -201,7 +201,8 @@ def fit(
         Wall-time budget of training (default 14 min, so that a default fit ends within 15
         minutes on a small CPU). A run that would overrun it is shortened early on, its
         learning-rate schedule included (``summary["budget_steps"]``); a hard stop at the
-        budget remains as a backstop. ``None`` disables it.
+        budget remains as a backstop (``summary["stopped_by_time"]``, with a warning, when it
+        ends a run before its schedule). ``None`` disables it.
     batch_size, lr, seed, accelerator, precision
         Training settings (``precision="auto"``: bf16 mixed on GPUs that support it, else fp32).
     checkpoint_dir
@@ -322,7 +323,8 @@ def fit(
                          verbose=verbose, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
     summary = {"n_cells": int(adata.n_obs), "n_train": int(len(tr)), "n_val": int(len(val)),
                "n_params": int(n_params), "steps": result.steps, "max_steps": result.max_steps,
-               "budget_steps": result.budget_steps, "seconds": round(result.seconds, 1),
+               "budget_steps": result.budget_steps, "stopped_by_time": result.stopped_by_time,
+               "seconds": round(result.seconds, 1),
                "best_val_loss": result.best_val_loss, "history": result.history,
                "precision": result.precision, "accelerator": result.accelerator,
                "n_modelled_genes": tok.n_genes, "tokenizer": tok_cfg.kind, "ceiling": ceiling}

@@ -88,8 +88,18 @@ def test_auto_max_steps_by_source(source, n_cells, expected):
     assert auto_max_steps(n_cells, 256, source=source) == expected
 
 
+def test_fit_reports_a_run_cut_by_the_hard_time_limit(counts_adata, tiny):
+    """A budget too short even for the step-50 probe: the hard limit ends the run, and the
+    summary and a warning say so (a schedule cut mid-way is not a normal fit)."""
+    with pytest.warns(RuntimeWarning, match="minute limit after"):
+        model = scdit.fit(counts_adata, "condition", max_steps=100_000, max_minutes=0.002, **tiny)
+    s = model.summary
+    assert s["stopped_by_time"] and s["steps"] < 50 and s["budget_steps"] is None
+
+
 def test_fit_shortens_a_run_to_its_time_budget(counts_adata, tiny):
     model = scdit.fit(counts_adata, "condition", max_steps=100_000, max_minutes=0.2, **tiny)
     s = model.summary
     assert s["budget_steps"] is not None and s["budget_steps"] < 100_000
+    assert not s["stopped_by_time"]
     assert s["steps"] <= s["budget_steps"] and s["seconds"] < 60  # budget 12 s (3 s was cut by the hard max_time before the step-50 probe under load)

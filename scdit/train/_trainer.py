@@ -31,6 +31,7 @@ class TrainResult:
     accelerator: str
     max_steps: int
     budget_steps: int | None = None  # length the time budget shortened the run to, if it did
+    stopped_by_time: bool = False  # the hard time limit ended the run before its (planned) end
 
 
 def auto_max_steps(n_cells: int, batch_size: int, source: str = "noise") -> int:
@@ -133,11 +134,20 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
         t0 = time.perf_counter()
         trainer.fit(module, train_loader, val_loader)
     seconds = time.perf_counter() - t0
+    planned = (budget.shortened_to if budget and budget.shortened_to else None) or max_steps
+    stopped = bool(train.max_minutes) and int(trainer.global_step) < planned \
+        and seconds >= 60.0 * train.max_minutes * 0.98
+    if stopped:
+        warnings.warn(f"training hit the {train.max_minutes:g}-minute limit after "
+                      f"{int(trainer.global_step)} of {planned} steps, before the time budget "
+                      "could shorten the schedule (the learning rate had not decayed); raise "
+                      "max_minutes or lower max_steps.", RuntimeWarning, stacklevel=2)
     return TrainResult(field=module.final_field(), steps=int(trainer.global_step), seconds=seconds,
                        best_val_loss=module.best_val, history=module.history,
                        precision=precision, accelerator=str(trainer.accelerator.__class__.__name__),
                        max_steps=max_steps,
-                       budget_steps=budget.shortened_to if budget else None)
+                       budget_steps=budget.shortened_to if budget else None,
+                       stopped_by_time=stopped)
 
 
 class _quiet:
