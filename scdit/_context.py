@@ -33,16 +33,25 @@ N_PCS = 20
 MIN_CONTEXTS = 3
 
 
-def pc_coordinates(cells: np.ndarray, means: np.ndarray, n_pcs: int = N_PCS) -> np.ndarray:
-    """Whitened principal-component coordinates of ``means`` ``(m, D)``, with components fitted
-    on ``cells`` ``(n, D)`` (unit variance per component over the cells)."""
+def pc_basis(cells: np.ndarray, n_pcs: int = N_PCS) -> tuple[np.ndarray, np.ndarray]:
+    """``(centre (D,), projection (D, k))`` mapping a point to its whitened principal-component
+    coordinates, components fitted on ``cells`` ``(n, D)`` (unit variance per component over
+    the cells). The SVD is the costly part of :func:`context_effect`; a caller predicting
+    several times from the same training contexts can compute this once."""
     cells = np.asarray(cells, dtype=np.float64)
     mu = cells.mean(0)
     _, s, vt = np.linalg.svd(cells - mu, full_matrices=False)
     keep = s > s[0] * 1e-8 if len(s) else np.zeros(0, bool)
     k = int(min(n_pcs, keep.sum()))
     sd = s[:k] / np.sqrt(max(len(cells), 1))
-    return (np.asarray(means, dtype=np.float64) - mu) @ vt[:k].T / sd
+    return mu, vt[:k].T / sd
+
+
+def pc_coordinates(cells: np.ndarray, means: np.ndarray, n_pcs: int = N_PCS) -> np.ndarray:
+    """Whitened principal-component coordinates of ``means`` ``(m, D)``, with components fitted
+    on ``cells`` ``(n, D)`` (unit variance per component over the cells)."""
+    mu, proj = pc_basis(cells, n_pcs)
+    return (np.asarray(means, dtype=np.float64) - mu) @ proj
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -77,7 +86,7 @@ def _estimate(kind: str, param: float | None, E: np.ndarray, C: np.ndarray, P: n
               c: np.ndarray, p: np.ndarray) -> np.ndarray:
     """One estimator's effect for a context with control mean ``c`` and coordinates ``p``."""
     w, b = _linear_form(kind, param, P, p)
-    return w @ E + b * (c - C.mean(0))
+    return apply_effect({"weights": w, "slope": b}, E, C, c)
 
 
 def candidates() -> list[tuple[str, float | None]]:
@@ -103,7 +112,8 @@ def loco_scores(E: np.ndarray, C: np.ndarray, P: np.ndarray) -> dict[tuple[str, 
 
 
 def context_effect(E: np.ndarray, C: np.ndarray, c: np.ndarray,
-                   control_cells: np.ndarray) -> tuple[np.ndarray, dict]:
+                   control_cells: np.ndarray | None = None, *,
+                   basis: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
     """Effect of a perturbation in a new context (see the module docstring).
 
     Parameters
@@ -114,6 +124,8 @@ def context_effect(E: np.ndarray, C: np.ndarray, c: np.ndarray,
         ``(D,)`` control mean of the new context.
     control_cells
         ``(n, D)`` control cells (all contexts) the kernel's principal components are fitted on.
+    basis
+        Or their :func:`pc_basis`, computed beforehand.
 
     Returns
     -------
@@ -131,7 +143,11 @@ def context_effect(E: np.ndarray, C: np.ndarray, c: np.ndarray,
         info = {"method": "mean", "param": None, "loco": None, "loco_mean": None,
                 "weights": np.full(len(E), 1.0 / len(E)), "slope": 0.0}
         return apply_effect(info, E, C, c), info
-    coords = pc_coordinates(control_cells, np.vstack([C, c[None]]))
+    if basis is None:
+        if control_cells is None:
+            raise ValueError("context_effect needs control_cells or their basis.")
+        basis = pc_basis(control_cells)
+    coords = (np.vstack([C, c[None]]) - basis[0]) @ basis[1]
     P, p = coords[:-1], coords[-1]
     scores = loco_scores(E, C, P)
     best = max(scores, key=lambda key: (scores[key], key == ("mean", None)))

@@ -222,7 +222,8 @@ class GeneTokenizer:
         flat = tokens.reshape(tokens.shape[0], -1)
         std, mean = self.std.to(flat).double(), self.mean.to(flat).double()
         u = flat[:, : self.n_genes].double() * std + mean  # (B, G) unclipped log1p
-        shift = torch.as_tensor(clipped_mean_shift(u.numpy(), u.mean(0).numpy(), iters))
+        shift = torch.as_tensor(clipped_mean_shift(u.cpu().numpy(), u.mean(0).cpu().numpy(),
+                                                   iters)).to(u)
         out = flat.clone()
         out[:, : self.n_genes] = (flat[:, : self.n_genes].double() + shift / std).to(flat.dtype)
         return out.reshape(tokens.shape)

@@ -134,7 +134,7 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
         t0 = time.perf_counter()
         trainer.fit(module, train_loader, val_loader)
     seconds = time.perf_counter() - t0
-    planned = (budget.shortened_to if budget and budget.shortened_to else None) or max_steps
+    planned = (budget.shortened_to if budget else None) or max_steps
     stopped = bool(train.max_minutes) and int(trainer.global_step) < planned \
         and seconds >= 60.0 * train.max_minutes * 0.98
     if stopped:
