@@ -155,3 +155,59 @@ def context_effect(E: np.ndarray, C: np.ndarray, c: np.ndarray,
     info = {"method": best[0], "param": best[1], "loco": scores[best],
             "loco_mean": scores[("mean", None)], "weights": w, "slope": b}
     return apply_effect(info, E, C, c), info
+
+
+#: Rank of the expression basis a held-out context's estimated effect is projected onto
+#: (:func:`expression_basis`; scanpy's and CellFlow's default number of components).
+EFFECT_RANK = 50
+#: Most training cells the basis is fitted on (a seeded random subsample beyond this).
+BASIS_CELLS = 3000
+
+
+def expression_basis(X, rank: int = EFFECT_RANK, *, max_cells: int = BASIS_CELLS,
+                     seed: int = 0) -> np.ndarray | None:
+    """Orthonormal top principal axes ``(G, k)`` of log1p expression ``X`` ``(n, G)``.
+
+    An effect estimated gene by gene from a few contexts carries each gene's sampling noise;
+    real responses move genes together along the main axes of expression variation. Projecting
+    the estimate onto the top ``rank`` axes of the training cells (:func:`project_effect`)
+    keeps the coordinated part and drops most of the per-gene noise, as a PCA representation
+    (e.g. CellFlow's) does implicitly. ``None`` when there are too few cells or genes for the
+    projection to change anything (``rank ≥ min(n − 1, G)``).
+
+    Parameters
+    ----------
+    X
+        log1p expression, dense or sparse, cells × genes.
+    rank
+        Axes kept.
+    max_cells
+        Cells used at most (seeded subsample).
+    seed
+        Seed of the subsample and of the randomised SVD.
+    """
+    n, g = X.shape
+    if rank >= min(n - 1, g):
+        return None
+    rng = np.random.default_rng(seed)
+    if n > max_cells:
+        X = X[np.sort(rng.choice(n, max_cells, replace=False))]
+    X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
+    X = X - X.mean(0)
+    q = rank + 20
+    if min(X.shape) <= 4 * q:
+        return np.linalg.svd(X, full_matrices=False)[2][:rank].T
+    # randomised SVD (Halko et al. 2011), four power iterations
+    Q = np.linalg.qr(X.T @ rng.standard_normal((X.shape[0], q)))[0]  # (G, q)
+    for _ in range(4):
+        Q = np.linalg.qr(X.T @ np.linalg.qr(X @ Q)[0])[0]
+    _, _, vt = np.linalg.svd(X @ Q, full_matrices=False)
+    return Q @ vt[:rank].T
+
+
+def project_effect(delta: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
+    """``delta`` ``(G,)`` projected onto the span of ``basis`` ``(G, k)`` (unchanged for
+    ``None``)."""
+    if basis is None:
+        return np.asarray(delta, dtype=np.float64)
+    return basis @ (basis.T @ np.asarray(delta, dtype=np.float64))

@@ -10,7 +10,15 @@ from conftest import TINY, make_counts_adata
 from test_generalise import _assert_constant_shift, _decoded_mean
 
 import scdit
-from scdit._context import apply_effect, candidates, context_effect, loco_scores, pc_coordinates
+from scdit._context import (
+    apply_effect,
+    candidates,
+    context_effect,
+    expression_basis,
+    loco_scores,
+    pc_coordinates,
+    project_effect,
+)
 
 
 def _cells(rng, n=200, d=12):
@@ -195,3 +203,81 @@ def test_held_out_context_anchors_the_genes_outside_the_model(context_data):
     np.testing.assert_allclose(X[:, cols].mean(0), target, atol=1e-4)
     plain = model.predict("G1", source=source, seed=0, representation="log1p", anchor=False)
     np.testing.assert_allclose(plain.X.toarray()[:, cols], log1p(source), atol=1e-5)
+
+
+# ------------------------------------------------------------------ low-rank projection of effects
+def test_expression_basis_spans_the_top_axes():
+    """Exact and randomised SVD agree on the span of a low-rank-plus-noise matrix's top axes;
+    the basis is orthonormal, and too small data gives None."""
+    rng = np.random.default_rng(7)
+    axes = np.linalg.qr(rng.normal(size=(400, 4)))[0]  # (G, 4) true axes
+    X = rng.normal(size=(600, 4)) * [30, 20, 10, 5] @ axes.T + rng.normal(0, 0.1, (600, 400)) + 3
+    for rank in (4, 2):
+        V = expression_basis(X, rank)  # randomised branch (min(n, G) > 4 (rank + 20))
+        assert V.shape == (400, rank)
+        np.testing.assert_allclose(V.T @ V, np.eye(rank), atol=1e-10)
+        exact = np.linalg.svd(X - X.mean(0), full_matrices=False)[2][:rank].T
+        np.testing.assert_allclose(np.abs(exact.T @ V), np.eye(rank), atol=1e-6)
+    assert expression_basis(X[:5], 4) is None  # rank >= n - 1
+    assert expression_basis(X[:, :4], 4) is None  # rank >= G
+    sub = expression_basis(X, 4, max_cells=100, seed=1)  # subsample: same span, up to noise
+    assert np.linalg.svd(axes.T @ sub, compute_uv=False).min() > 0.99
+
+
+def test_project_effect_keeps_the_span_and_drops_the_rest():
+    rng = np.random.default_rng(8)
+    V = np.linalg.qr(rng.normal(size=(50, 3)))[0]
+    inside = V @ rng.normal(size=3)
+    noise = rng.normal(size=50)
+    noise -= V @ (V.T @ noise)  # orthogonal to the span
+    np.testing.assert_allclose(project_effect(inside + noise, V), inside, atol=1e-12)
+    np.testing.assert_allclose(project_effect(noise, None), noise)
+
+
+def test_held_out_context_effect_is_projected_onto_the_training_axes(context_data, monkeypatch):
+    """With a basis (rank 3 here; the fixture's 50 genes are fewer than the default rank), the
+    anchored means of all genes, modelled and not, are the control mean plus the estimate
+    projected onto the top axes of the stored cells' log1p expression."""
+    model, source = context_data
+    monkeypatch.setattr(scdit._context, "EFFECT_RANK", 3)
+    model._anchor_cache.pop("effect_basis", None)
+    try:
+        out = model.predict("G1", source=source, seed=0, representation="log1p")
+        info = dict(model._anchor_cache[("context_info", "G1", ("D",))])
+    finally:
+        model._anchor_cache.pop("effect_basis", None)
+    assert out.uns["scdit"]["context_estimator"]["G1 | D"]["effect_rank"] == 3
+    ref = model.reference
+
+    def log1p(cells):
+        X = cells.X.toarray() if hasattr(cells.X, "toarray") else np.asarray(cells.X)
+        return np.log1p(X / X.sum(1, keepdims=True) * 1e4)
+
+    def group(label, t):
+        return log1p(ref[((ref.obs.condition == label) & (ref.obs.cell_type == t)).to_numpy()]
+                     ).mean(0)
+
+    C = np.stack([group("ctrl", t) for t in "ABC"])
+    E = np.stack([group("G1", t) for t in "ABC"]) - C
+    c = log1p(source).mean(0)
+    all_ = log1p(ref)
+    V = np.linalg.svd(all_ - all_.mean(0), full_matrices=False)[2][:3].T
+    delta = info["weights"] @ E + info["slope"] * (c - C.mean(0))
+    target = np.maximum(c + V @ (V.T @ delta), 0)
+    got = out.X.toarray().mean(0)
+    np.testing.assert_allclose(got, target, atol=2e-3)
+    raw = np.maximum(c + delta, 0)
+    assert np.abs(raw - target).max() > 0.05  # the projection changed the anchor
+
+
+def test_anchored_mean_does_not_depend_on_resampling_the_source(context_data):
+    """The anchor's control mean is that of all the given source cells: predicting more cells
+    than there are sources (each source used once, the remainder drawn without replacement)
+    gives the same output mean, for modelled and unmodelled genes alike."""
+    model, source = context_data
+    m = source.n_obs
+    same = model.predict("G1", source=source, seed=0, representation="log1p")
+    more = model.predict("G1", n_cells=m + 7, source=source, seed=1, representation="log1p")
+    refs = more.obs["reference_cell"].value_counts()
+    assert len(refs) == m and set(refs) == {1, 2} and (refs == 2).sum() == 7
+    np.testing.assert_allclose(more.X.toarray().mean(0), same.X.toarray().mean(0), atol=1e-4)
