@@ -192,17 +192,21 @@ def expression_basis(X, rank: int = EFFECT_RANK, *, max_cells: int = BASIS_CELLS
     rng = np.random.default_rng(seed)
     if n > max_cells:
         X = X[np.sort(rng.choice(n, max_cells, replace=False))]
-    X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
-    X = X - X.mean(0)
     q = rank + 20
-    if min(X.shape) <= 4 * q:
+    small = min(X.shape) <= 4 * q
+    # float32 for the (up to max_cells × G) matrix of a randomised SVD: 4 bytes per value
+    X = np.asarray(X.toarray() if hasattr(X, "toarray") else X,
+                   dtype=np.float64 if small else np.float32)
+    X = X - X.mean(0)
+    if small:
         return np.linalg.svd(X, full_matrices=False)[2][:rank].T
     # randomised SVD (Halko et al. 2011), four power iterations
-    Q = np.linalg.qr(X.T @ rng.standard_normal((X.shape[0], q)))[0]  # (G, q)
+    omega = rng.standard_normal((X.shape[0], q)).astype(np.float32)
+    Q = np.linalg.qr(X.T @ omega)[0]  # (G, q)
     for _ in range(4):
         Q = np.linalg.qr(X.T @ np.linalg.qr(X @ Q)[0])[0]
     _, _, vt = np.linalg.svd(X @ Q, full_matrices=False)
-    return Q @ vt[:rank].T
+    return np.linalg.qr((Q @ vt[:rank].T).astype(np.float64))[0]  # orthonormal in float64
 
 
 def project_effect(delta: np.ndarray, basis: np.ndarray | None) -> np.ndarray:

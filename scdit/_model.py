@@ -857,7 +857,10 @@ class ScDiT:
             predicts the training contexts' own effects best when each is left out in turn
             (``scdit._context``; needs ≥ 3 such contexts for the default, 2 give the mean
             shift). Genes outside the model (carried over from the reference cells) are
-            anchored alike, one shift per gene and context. ``None`` (default): on for
+            anchored alike, one shift per gene and context; with the genes tokenizer the
+            estimated effect over all genes is first projected onto the top 50 principal axes
+            of the training cells' log1p expression (:meth:`_effect_basis`), which removes
+            per-gene noise of the estimate. ``None`` (default): on for
             combinations not seen in training whose members and control all have training cells
             in the context, and for held-out contexts (the perturbation seen in ≥ 3 other
             contexts with control cells), off otherwise; ``True`` requires it (error if

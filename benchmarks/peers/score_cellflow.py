@@ -86,7 +86,7 @@ def load(dataset: str) -> ad.AnnData:
 
 
 def prepare(workdir: Path, patients: list[str], cellline: bool, iterations: int,
-            architecture: str, batch_size: int) -> None:
+            architecture: str, batch_size: int, seed: int = 0) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     cache: dict[str, ad.AnnData] = {}
     jobs = []
@@ -107,7 +107,7 @@ def prepare(workdir: Path, patients: list[str], cellline: bool, iterations: int,
         job = dict(data=str(d / "cells.h5ad"), split=str(d / "split.json"),
                    condition_key=spec["condition_key"], context_key=spec["context_key"],
                    control=spec["control"], context=spec["context"], out=str(d / "pred.h5ad"),
-                   num_iterations=iterations, batch_size=batch_size, n_comps=50, seed=0,
+                   num_iterations=iterations, batch_size=batch_size, n_comps=50, seed=seed,
                    architecture=architecture)
         (d / "job.json").write_text(json.dumps(job, indent=1))
         (d / "spec.json").write_text(json.dumps(spec, indent=1))
@@ -154,12 +154,17 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
         df["cellflow_iterations"] = info["num_iterations"]
         df["cellflow_architecture"] = info["architecture"]
         df["cellflow_train_seconds"] = round(info["seconds_train"], 1)
+        df["cellflow_seed"] = int(json.loads((d / "job.json").read_text()).get("seed", 0))
         frames.append(df.drop(columns=["covariate"]))
     res = pd.concat(frames, ignore_index=True)
     if csv.exists():  # keep the rows of other splits/contexts already there
         old = pd.read_csv(csv)
-        done = set(zip(res["split"], res["context"].astype(str), strict=True))
-        keep = [(s, str(c)) not in done for s, c in zip(old["split"], old["context"], strict=True)]
+        if "cellflow_seed" not in old:
+            old["cellflow_seed"] = 0  # rows written before seeds were recorded: seed 0
+        old["cellflow_seed"] = old["cellflow_seed"].fillna(0).astype(int)
+        key = ["split", "context", "cellflow_seed"]
+        done = set(map(tuple, res[key].astype(str).to_numpy()))
+        keep = [tuple(r) not in done for r in old[key].astype(str).to_numpy()]
         res = pd.concat([old[keep], res], ignore_index=True)
     res.to_csv(csv, index=False)
     summary(res)
@@ -188,6 +193,7 @@ if __name__ == "__main__":
     a.add_argument("--no-cellline", action="store_true")
     a.add_argument("--kang", help="Kang 2018 h5ad (condition control/stimulated, cell_type)")
     a.add_argument("--kang-context", default="CD4T", help="cell type held out")
+    a.add_argument("--seed", type=int, default=0, help="CellFlow's training seed")
     b = sp.add_parser("score")
     b.add_argument("workdir", type=Path)
     b.add_argument("--csv", type=Path, default=HERE / "cellflow_results.csv")
@@ -195,6 +201,6 @@ if __name__ == "__main__":
     if args.cmd == "prepare":
         KANG.update(path=args.kang, context=args.kang_context)
         prepare(args.workdir, args.patients, not args.no_cellline, args.iterations,
-                args.architecture, args.batch_size)
+                args.architecture, args.batch_size, args.seed)
     else:
         score(args.workdir, args.csv)
