@@ -176,7 +176,8 @@ class ScDiT:
             raise ValueError("shrink=True shrinks the training effects that anchor the output; "
                              "it needs anchor=True or None, not anchor=False.")
         ctx_means = self._source_means(source_tokens, cov_df)
-        if _source_cells is not None and ctx_means:  # the given source, before any resampling
+        if _source_cells is not None and ctx_means and anchor is not False and calibrate is None:
+            # the given source, before any resampling (only an anchor uses these means)
             ctx_means = self._source_means(self._encode_cells(_source_cells), _source_cells.obs[
                 list(self.covariates.keys)] if self.covariates.keys else None)
         if anchor is None:  # default: unseen combinations of seen members; held-out contexts
@@ -363,7 +364,7 @@ class ScDiT:
             rows = [i for i, k in enumerate(self._context_keys(
                 source_cells.obs[list(self.covariates.keys)], source_cells.n_obs)) if k == ctx]
             if rows:  # the unmodelled genes' control mean, from the same source cells as c
-                info["c_genes"] = self._log1p_unmodelled(source_cells[rows]).mean(0)
+                info["c_genes"] = self._log1p_mean(source_cells[rows])
         basis = self._effect_basis()
         if basis is not None:
             est = self._project_estimate(label, ctx, est, info, basis)
@@ -464,6 +465,13 @@ class ScDiT:
         if self.representation == "counts":
             X = counts_to_log1p(X, lib=cells.obs[LIBRARY_KEY].to_numpy())
         return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
+
+    def _log1p_mean(self, cells: ad.AnnData) -> np.ndarray:
+        """Mean log1p ``(U,)`` of the unmodelled genes of ``cells``, without densifying."""
+        X = cells.X[:, self._unmodelled()]
+        if self.representation == "counts":
+            X = counts_to_log1p(X, lib=cells.obs[LIBRARY_KEY].to_numpy())
+        return np.asarray(X.sum(axis=0, dtype=np.float64)).ravel() / max(X.shape[0], 1)
 
     def _gene_mean(self, label: str, ctx: tuple[str, ...]) -> np.ndarray | None:
         """Mean log1p ``(U,)`` of the unmodelled genes over the stored reference cells of
@@ -933,7 +941,7 @@ class ScDiT:
                                   _anchor_out=(anchored := {}),
                                   _source_cells=(ref if src is None else _take(
                                       src, np.arange(src.n_obs), covariates))
-                                  if transport else None)
+                                  if transport and anchor is not False else None)
             part = self._assemble(label, tokens, ref, rng, out_rep)
             part = self._anchor_unmodelled(label, part, ref, anchored.get("terms"), out_rep, rng)
             chosen.update(self._estimator_report(label, anchored.get("terms")))

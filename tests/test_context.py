@@ -213,13 +213,15 @@ def test_expression_basis_spans_the_top_axes():
     axes = np.linalg.qr(rng.normal(size=(400, 4)))[0]  # (G, 4) true axes
     X = rng.normal(size=(600, 4)) * [30, 20, 10, 5] @ axes.T + rng.normal(0, 0.1, (600, 400)) + 3
     for rank in (4, 2):
-        V = expression_basis(X, rank)  # randomised branch (min(n, G) > 4 (rank + 20))
+        V = expression_basis(X, rank, exact_below=0)  # randomised branch
         assert V.shape == (400, rank)
         np.testing.assert_allclose(V.T @ V, np.eye(rank), atol=1e-10)
         exact = np.linalg.svd(X - X.mean(0), full_matrices=False)[2][:rank].T
         np.testing.assert_allclose(np.abs(exact.T @ V), np.eye(rank), atol=1e-6)
     assert expression_basis(X[:5], 4) is None  # rank >= n - 1
     assert expression_basis(X[:, :4], 4) is None  # rank >= G
+    exact4, rand4 = expression_basis(X, 4), expression_basis(X, 4, exact_below=0)
+    np.testing.assert_allclose(np.abs(exact4.T @ rand4), np.eye(4), atol=1e-6)
     sub = expression_basis(X, 4, max_cells=100, seed=1)  # subsample: same span, up to noise
     assert np.linalg.svd(axes.T @ sub, compute_uv=False).min() > 0.99
 
