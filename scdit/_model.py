@@ -175,11 +175,12 @@ class ScDiT:
         if shrink and anchor is False:
             raise ValueError("shrink=True shrinks the training effects that anchor the output; "
                              "it needs anchor=True or None, not anchor=False.")
-        ctx_means = self._source_means(source_tokens, cov_df)
-        if _source_cells is not None and ctx_means and anchor is not False and calibrate is None:
-            # the given source, before any resampling (only an anchor uses these means)
+        if _source_cells is not None and source_tokens is not None and anchor is not False \
+                and calibrate is None:  # the given source, before any resampling (anchor only)
             ctx_means = self._source_means(self._encode_cells(_source_cells), _source_cells.obs[
                 list(self.covariates.keys)] if self.covariates.keys else None)
+        else:
+            ctx_means = self._source_means(source_tokens, cov_df)
         if anchor is None:  # default: unseen combinations of seen members; held-out contexts
             anchor = self._auto_anchor(perturbation, cov_df, calibrate, ctx_means)
         anchor_terms = self._anchor_terms(perturbation, cov_df, calibrate, ctx_means,
@@ -410,8 +411,8 @@ class ScDiT:
                 n = self.reference.n_obs
                 rows = np.arange(n) if n <= BASIS_CELLS else np.sort(
                     np.random.default_rng(0).choice(n, BASIS_CELLS, replace=False))
-                X = self._log1p_unmodelled(self.reference[rows], cols=np.arange(len(self.var_names)))
-                basis = expression_basis(X, _context.EFFECT_RANK)
+                X = self._log1p_columns(self.reference[rows], np.arange(len(self.var_names)))
+                basis = expression_basis(X, _context.EFFECT_RANK)  # densifies what it needs
             cache["effect_basis"] = basis
         return cache["effect_basis"]
 
@@ -458,32 +459,34 @@ class ScDiT:
         """Column indices of the genes outside the model (carried over from reference cells)."""
         return np.setdiff1d(np.arange(len(self.var_names)), np.asarray(self.gene_index))
 
-    def _log1p_unmodelled(self, cells: ad.AnnData, cols: np.ndarray | None = None) -> np.ndarray:
-        """log1p expression ``(n, U)`` of the unmodelled genes of ``cells`` (or of the columns
-        ``cols``; counts normalised by each cell's whole library)."""
+    def _log1p_columns(self, cells: ad.AnnData, cols: np.ndarray | None = None):
+        """log1p expression of the columns ``cols`` of ``cells`` (default: the unmodelled
+        genes), sparse if ``cells.X`` is (counts normalised by each cell's whole library)."""
         X = cells.X[:, self._unmodelled() if cols is None else cols]
         if self.representation == "counts":
             X = counts_to_log1p(X, lib=cells.obs[LIBRARY_KEY].to_numpy())
+        return X
+
+    def _log1p_unmodelled(self, cells: ad.AnnData) -> np.ndarray:
+        """Dense log1p expression ``(n, U)`` of the unmodelled genes of ``cells``."""
+        X = self._log1p_columns(cells)
         return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
 
     def _log1p_mean(self, cells: ad.AnnData) -> np.ndarray:
         """Mean log1p ``(U,)`` of the unmodelled genes of ``cells``, without densifying."""
-        X = cells.X[:, self._unmodelled()]
-        if self.representation == "counts":
-            X = counts_to_log1p(X, lib=cells.obs[LIBRARY_KEY].to_numpy())
+        X = self._log1p_columns(cells)
         return np.asarray(X.sum(axis=0, dtype=np.float64)).ravel() / max(X.shape[0], 1)
 
     def _gene_mean(self, label: str, ctx: tuple[str, ...]) -> np.ndarray | None:
         """Mean log1p ``(U,)`` of the unmodelled genes over the stored reference cells of
         ``label`` in context ``ctx`` (``None`` if there are none); cached per label, so that
-        only the groups an anchor needs are ever densified."""
+        only the groups an anchor needs are ever read."""
         cache = self.__dict__.setdefault("_anchor_cache", {})
         key = ("gene_mean", self._canonical(label), ctx)
         if key not in cache:
             rows, labels = self._context_rows(ctx)
             rows = rows[labels == self._canonical(label)]
-            cache[key] = self._log1p_unmodelled(self.reference[rows]).mean(0) if len(rows) \
-                else None
+            cache[key] = self._log1p_mean(self.reference[rows]) if len(rows) else None
         return cache[key]
 
     def _gene_target(self, label: str, ctx: tuple[str, ...], terms: list,
