@@ -6,11 +6,26 @@ from importlib import import_module
 
 from . import evaluate  # a callable module: scdit.evaluate(...) and scdit.evaluate.summarize
 from ._api import fit, load
-from ._model import ScDiT
+from .config import (
+    DIT_PRESETS,
+    ConditionConfig,
+    DataConfig,
+    DiTConfig,
+    FlowConfig,
+    SamplingConfig,
+    ScDiTConfig,
+    TokenizerConfig,
+    TrainConfig,
+)
+from .effects import EffectConfig
+from .model import ScDiT
 from .evaluate import benchmark
 
 __version__ = "0.1.0"
-__all__ = ["ScDiT", "__version__", "benchmark", "datasets", "evaluate", "fit", "load", "pl", "splits"]
+__all__ = ["DIT_PRESETS", "ConditionConfig", "DataConfig", "DiTConfig", "EffectConfig",
+           "FlowConfig", "SamplingConfig", "ScDiT", "ScDiTConfig", "TokenizerConfig",
+           "TrainConfig", "__version__", "benchmark", "datasets", "evaluate", "fit", "load",
+           "pl", "splits"]
 
 _LAZY = {"datasets": "scdit.datasets", "pl": "scdit.plotting", "splits": "scdit.splits"}
 

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from ._config import (
+from .config import (
     DIT_PRESETS,
     ConditionConfig,
     DataConfig,
@@ -21,7 +21,7 @@ from ._config import (
     ScDiTConfig,
     TrainConfig,
 )
-from ._model import ScDiT, build_field, make_reference
+from .model import ScDiT, build_field, make_reference
 from .conditions import data_features, feature_table, read_features, target_prior
 from .conditions._features import check_rows
 from .data._dataset import CellDataset

@@ -268,7 +268,7 @@ class EffectSource:
 
     def _shrunk_effect(self, k: Key, key: Key) -> np.ndarray:
         """Effect of group ``k``, shrunk by the prior of its context (``key`` left out)."""
-        from .._shrinkage import MIN_EFFECTS, effect_prior, posterior_effect
+        from ..effects import MIN_EFFECTS, effect_prior, posterior_effect
 
         cache = (k[1], key if self.leave_out else None)
         if cache not in self._priors:

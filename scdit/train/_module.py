@@ -28,16 +28,13 @@ class FlowModule(L.LightningModule):
                  warmup_steps: int, max_steps: int, ema_decay: float, cond_dropout: float,
                  time_sampling: str, logit_mean: float = 0.0, logit_std: float = 1.0,
                  val_seed: int = 0, source: str = "noise", source_noise: float = 0.0,
-                 covariate_dropout: float = 0.0, context_means: torch.Tensor | None = None):
+                 covariate_dropout: float = 0.0):
         super().__init__()
         if source not in ("noise", "control"):
             raise ValueError(f"source must be 'noise' or 'control', got {source!r}.")
         self.source = source
         self.source_noise = float(source_noise)
         self.covariate_dropout = float(covariate_dropout)
-        # (n_contexts, T, P) mean control token of each context: both ends of the flow are
-        # centred on their context's control mean (FlowConfig.center).
-        self.register_buffer("context_means", context_means, persistent=False)
         self.field = field
         self.tokenizer = tokenizer
         self.lr, self.weight_decay = lr, weight_decay
@@ -56,9 +53,6 @@ class FlowModule(L.LightningModule):
         b = x0.shape[0]
         if self.source == "control":
             x1 = self.tokenizer.encode(batch["x_src"])  # (B, T, P)
-            if self.context_means is not None:
-                mu = self.context_means[batch["ctx"]].to(x0.dtype)  # (B, T, P)
-                x0, x1 = x0 - mu, x1 - mu
             x1 = pair_within_groups(x0, x1, group_ids(batch))
             if self.source_noise > 0:
                 x1 = x1 + self.source_noise * noise_like(x1, generator)

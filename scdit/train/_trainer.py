@@ -11,8 +11,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from .._config import DiTConfig, FlowConfig, TrainConfig
-from ..data._dataset import CellDataset, _dense, make_loader
+from ..config import DiTConfig, FlowConfig, TrainConfig
+from ..data import CellDataset, make_loader
 from ..models import VelocityField
 from ._budget import TimeBudget
 from ._module import FlowModule
@@ -54,26 +54,6 @@ def auto_max_steps(n_cells: int, batch_size: int, source: str = "noise") -> int:
     return int(min(8000, max(4000, round(50 * n_cells / batch_size))))
 
 
-def context_means(tokenizer, dataset: CellDataset, chunk: int = 4096) -> torch.Tensor:
-    """Mean control token ``(n_contexts, T, P)`` of each context of ``dataset``'s source pools.
-
-    Row ``c`` is the mean of ``tokenizer.encode`` over the control (source) cells of context id
-    ``c``; contexts without control cells (never used with a control source) stay zero.
-    """
-    if dataset.source_X is None or not dataset.pools:
-        raise ValueError("context_means needs a dataset with source (control) cells.")
-    n_ctx = max(dataset.pools) + 1
-    out = torch.zeros((n_ctx, tokenizer.n_tokens, tokenizer.patch_size))
-    with torch.no_grad():
-        for c, rows in dataset.pools.items():
-            total = torch.zeros((tokenizer.n_tokens, tokenizer.patch_size), dtype=torch.float64)
-            for s in range(0, len(rows), chunk):
-                x = _dense(dataset.source_X[rows[s:s + chunk]])
-                total += tokenizer.encode(x).double().sum(0)
-            out[c] = (total / max(len(rows), 1)).float()
-    return out
-
-
 def resolve_precision(precision: str, accelerator: str) -> str:
     """``"auto"`` → bf16 mixed precision on a GPU that supports it, fp32 otherwise.
 
@@ -95,16 +75,13 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
     max_steps = train.max_steps or auto_max_steps(len(train_ds), train.batch_size, flow.source)
     precision = resolve_precision(train.precision, train.accelerator)
     L.seed_everything(train.seed, workers=True, verbose=False)
-    means = None
-    if flow.source == "control" and flow.center:
-        means = context_means(tokenizer, train_ds)
     module = FlowModule(
         field, tokenizer, lr=train.lr, weight_decay=train.weight_decay,
         warmup_steps=min(train.warmup_steps, max_steps // 5), max_steps=max_steps,
         ema_decay=train.ema_decay, cond_dropout=dit.cond_dropout,
         time_sampling=flow.time_sampling, logit_mean=flow.logit_mean, logit_std=flow.logit_std,
         val_seed=train.seed, source=flow.source, source_noise=flow.source_noise,
-        covariate_dropout=covariate_dropout, context_means=means,
+        covariate_dropout=covariate_dropout,
     )
     train_loader = make_loader(train_ds, train.batch_size, shuffle=True, seed=train.seed,
                                drop_last=True)

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -145,15 +147,8 @@ class FlowConfig:
     the same covariate context, paired by minibatch optimal transport within each context and
     condition, plus ``source_noise``-scaled Gaussian noise: transport control cells to their
     perturbed state). ``source_noise`` 0.5 (standardised units; CellFlow's tutorial value too)
-    beat 0.1 on held-out glioblastoma patients (Pearson Δ 0.763/0.814 vs 0.745/0.679 on PW030,
-    seeds 0/1; 0.629 vs 0.497 on PW034): the noise keeps the field from memorising the
-    training contexts' exact cell-to-cell maps.
-
-    ``center`` (control source only; off by default): each covariate context is centred on its
-    own control cells' mean token before the flow, and the mean is added back after it, so the
-    field learns the response relative to the context's control profile. Measured on the five
-    held-out glioblastoma patients (benchmarks/RESULTS.md) it lowered Pearson Δ on four of
-    them (e.g. PW034 0.588 ± 0.005 vs 0.670), so it is an option, not the default.
+    beat 0.1 on the held-out glioblastoma patients benchmark: the noise keeps the field from
+    memorising the training contexts' exact cell-to-cell maps.
 
     ``compose`` is the weight of single-perturbation composition used by default when predicting
     combinations *not seen in training* (see :meth:`scdit.ScDiT.predict`); combinations seen in
@@ -168,7 +163,46 @@ class FlowConfig:
     solver: str = "heun"
     steps: int = 20
     compose: float = 1.0
-    center: bool = False
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How ``predict`` / ``sample`` integrate the flow (``None``: the model's
+    :class:`FlowConfig` value).
+
+    Attributes
+    ----------
+    steps
+        ODE steps from the source (``t = 1``) to data (``t = 0``).
+    solver
+        ``"euler"``, ``"heun"``, ``"midpoint"`` or ``"rk4"`` (see :data:`scdit.flow.SOLVERS`).
+    guidance_scale
+        Classifier-free guidance scale; 1 is the plain conditional model.
+    compose
+        For combinations ``A+B``: weight ``w`` of composing the members' velocity fields,
+        ``v = (1 − w) v_AB + w (v_A + v_B − v_control)``. ``None``: 0 for combinations seen in
+        training, ``FlowConfig.compose`` for unseen ones.
+    batch_size
+        Cells integrated at a time.
+    """
+
+    steps: int | None = None
+    solver: str | None = None
+    guidance_scale: float = 1.0
+    compose: float | None = None
+    batch_size: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(
+                self.steps, int | np.integer) or self.steps < 1):
+            raise ValueError(f"SamplingConfig.steps must be a positive integer or None, got "
+                             f"{self.steps!r}.")
+        for name in ("guidance_scale", "compose"):
+            v = getattr(self, name)
+            if v is not None and not np.isfinite(float(v)):
+                raise ValueError(f"SamplingConfig.{name} must be finite, got {v!r}.")
+        if isinstance(self.batch_size, bool) or int(self.batch_size) < 1:
+            raise ValueError(f"SamplingConfig.batch_size must be ≥ 1, got {self.batch_size!r}.")
 
 
 @dataclass(frozen=True)
@@ -227,9 +261,18 @@ class ScDiTConfig:
             tokenizer=TokenizerConfig(**d.get("tokenizer", {})),
             conditions=ConditionConfig(**d.get("conditions", {})),
             dit=DiTConfig(**d.get("dit", {})),
-            flow=FlowConfig(**d.get("flow", {})),
+            flow=FlowConfig(**_legacy_flow(d.get("flow", {}))),
             train=TrainConfig(**d.get("train", {})),
         )
+
+
+def _legacy_flow(flow: dict[str, Any]) -> dict[str, Any]:
+    """Flow settings of older model files: ``center`` (removed; measured harmful) must be off."""
+    flow = dict(flow)
+    if flow.pop("center", False):
+        raise ValueError("This model was saved with FlowConfig.center=True, an option removed "
+                         "from scdit (it lowered accuracy on held-out patients); refit it.")
+    return flow
 
 
 #: Size presets of the DiT; ``small`` is the CPU default. Compute grows linearly with the number

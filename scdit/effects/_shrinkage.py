@@ -9,10 +9,9 @@ share structure (the same gene programmes respond to many perturbations), so a G
     Σ = (1/L) Σ_l d_l d_lᵀ − diag(mean_l s²_l),   (projected onto the PSD cone)
 
 gives the posterior mean ``E[δ | d] = Σ (Σ + diag(s²))⁻¹ d``: coordinates and directions that
-no training perturbation moves are shrunk towards zero, those that many move are kept. On the
-held-out Norman doubles this raised the additive estimate from the training means from Pearson
-Δ 0.870 to 0.905 (benchmarks/RESULTS.md); with fewer than ~10 effects the estimate of ``Σ`` is
-too poor to help, so callers require a minimum number of effects.
+no training perturbation moves are shrunk towards zero, those that many move are kept (see the
+held-out Norman doubles benchmark, docs/results.md); with fewer than ~10 effects the estimate
+of ``Σ`` is too poor to help, so callers require a minimum number of effects.
 """
 
 from __future__ import annotations

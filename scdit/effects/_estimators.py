@@ -1,0 +1,134 @@
+"""Effect estimators: what a perturbation's mean should be in a context, from an effect table.
+
+Each estimator is a small named strategy over an :class:`~scdit.effects.EffectTable`:
+
+* :func:`seen_mean` — the label's own reference mean in the context;
+* :func:`additive` — an unseen combination ``A+B``: ``control + Σ (mean_m − control)`` over its
+  members, each member's mean optionally replaced by its empirical-Bayes shrunk mean;
+* :class:`HeldOutContext` — a label never seen in the context: the context's control mean plus
+  the effect estimated from the other contexts (mean shift, kernel or slope, chosen by
+  leave-one-context-out; :func:`scdit.effects.context_effect`).
+
+They return an :class:`Estimate`: weighted terms whose sum is the target mean, so that a caller
+can apply the same weights to other coordinates (e.g. genes outside a model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._context import context_effect, pc_basis
+from ._table import Context, EffectTable
+
+#: Training contexts needed for the default held-out-context estimate (LOCO needs 3).
+MIN_CONTEXTS = 3
+
+
+@dataclass
+class Estimate:
+    """A target mean as weighted terms.
+
+    Attributes
+    ----------
+    kind
+        ``"seen"``, ``"additive"``, ``"additive_shrunk"`` or ``"context"``.
+    terms
+        ``[(vector (D,), weight), ...]``; the target mean is ``Σ weight × vector``.
+    labels
+        ``[(label, weight), ...]`` behind the terms (``seen``/``additive``); empty for
+        ``context``, whose single term is the estimated mean itself.
+    info
+        Estimator details (``context``: method, parameter, LOCO scores, weights, slope, ...).
+    """
+
+    kind: str
+    terms: list[tuple[np.ndarray, float]]
+    labels: list[tuple[str, float]] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+    def mean(self) -> np.ndarray:
+        """The target mean ``Σ weight × vector``."""
+        return sum(w * v for v, w in self.terms)
+
+
+def seen_mean(table: EffectTable, label: str, ctx: Context, *, shrink: bool = False
+              ) -> Estimate | None:
+    """The reference mean of ``label`` in ``ctx`` (shrunk with ``shrink``), or ``None``."""
+    if not table.has(label, ctx):
+        return None
+    vec = table.shrunk_mean(label, ctx) if shrink else table.mean(label, ctx)
+    return Estimate("seen", [(vec, 1.0)], [(label, 1.0)])
+
+
+def additive_labels(members: tuple[str, ...], control: str) -> list[tuple[str, float]]:
+    """The weighted labels of the additive estimate: each member ``+1``, control ``1 − k``."""
+    return [(m, 1.0) for m in members] + [(control, 1.0 - len(members))]
+
+
+def additive(table: EffectTable, members: tuple[str, ...], ctx: Context, *,
+             shrink: bool = False) -> Estimate | None:
+    """``control + Σ (mean_m − control)`` over ``members`` in ``ctx`` (each member's mean shrunk
+    with ``shrink``); ``None`` unless every member and control have reference cells there."""
+    labels = additive_labels(members, table.control)
+    if len(members) < 2 or any(not table.has(m, ctx) for m, _ in labels):
+        return None
+    get = table.shrunk_mean if shrink else table.mean
+    return Estimate("additive_shrunk" if shrink else "additive",
+                    [(get(m, ctx), w) for m, w in labels], labels)
+
+
+class HeldOutContext:
+    """The mean of a label in a context where it has no reference cells.
+
+    The control mean ``c`` of the context (given, e.g. from the cells to transport, or the
+    table's) plus the effect estimated from the other contexts with cells of the label and of
+    control (:func:`scdit.effects.context_effect`, in the table's natural units). The kernel's
+    principal components are fitted on the control cells of those contexts and cached per set
+    of contexts.
+    """
+
+    def __init__(self, table: EffectTable):
+        self.table = table
+        self._bases: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def available(self, label: str, ctx: Context, *, min_contexts: int = 2) -> bool:
+        """Whether ``label`` has cells (and control) in ≥ ``min_contexts`` other contexts."""
+        return len(self.table.pool(label, exclude=ctx)) >= min_contexts
+
+    def basis(self, pool: list[Context]) -> tuple[np.ndarray, np.ndarray]:
+        """Whitened PC basis of the control cells of the contexts ``pool`` (natural units)."""
+        key = tuple(pool)
+        if key not in self._bases:
+            t = self.table
+            rows = np.concatenate([t.rows(k, t.control) for k in pool])
+            X = t._values(rows)
+            X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
+            self._bases[key] = pc_basis(X * t.scale())
+        return self._bases[key]
+
+    def estimate(self, label: str, ctx: Context, control_mean: np.ndarray | None = None
+                 ) -> Estimate | None:
+        """The estimated mean of ``label`` in ``ctx`` (``None`` with fewer than two other
+        contexts or no control mean). ``info`` holds the estimator chosen (``method``,
+        ``param``, ``loco``, ``loco_mean``, ``weights``, ``slope``), the ``pool`` of contexts,
+        the natural-unit ``effect`` and whether ``c_from_source`` (the control mean given)."""
+        t = self.table
+        pool = t.pool(label, exclude=ctx)
+        c = control_mean if control_mean is not None else t.mean(t.control, ctx)
+        if len(pool) < 2 or c is None:
+            return None
+        s = t.scale()
+        C = np.stack([t.mean(t.control, k) for k in pool]) * s
+        E = np.stack([t.mean(label, k) for k in pool]) * s - C
+        est, info = context_effect(E, C, c * s, basis=self.basis(pool))
+        info.update(pool=pool, effect=est, c_from_source=control_mean is not None,
+                    control_mean=np.asarray(c, dtype=np.float64))
+        return Estimate("context", [((c * s + est) / s, 1.0)], [], info)
+
+    def with_effect(self, est: Estimate, effect: np.ndarray) -> Estimate:
+        """``est`` with its natural-unit effect replaced (e.g. after a projection)."""
+        s, c = self.table.scale(), est.info["control_mean"]
+        info = dict(est.info, effect=effect)
+        return Estimate("context", [((c * s + effect) / s, 1.0)], [], info)

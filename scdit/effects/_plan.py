@@ -1,0 +1,167 @@
+"""Which estimator sets a prediction's mean, per context: the effect plan.
+
+:class:`EffectConfig` is what a user chooses (``predict(effects=...)``); :class:`EffectPlan`
+turns it into one :class:`~scdit.effects.Estimate` per requested context, or ``None`` where the
+generator alone sets the mean.
+
+Rules of ``mode="auto"`` (the default), per label over all requested contexts:
+
+* a label with reference cells in the context: the generator alone (its mean is learned);
+* an unseen combination whose members and control all have reference cells in every
+  context: the additive estimate, shrunk where the context has enough effects;
+* a label never seen in any requested context but seen, with control, in at least
+  :data:`MIN_CONTEXTS` others: the held-out-context estimate.
+
+``mode="always"`` applies the first estimator that can (seen mean, additive, held-out
+context with ≥ 2 contexts) and raises where none can; ``mode="none"`` is the generator alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._estimators import MIN_CONTEXTS, Estimate, HeldOutContext, additive, seen_mean
+from ._shrinkage import MAX_DIM, MIN_EFFECTS
+from ._table import Context, EffectTable
+
+MODES = ("auto", "always", "none")
+
+
+@dataclass(frozen=True)
+class EffectConfig:
+    """How effect estimates set the mean of predicted cells (``predict(effects=...)``).
+
+    Attributes
+    ----------
+    mode
+        ``"auto"``: estimators where the generator alone is the weaker predictor (unseen
+        combinations, held-out contexts; see :mod:`scdit.effects`); ``"always"``: an estimator
+        for every label (error where none applies); ``"none"``: the generator alone.
+    shrink
+        Use empirical-Bayes shrunk training effects in the seen-mean and additive estimates.
+        ``None``: where the context has at least :data:`~scdit.effects.MIN_EFFECTS` effects
+        with standard errors and the coordinates are few enough for the dense prior;
+        ``True``: wherever a prior can be estimated (error otherwise); ``False``: raw means.
+    target_prior
+        For unseen perturbations known through features whose target is a measured gene,
+        scale the target gene by the typical on-target change seen in training.
+    """
+
+    mode: str = "auto"
+    shrink: bool | None = None
+    target_prior: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"EffectConfig.mode must be one of {MODES}, got {self.mode!r}.")
+        if self.shrink not in (None, True, False):
+            raise ValueError(f"EffectConfig.shrink must be None, True or False, got "
+                             f"{self.shrink!r}.")
+        if self.shrink and self.mode == "none":
+            raise ValueError("shrink=True shrinks the effects that set the mean; it needs "
+                             "mode='auto' or 'always', not 'none'.")
+        if not isinstance(self.target_prior, bool):
+            raise TypeError(f"EffectConfig.target_prior must be a bool, got "
+                            f"{self.target_prior!r}.")
+
+    @classmethod
+    def coerce(cls, effects: str | EffectConfig | None) -> EffectConfig:
+        """An :class:`EffectConfig` from ``predict``'s ``effects`` argument."""
+        if isinstance(effects, cls):
+            return effects
+        if effects is None:
+            return cls(mode="none")
+        if isinstance(effects, str):
+            return cls(mode=effects)
+        raise TypeError(f"effects must be 'auto', 'always', 'none' or an EffectConfig, got "
+                        f"{effects!r}.")
+
+
+class EffectPlan:
+    """Resolves an :class:`EffectConfig` into per-context estimates over one table.
+
+    Parameters
+    ----------
+    table
+        The effect table the estimates come from.
+    seen_labels
+        Canonical labels of every condition seen in training (to tell seen from unseen
+        combinations).
+    describe
+        ``ctx -> str`` for error messages (e.g. ``" in context {'cell_type': 'B'}"``).
+    """
+
+    def __init__(self, table: EffectTable, seen_labels: Sequence[str], describe=None):
+        self.table = table
+        self.seen = set(seen_labels)
+        self.context = HeldOutContext(table)
+        self._describe = describe or (lambda ctx: f" in context {ctx}" if ctx else "")
+
+    def _held_out(self, label: str, ctx: Context, means: Mapping) -> bool:
+        t = self.table
+        return (not t.has(label, ctx) and self.context.available(label, ctx,
+                                                                 min_contexts=MIN_CONTEXTS)
+                and (ctx in means or t.has(t.control, ctx)))
+
+    def applies(self, label: str, members: tuple[str, ...], contexts: list[Context],
+                source_means: Mapping[Context, np.ndarray], has_covariates: bool) -> bool:
+        """Whether ``mode="auto"`` uses an estimator for ``label`` in ``contexts``."""
+        if has_covariates and all(self._held_out(label, c, source_means) for c in contexts):
+            return True
+        if len(members) < 2 or label in self.seen:
+            return False
+        t = self.table
+        return all(t.has(m, c) for c in contexts for m in (*members, t.control))
+
+    def shrink_in(self, ctx: Context, shrink: bool | None) -> bool:
+        """Whether seen-mean / additive estimates in ``ctx`` use shrunk effects."""
+        if shrink is False:
+            return False
+        t = self.table
+        dim = len(t.units) if t.units is not None else None
+        if shrink is None and dim is not None and dim > MAX_DIM:
+            return False  # the dense prior would be too slow; shrink=True forces it
+        prior = t.prior(ctx)
+        if prior is not None and (shrink or prior[1] >= MIN_EFFECTS):
+            return True
+        if shrink:
+            raise ValueError(
+                f"shrink=True needs at least two perturbations with two or more training "
+                f"cells, and control cells,{self._describe(ctx)} to estimate the prior; use "
+                "shrink=None.")
+        return False
+
+    def resolve(self, label: str, members: tuple[str, ...], contexts: list[Context],
+                config: EffectConfig, source_means: Mapping[Context, np.ndarray],
+                has_covariates: bool) -> dict[Context, Estimate] | None:
+        """Per requested context, the estimate that sets the mean; ``None`` for the generator
+        alone. ``source_means`` are the control means of the cells to transport, per context
+        (used by the held-out-context estimate)."""
+        if config.mode == "none" or (config.mode == "auto" and not self.applies(
+                label, members, contexts, source_means, has_covariates)):
+            return None
+        out: dict[Context, Estimate] = {}
+        for ctx in contexts:
+            if self.table.has(label, ctx):
+                out[ctx] = seen_mean(self.table, label, ctx,
+                                     shrink=self.shrink_in(ctx, config.shrink))
+                continue
+            est = additive(self.table, members, ctx, shrink=False)
+            if est is None:
+                est = self.context.estimate(label, ctx, source_means.get(ctx))
+                if est is None:
+                    missing = [m for m in (*members, self.table.control)
+                               if not self.table.has(m, ctx)] if len(members) > 1 else [label]
+                    raise ValueError(
+                        f"An effect estimate needs training cells of {missing}"
+                        f"{self._describe(ctx)} (a seen perturbation uses its own training "
+                        f"mean, an unseen combination its members', a held-out context its "
+                        f"effect in ≥ 2 other contexts); {label!r} has none. Use "
+                        "effects='none' (the generator alone).")
+            elif self.shrink_in(ctx, config.shrink):
+                est = additive(self.table, members, ctx, shrink=True)
+            out[ctx] = est
+        return out

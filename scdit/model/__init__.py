@@ -1,0 +1,10 @@
+"""The fitted model: the generator composed with effect estimates (predict / sample / save / load)."""
+
+from ._cells import LIBRARY_KEY, CellStore, make_reference
+from ._io import FORMAT_VERSION, build_field, read_model, write_model
+from ._model import ScDiT
+from ._sampler import Generator
+from ._targets import EffectTargets
+
+__all__ = ["FORMAT_VERSION", "LIBRARY_KEY", "CellStore", "EffectTargets", "Generator", "ScDiT",
+           "build_field", "make_reference", "read_model", "write_model"]

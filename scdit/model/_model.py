@@ -1,0 +1,323 @@
+"""The fitted model: predict cells under perturbations, sample, save and load."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from ..config import SamplingConfig, ScDiTConfig
+from ..data import ConditionVocab, CovariateVocab, to_log1p
+from ..effects import EffectConfig
+from ..models import VelocityField
+from ..tokenizers import Tokenizer
+from ._cells import CellStore, labels_arg, n_cells_arg, take
+from ._io import read_model, write_model
+from ._output import apply_target_prior, assemble
+from ._sampler import Generator
+from ._targets import EffectTargets
+
+
+class ScDiT:
+    """A perturbation-conditioned DiT trained with rectified flow.
+
+    Create one with :func:`scdit.fit` or :func:`scdit.load`. Generated cells come back in the
+    training gene space and representation (counts in → integer counts out, log1p in → log1p
+    out). A prediction is the **generator** (the DiT's flow from noise or from control cells)
+    composed with **effect estimates** (:mod:`scdit.effects`) that may set the mean of the
+    generated cells per context; ``predict(effects="none")`` is the generator alone, and
+    ``uns["scdit"]["mean_set_by"]`` says which estimator set each mean.
+
+    Genes the tokenizer does not model are copied from each generated cell's *reference cell*:
+    the source cell it was transported from when ``source=`` is given, otherwise a training
+    cell of the same perturbation (or, for perturbations unseen in training, a control cell)
+    drawn at random from the model's stored reference cells. For counts, the reference cell's
+    library size also sets the scale of the modelled genes.
+    """
+
+    def __init__(self, config: ScDiTConfig, vocab: ConditionVocab, covariates: CovariateVocab,
+                 tokenizer: Tokenizer, field: VelocityField, var_names: Sequence[str],
+                 reference: ad.AnnData, summary: dict[str, Any] | None = None):
+        self.config = config
+        self.vocab = vocab
+        self.covariates = covariates
+        self.tokenizer = tokenizer
+        self.field = field.eval()
+        self.var_names = pd.Index(var_names)
+        self.reference = reference
+        self.summary = dict(summary or {})
+        self.gene_index = self.var_names.get_indexer(list(tokenizer.genes))
+        self.cells = CellStore(reference, config, vocab, covariates, self.var_names,
+                               self.gene_index)
+        self.generator = Generator(field, config, vocab, covariates,
+                                   (tokenizer.n_tokens, tokenizer.patch_size))
+        self._seen = {self.cells.canonical(c) for c in vocab.conditions}
+        self.targets = EffectTargets(self.cells, tokenizer, self.encode, self._seen)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def condition_key(self) -> str:
+        """``obs`` column of perturbation labels."""
+        return self.config.data.condition_key
+
+    @property
+    def representation(self) -> str:
+        """``"counts"`` or ``"log1p"``: the training input and prediction output space."""
+        return self.config.data.representation
+
+    def __repr__(self) -> str:
+        return (f"ScDiT({len(self.vocab.atoms)} perturbations, {len(self.var_names)} genes "
+                f"({self.tokenizer.n_genes} modelled in {self.tokenizer.n_tokens} tokens), "
+                f"covariates={list(self.covariates.keys)}, representation={self.representation!r})")
+
+    def encode(self, cells: ad.AnnData) -> torch.Tensor:
+        """Tokens ``(n, T, P)`` of cells in the training genes and representation."""
+        X = cells.X
+        counts = X if self.representation == "counts" else None
+        model_in = self.tokenizer.prepare(to_log1p(X, self.representation), counts=counts,
+                                          obs=cells.obs)
+        dense = model_in.toarray() if sp.issparse(model_in) else np.asarray(model_in)
+        return self.tokenizer.encode(torch.as_tensor(np.asarray(dense, dtype=np.float32)))
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def sample(self, perturbation: str, n_cells: int = 100, *,
+               covariates: Mapping[str, str] | pd.DataFrame | None = None,
+               dose: float | str | None = None, seed: int | None = None,
+               effects: str | EffectConfig | None = "auto", sampling: SamplingConfig | None = None,
+               source_tokens: torch.Tensor | None = None, output: str = "log1p",
+               device: str | None = None) -> np.ndarray:
+        """Generate the modelled genes of ``n_cells`` cells, without assembling an AnnData.
+
+        Returns log1p expression ``(n_cells, n_modelled)``, or with ``output="tokens"`` the
+        generated tokens ``(n_cells, n_tokens, patch_size)`` (decode them with
+        ``model.tokenizer.decode``). ``covariates`` is a mapping (one context for all cells) or
+        a DataFrame with one row per cell. ``source_tokens`` ``(n_cells, T, P)`` are the tokens
+        a control-source model starts from (encoded control cells, see :meth:`encode`);
+        without them it starts from stored control cells of the context. The noise is drawn on
+        the CPU so that a seed gives the same cells on any device (up to floating-point
+        error). See :meth:`predict` for the other arguments.
+        """
+        if output not in ("log1p", "tokens"):
+            raise ValueError(f"output must be 'log1p' or 'tokens', got {output!r}.")
+        self.vocab.encode([perturbation])
+        n = n_cells_arg(n_cells)
+        x0, _, cov_df = self._generate(perturbation, n, covariates, dose, _seed_arg(seed),
+                                       EffectConfig.coerce(effects), _sampling_arg(sampling),
+                                       source_tokens, None, device)
+        if output == "tokens":
+            return x0.numpy()
+        dev = self._device(device)
+        bs = _sampling_arg(sampling).batch_size
+        out = [self.tokenizer.decode(x0[s:s + bs].to(dev), obs=None if cov_df is None
+                                     else cov_df.iloc[s:s + bs]).cpu().numpy()
+               for s in range(0, n, bs)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.tokenizer.genes)),
+                                                         np.float32)
+
+    def _device(self, device: str | None) -> torch.device:
+        return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def _generate(self, label: str, n: int, covariates, dose, seed: int | None,
+                  effects: EffectConfig, sampling: SamplingConfig,
+                  source_tokens: torch.Tensor | None, source_cells: ad.AnnData | None,
+                  device: str | None) -> tuple[torch.Tensor, dict | None, pd.DataFrame | None]:
+        """Generated tokens ``(n, T, P)`` (shifted to the effect targets), the estimates that
+        set their means per context (``None``: the generator alone) and the covariate frame."""
+        dev = self._device(device)
+        self.field.to(dev)
+        gen = torch.Generator().manual_seed(int(seed) if seed is not None else
+                                            int(np.random.default_rng().integers(2**31)))
+        cells = self.cells
+        if self.config.flow.source == "control" and source_tokens is None:
+            if isinstance(covariates, pd.DataFrame):
+                raise ValueError("A model with a control source needs source cells per row; use "
+                                 "predict(..., source=control_cells) for per-cell covariates.")
+            rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))
+            ref = cells.control_cells(label, n, covariates, rng)
+            source_tokens, covariates = self.encode(ref), cells.frame(ref)
+        cov_df = cells.covariate_frame(covariates, n)
+        if source_tokens is not None:
+            source_tokens = torch.as_tensor(source_tokens)
+            if len(source_tokens) != n:
+                raise ValueError(f"source_tokens has {len(source_tokens)} rows for {n} cells.")
+        if self.config.data.dose_key is not None and effects.mode != "none":
+            if effects.mode == "always":
+                raise ValueError("Effect estimates are not available for models fitted with "
+                                 "dose_key (training means depend on dose); use effects='none'.")
+            effects = EffectConfig(mode="none", target_prior=effects.target_prior)
+        if source_cells is not None and source_tokens is not None and effects.mode != "none":
+            means = _context_means(cells, self.encode(source_cells), cells.frame(source_cells))
+        else:
+            means = _context_means(cells, source_tokens, cov_df)
+        estimates = self.targets.resolve(label, cov_df, effects, means, source_cells)
+        covs = self.generator.covariate_codes(label, cov_df, n, cells.seen_in_context)
+        weight = self.generator.compose_weight(label, sampling.compose, self._seen)
+        x0 = self.generator.generate(label, n, covs, gen=gen, sampling=sampling, weight=weight,
+                                     dose=dose, source_tokens=source_tokens, device=dev)
+        if estimates and len(x0):
+            x0 = self.targets.shift(estimates, x0, cov_df)
+        return x0, estimates, cov_df
+
+    def predict(self, perturbations: str | Sequence[str], n_cells: int | None = None, *,
+                covariates: Mapping[str, str] | None = None, source: ad.AnnData | None = None,
+                layer: str | None = None, dose: float | str | None = None,
+                seed: int | None = None, effects: str | EffectConfig | None = "auto",
+                sampling: SamplingConfig | None = None, representation: str | None = None,
+                device: str | None = None) -> ad.AnnData:
+        """Generate cells under each perturbation, in the training genes and representation.
+
+        Parameters
+        ----------
+        perturbations
+            A label or list of labels (combinations as ``"A+B"``, any order).
+        n_cells
+            Cells per perturbation. Default 100, or the number of ``source`` cells (a larger
+            value uses every source cell ``n_cells // n_source`` times and draws the remainder
+            without replacement; a smaller one draws a subset).
+        covariates
+            One value per covariate key (e.g. ``{"cell_type": "k562"}``). Default: read from
+            ``source`` cells, else drawn with the reference cells of that perturbation.
+        source
+            Cells whose context to predict (e.g. control cells of one cell type): their
+            covariates, library sizes and unmodelled genes are carried over. Must have the
+            training genes and representation. A model fitted with ``source="control"``
+            transports these very cells (cell ``i`` of the output is source cell ``i`` under the
+            perturbation); without ``source`` it transports stored control cells of the context
+            (``covariates``), or of the contexts the perturbation was seen in.
+        layer
+            Layer of ``source`` holding expression (default ``.X``).
+        dose
+            Dose of the perturbation(s) for models fitted with ``dose_key`` (a number, or
+            ``"a+b"`` for the members of a combination).
+        seed
+            Seed for reproducible output; ``None`` draws a fresh one.
+        effects
+            What sets the mean of the generated cells (:class:`scdit.EffectConfig`; see
+            :mod:`scdit.effects` and the user guide). ``"auto"`` (default): the generator,
+            except for combinations unseen in training whose members and control have training
+            cells in the context (the additive estimate of the members' training effects,
+            empirical-Bayes shrunk where the context has enough perturbations) and for
+            perturbations never seen in the context but seen in ≥ 3 others (a held-out context:
+            its control mean plus the effect estimated from the other contexts by mean shift,
+            kernel or slope, chosen by leave-one-context-out; with the genes tokenizer
+            projected onto the top principal axes of expression). The generator then supplies
+            the spread: each context's generated cells are shifted by one constant per
+            coordinate so that their mean is the estimate; genes outside the model are shifted
+            alike. ``"none"``: **the generator alone**. ``"always"``: an estimate for every
+            label (its own training mean where seen; error where none applies). Or an
+            ``EffectConfig`` (``shrink``, ``target_prior``). The held-out-split benchmarks in
+            docs/results.md report the default beside the generator alone.
+        sampling
+            ODE integration (:class:`scdit.SamplingConfig`: ``steps``, ``solver``,
+            ``guidance_scale``, ``compose``, ``batch_size``); default: the model's
+            :class:`~scdit.FlowConfig` values.
+        representation
+            ``None`` (default): the training representation. ``"log1p"``: log1p(normalize_total
+            1e4) expression as the model generates it, also for a model trained on counts (the
+            default converts each generated cell to counts with its reference cell's library
+            size, which re-adds sampling noise at the *reference* cell's depth).
+        device
+            Where to integrate (default: CUDA if available, else CPU).
+
+        Returns
+        -------
+        AnnData with ``obs[condition_key]``, the covariates and ``obs["reference_cell"]``;
+        ``uns["scdit"]`` holds the sampling settings, ``"mean_set_by"`` (per ``"label"`` or
+        ``"label | context"``: ``"generator"``, ``"seen"``, ``"additive"``,
+        ``"additive_shrunk"`` or ``"context:<method>"``) and, for held-out contexts,
+        ``"context_estimator"`` (the estimator chosen, its parameter, its
+        leave-one-context-out Pearson and the mean shift's).
+        """
+        out_rep = self.representation if representation is None else representation
+        if out_rep not in ("log1p", "counts"):
+            raise ValueError(f"representation must be None, 'log1p' or 'counts', got "
+                             f"{representation!r}.")
+        if out_rep == "counts" and self.representation != "counts":
+            raise ValueError("representation='counts' needs a model trained on counts; this one "
+                             "was trained on log1p data (use representation=None or 'log1p').")
+        labels = labels_arg(perturbations)
+        effects, sampling, seed = EffectConfig.coerce(effects), _sampling_arg(sampling), \
+            _seed_arg(seed)
+        self.vocab.encode(labels)  # clear error for unknown perturbations, before any work
+        rng = np.random.default_rng(seed)
+        cells = self.cells
+        src = cells.check_source(source, layer) if source is not None else None
+        transport = self.config.flow.source == "control"
+        parts, set_by, chosen = [], {}, {}
+        for i, label in enumerate(labels):
+            if transport and src is None:
+                ref = cells.control_cells(label, 100 if n_cells is None else n_cells_arg(n_cells),
+                                          covariates, rng)
+            else:
+                ref = cells.reference_cells(label, src, n_cells, covariates, rng)
+            sub_seed = int(seed) * 1000003 + i if seed is not None else int(rng.integers(2**31))
+            given = None
+            if transport and effects.mode != "none":
+                given = ref if src is None else take(src, np.arange(src.n_obs), covariates)
+            tokens, est, _ = self._generate(label, ref.n_obs, cells.frame(ref), dose, sub_seed,
+                                            effects, sampling,
+                                            self.encode(ref) if transport else None, given,
+                                            device)
+            part = assemble(cells, self.tokenizer, label, tokens.numpy(), ref, rng, out_rep)
+            part = self.targets.anchor_unmodelled(label, part, ref, est, out_rep, rng)
+            by, ce = self.targets.report(label, est)
+            set_by.update(by or {label: "generator"})
+            chosen.update(ce)
+            parts.append(apply_target_prior(cells, self.summary, label, part, rng, out_rep)
+                         if effects.target_prior else part)
+        out = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
+        out.obs_names_make_unique()
+        out.uns["scdit"] = {"guidance_scale": sampling.guidance_scale,
+                            "steps": sampling.steps or self.config.flow.steps,
+                            "solver": sampling.solver or self.config.flow.solver, "seed": seed,
+                            "compose": "auto" if sampling.compose is None else sampling.compose,
+                            "representation": out_rep, "effects": effects.mode,
+                            "shrink": "auto" if effects.shrink is None else effects.shrink,
+                            "mean_set_by": set_by}
+        if chosen:
+            out.uns["scdit"]["context_estimator"] = chosen
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``reference.h5ad`` into ``path``."""
+        return write_model(path, self, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScDiT:
+        """Load a model written by :meth:`save`."""
+        return cls(**read_model(path))
+
+
+def _seed_arg(seed) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}.")
+    return int(seed)
+
+
+def _sampling_arg(sampling) -> SamplingConfig:
+    if sampling is None:
+        return SamplingConfig()
+    if not isinstance(sampling, SamplingConfig):
+        raise TypeError(f"sampling must be a scdit.SamplingConfig or None, got {sampling!r}.")
+    return sampling
+
+
+def _context_means(cells: CellStore, tokens: torch.Tensor | None,
+                   cov_df: pd.DataFrame | None) -> dict[tuple[str, ...], np.ndarray]:
+    """Per context of ``cov_df``: the mean token ``(T·P,)`` of ``tokens`` (empty without)."""
+    if tokens is None:
+        return {}
+    flat = torch.as_tensor(tokens).double().flatten(1).numpy()
+    ctx_of = cells.context_keys(cov_df, len(flat))
+    return {ctx: flat[[i for i, c in enumerate(ctx_of) if c == ctx]].mean(0)
+            for ctx in dict.fromkeys(ctx_of)}

@@ -1,0 +1,117 @@
+"""The generator: integrate the velocity field from the source to cells of a condition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import SamplingConfig, ScDiTConfig
+from ..data import ConditionVocab, CovariateVocab, parse_doses
+from ..flow import composed, guided, integrate
+from ..models import VelocityField
+
+
+class Generator:
+    """Tokens of cells under a condition, from the trained velocity field alone.
+
+    Parameters
+    ----------
+    field
+        The trained velocity field ``v(x, t, cond)``.
+    config, vocab, covariates
+        The model's configuration and vocabularies.
+    """
+
+    def __init__(self, field: VelocityField, config: ScDiTConfig, vocab: ConditionVocab,
+                 covariates: CovariateVocab, shape: tuple[int, int]):
+        self.field = field
+        self.shape = shape  # (T, P) of a cell's tokens
+        self.config = config
+        self.vocab = vocab
+        self.covariates = covariates
+
+    def compose_weight(self, label: str, compose: float | None, seen: set) -> float:
+        """Weight of member composition: ``compose``, else 0 for seen combinations and
+        ``FlowConfig.compose`` for unseen ones (``seen``: canonical training labels)."""
+        if compose is not None:
+            return float(compose)
+        canonical = self.vocab.separator.join(self.vocab.members(label)) or self.vocab.control
+        return 0.0 if canonical in seen else self.config.flow.compose
+
+    def velocity(self, label: str, atoms: torch.Tensor, covs: torch.Tensor, scale: float,
+                 weight: float, dose: torch.Tensor | None = None):
+        """Guided velocity for ``label``; combinations composed from their members with
+        ``weight`` (``v = (1 − w) v_AB + w (Σ v_m − (k − 1) v_control)``)."""
+
+        def cond(a, d):
+            c = {"atoms": a, "covariates": covs}
+            if d is not None:
+                c["dose"] = d
+            return c
+
+        v_joint = guided(self.field, cond(atoms, dose), scale)
+        members = self.vocab.members(label)
+        if weight == 0.0 or len(members) < 2:
+            return v_joint
+        terms = [] if weight == 1.0 else [(v_joint, 1.0 - weight)]
+        for j, m in enumerate(members):  # members are sorted, as the columns of atoms and dose
+            a = torch.as_tensor(self.vocab.encode([m] * len(atoms)), device=atoms.device)
+            d = None if dose is None else dose[:, j:j + 1]
+            terms.append((guided(self.field, cond(a, d), scale), weight))
+        ctrl = torch.zeros_like(atoms[:, :1])
+        terms.append((guided(self.field, cond(ctrl, None), scale), -weight * (len(members) - 1)))
+        return composed(terms)
+
+    def dose_tensor(self, label: str, dose, n: int, width: int) -> torch.Tensor | None:
+        """Per-cell doses ``(n, width)`` for a dose model (clear errors otherwise)."""
+        key = self.config.data.dose_key
+        if key is None:
+            if dose is not None:
+                raise ValueError("This model was trained without dose_key; do not pass dose.")
+            return None
+        if dose is None:
+            if label == self.vocab.control:
+                dose = 0.0
+            else:
+                raise ValueError(f"This model was trained with doses (obs[{key!r}]); pass dose= "
+                                 "(a number, or 'a+b' for the members of a combination).")
+        arr = parse_doses([label], [dose], self.vocab, width, key)
+        return torch.as_tensor(np.repeat(arr, n, axis=0))
+
+    def generate(self, label: str, n: int, covs: torch.Tensor, *, gen: torch.Generator,
+                 sampling: SamplingConfig, weight: float, dose=None,
+                 source_tokens: torch.Tensor | None = None, device: torch.device) -> torch.Tensor:
+        """Generated tokens ``(n, T, P)`` of ``label`` with covariate codes ``covs`` ``(n, K)``,
+        integrated from Gaussian noise (``gen``) or from ``source_tokens`` plus
+        ``FlowConfig.source_noise`` × noise for a control-source model."""
+        t, p = self.shape
+        atoms = torch.as_tensor(self.vocab.encode([label] * n))
+        doses = self.dose_tensor(label, dose, n, atoms.shape[1])
+        sigma = self.config.flow.source_noise if self.config.flow.source == "control" else 1.0
+        kw = {"steps": sampling.steps or self.config.flow.steps,
+              "solver": sampling.solver or self.config.flow.solver}
+        out, bs = [], int(sampling.batch_size)
+        for s in range(0, n, bs):
+            sl = slice(s, min(n, s + bs))
+            x1 = torch.randn((sl.stop - sl.start, t, p), generator=gen)  # (b, T, P)
+            if source_tokens is not None:
+                x1 = source_tokens[sl].float() + sigma * x1
+            v = self.velocity(label, atoms[sl].to(device), covs[sl].to(device),
+                              sampling.guidance_scale, weight,
+                              None if doses is None else doses[sl].to(device))
+            out.append(integrate(v, x1.to(device), **kw).cpu())  # (b, T, P)
+        return torch.cat(out) if out else torch.zeros((0, t, p))
+
+    def covariate_codes(self, label: str, cov_df: pd.DataFrame | None, n: int,
+                        seen_in_context) -> torch.Tensor:
+        """Covariate codes ``(n, K)``; with a control source trained with covariate dropout,
+        rows of a (label, context) pair never seen in training drop their covariates (the
+        source cells carry the context)."""
+        if not self.covariates.keys:
+            return torch.zeros((n, 0), dtype=torch.long)
+        covs = torch.as_tensor(self.covariates.encode(cov_df))
+        c = self.config
+        if c.flow.source == "control" and bool(c.conditions.covariate_dropout):
+            covs[torch.as_tensor(~seen_in_context(label, cov_df))] = 0
+        return covs

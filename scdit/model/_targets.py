@@ -1,0 +1,265 @@
+"""Effect targets of a fitted model: the effects layer applied to its tokens and genes.
+
+The model composes its generator with an :class:`~scdit.effects.EffectPlan` explicitly: the
+plan, over an effect table of the stored reference cells in token coordinates, gives a target
+mean per context; every generated cell of that context is shifted by one constant per token
+coordinate so that the generated mean is the target (the generator supplies the spread). Genes
+the tokenizer does not model get the same estimator over a second table of their log1p values,
+and, where tokens are log1p genes, a held-out context's estimate over all genes is projected
+onto the main axes of the training cells' expression (:func:`scdit.effects.project_effect`).
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from ..data import clipped_mean_shift, log1p_to_counts
+from ..effects import (
+    EFFECT_RANK,
+    EffectConfig,
+    EffectPlan,
+    EffectTable,
+    Estimate,
+    apply_effect,
+    expression_basis,
+    project_effect,
+)
+from ._cells import LIBRARY_KEY, CellStore
+
+#: Most stored cells the expression basis of a held-out context's projection is fitted on.
+BASIS_CELLS = 3000
+
+
+class EffectTargets:
+    """Effect tables and plan of one model, built on first use and kept with the model.
+
+    Parameters
+    ----------
+    cells
+        The model's stored reference cells.
+    tokenizer
+        The fitted tokenizer (tokens ↔ log1p of the modelled genes).
+    encode
+        ``AnnData -> (n, T, P)`` tokens of cells in the training representation.
+    seen_labels
+        Canonical labels of the conditions seen in training.
+    """
+
+    def __init__(self, cells: CellStore, tokenizer, encode, seen_labels):
+        self.cells = cells
+        self.tokenizer = tokenizer
+        self.encode = encode
+        self.seen_labels = set(seen_labels)
+        self._plan: EffectPlan | None = None
+        self._genes: EffectTable | None = None
+        self._basis: tuple[np.ndarray | None] | None = None
+
+    # ------------------------------------------------------------------ tables
+    def units(self) -> np.ndarray:
+        """Per token coordinate, its unit in the tokenizer's unstandardised features (log1p
+        for the genes tokenizer, PC scores or the scVI latent), 1 for padding."""
+        tok = self.tokenizer
+        scale = np.ones(tok.n_tokens * tok.patch_size)
+        std = getattr(tok, "std", None)
+        if std is not None and len(std):
+            scale[:len(std)] = np.asarray(std, dtype=np.float64)
+        return scale
+
+    @property
+    def plan(self) -> EffectPlan:
+        """The effect plan over the token table of the reference cells."""
+        if self._plan is None:
+            c = self.cells
+            ref = c.reference
+
+            def tokens(rows):
+                return self.encode(ref[rows]).double().flatten(1).numpy()
+
+            table = EffectTable(tokens, c.canonical_labels(), c.reference_contexts(),
+                                c.canonical(c.vocab.control), units=self.units())
+            self._plan = EffectPlan(table, self.seen_labels, self.describe)
+        return self._plan
+
+    @property
+    def genes(self) -> EffectTable:
+        """Means of the unmodelled genes' log1p values, label × context."""
+        if self._genes is None:
+            c = self.cells
+            self._genes = EffectTable(lambda rows: c.log1p_columns(c.reference[rows]),
+                                      c.canonical_labels(), c.reference_contexts(),
+                                      c.canonical(c.vocab.control), with_se=False)
+        return self._genes
+
+    def describe(self, ctx: tuple) -> str:
+        """`` in context {...}`` for messages (empty without covariates)."""
+        keys = self.cells.covariates.keys
+        return f" in context {dict(zip(keys, ctx, strict=True))}" if ctx else ""
+
+    def basis(self) -> np.ndarray | None:
+        """Top :data:`~scdit.effects.EFFECT_RANK` principal axes ``(n_vars, k)`` of the log1p
+        expression (all genes) of the stored cells, for tokenizers whose coordinates are log1p
+        genes; ``None`` otherwise or when too small. Computed once."""
+        if self._basis is None:
+            tok, basis = self.tokenizer, None
+            if getattr(tok, "rank", "n/a") is None:  # value-encoded genes tokenizer
+                ref = self.cells.reference
+                n = ref.n_obs
+                rows = np.arange(n) if n <= BASIS_CELLS else np.sort(
+                    np.random.default_rng(0).choice(n, BASIS_CELLS, replace=False))
+                X = self.cells.log1p_columns(ref[rows], np.arange(len(self.cells.var_names)))
+                basis = expression_basis(X, EFFECT_RANK)
+            self._basis = (basis,)
+        return self._basis[0]
+
+    # ------------------------------------------------------------------ estimates
+    def resolve(self, label: str, cov_df: pd.DataFrame | None, config: EffectConfig,
+                source_means: dict, source_cells: ad.AnnData | None) -> dict | None:
+        """Per requested context, the :class:`~scdit.effects.Estimate` setting the mean of
+        ``label`` (``None``: the generator alone). ``source_means``: mean source token per
+        context; ``source_cells``: the given source cells (their unmodelled genes' control
+        mean completes a held-out context's estimate)."""
+        c = self.cells
+        canon = c.canonical(label)
+        est = self.plan.resolve(canon, tuple(c.vocab.members(label)), c.contexts(cov_df), config,
+                                source_means, bool(c.covariates.keys))
+        if est is None:
+            return None
+        for ctx, e in est.items():
+            if e.kind == "context":
+                est[ctx] = self._complete(canon, ctx, e, source_cells)
+        return est
+
+    def _complete(self, label: str, ctx: tuple, est: Estimate,
+                  source_cells: ad.AnnData | None) -> Estimate:
+        """A held-out context's estimate with the unmodelled genes' part (same weights and
+        slope), projected onto the expression basis where there is one."""
+        c, info = self.cells, est.info
+        if info["c_from_source"] and source_cells is not None and len(c.unmodelled):
+            rows = [i for i, k in enumerate(c.context_keys(c.frame(source_cells),
+                                                           source_cells.n_obs)) if k == ctx]
+            if rows:  # the unmodelled genes' control mean, from the same source cells
+                info["c_genes"] = c.log1p_mean(source_cells[rows])
+        basis = self.basis()
+        if basis is None:
+            return est
+        n, cols = len(self.tokenizer.genes), c.unmodelled
+        delta = np.zeros(len(c.var_names))
+        delta[c.modelled] = info["effect"][:n]
+        if len(cols):
+            Cu, Eu = self._gene_pool(label, info["pool"])
+            cu = info.get("c_genes", self.genes.mean(self.genes.control, ctx))
+            delta[cols] = apply_effect(info, Eu, Cu, Cu.mean(0) if cu is None else cu)
+        delta = project_effect(delta, basis)
+        effect = np.array(info["effect"], dtype=np.float64)
+        effect[:n] = delta[c.modelled]
+        out = self.plan.context.with_effect(est, effect)
+        out.info.update(gene_effect=delta[cols], effect_rank=int(basis.shape[1]))
+        return out
+
+    def _gene_pool(self, label: str, pool: list) -> tuple[np.ndarray, np.ndarray]:
+        """Control means ``C`` and effects ``E`` ``(K, U)`` of the unmodelled genes in ``pool``."""
+        g = self.genes
+        C = np.stack([g.mean(g.control, k) for k in pool])
+        return C, np.stack([g.mean(label, k) for k in pool]) - C
+
+    # ------------------------------------------------------------------ applying them
+    def shift(self, estimates: dict, x0: torch.Tensor, cov_df: pd.DataFrame | None
+              ) -> torch.Tensor:
+        """Generated tokens ``x0`` ``(n, T, P)`` shifted per context so that their mean is
+        the target, then matched on the decoded scale where the tokenizer clips its output."""
+        c = self.cells
+        ctx_of = c.context_keys(cov_df, len(x0))
+        shape = x0.shape[1:]
+        shift = torch.zeros_like(x0, dtype=torch.float64)
+        for ctx, est in estimates.items():
+            rows = torch.as_tensor([i for i, k in enumerate(ctx_of) if k == ctx])
+            gen_mean = x0[rows].double().mean(0)
+            shift[rows] = sum(w * (torch.as_tensor(v).reshape(shape) - gen_mean)
+                              for v, w in est.terms)
+        x0 = x0 + shift.float()
+        match = getattr(self.tokenizer, "match_decoded_mean", None)
+        if match is None:
+            return x0
+        x0 = x0.clone()
+        for ctx in estimates:
+            rows = torch.as_tensor([i for i, k in enumerate(ctx_of) if k == ctx])
+            x0[rows] = match(x0[rows])
+        return x0
+
+    def gene_target(self, label: str, ctx: tuple, est: Estimate, carried: np.ndarray
+                    ) -> np.ndarray | None:
+        """Target mean ``(U,)`` of the unmodelled genes in ``ctx`` under ``est``: the same
+        weighted labels' means, or a held-out context's estimate. ``carried`` is the mean of
+        the cells' own values (the context's control mean when the estimate used the source's)."""
+        g = self.genes
+        if est.kind != "context":
+            means = [g.mean(lab, ctx) for lab, _ in est.labels]
+            if any(m is None for m in means):
+                return None
+            return sum(w * m for m, (_, w) in zip(means, est.labels, strict=True))
+        info = est.info
+        own = g.mean(g.control, ctx)
+        c = carried if info["c_from_source"] or own is None else own
+        c = info.get("c_genes", c)
+        if "gene_effect" in info:
+            return c + info["gene_effect"]
+        C, E = self._gene_pool(label, info["pool"])
+        return c + apply_effect(info, E, C, c)
+
+    def anchor_unmodelled(self, label: str, part: ad.AnnData, ref: ad.AnnData, estimates: dict,
+                          representation: str, rng) -> ad.AnnData:
+        """Give the genes outside the model (carried over from ``ref``) the target mean of each
+        context: one shift per gene and context, solved so that the mean after clipping at 0 is
+        the target (counts: on each cell's log1p scale, then rounded as the modelled genes)."""
+        c = self.cells
+        cols = c.unmodelled
+        if not estimates or not len(cols):
+            return part
+        counts = c.config.data.representation == "counts"
+        lib = ref.obs[LIBRARY_KEY].to_numpy() if counts else None
+        X = c.log1p_columns(ref)
+        X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
+        ctx_of = c.context_keys(c.frame(ref), len(X))
+        canon, changed = c.canonical(label), False
+        for ctx, est in estimates.items():
+            rows = np.array([i for i, k in enumerate(ctx_of) if k == ctx])
+            target = self.gene_target(canon, ctx, est, X[rows].mean(0)) if len(rows) else None
+            if target is None:
+                continue
+            X[rows] = np.maximum(X[rows] + clipped_mean_shift(X[rows], target), 0.0)
+            changed = True
+        if not changed:
+            return part
+        if representation == "counts":
+            X = log1p_to_counts(X, lib, rng=rng)
+        out = part.X.toarray() if sp.issparse(part.X) else np.array(part.X)
+        out[:, cols] = X.astype(out.dtype)
+        part.X = sp.csr_matrix(out) if sp.issparse(part.X) else out
+        return part
+
+    def report(self, label: str, estimates: dict | None) -> tuple[dict, dict]:
+        """``(mean_set_by, context_estimator)`` for ``uns["scdit"]``: per ``"label | context"``
+        the estimator that set the mean (``"generator"`` where none did), and for held-out
+        contexts the estimator chosen, its parameter and LOCO Pearson (and the mean shift's)."""
+        set_by, chosen = {}, {}
+        for ctx, est in (estimates or {}).items():
+            key = f"{label} | {', '.join(ctx)}" if ctx else label
+            if est.kind != "context":
+                set_by[key] = est.kind
+                continue
+            info = est.info
+            set_by[key] = f"context:{info.get('method', 'mean')}"
+            ckey = f"{label} | {', '.join(ctx)}"
+            chosen[ckey] = {
+                "method": info.get("method", "mean"),
+                "param": float("nan") if info.get("param") is None else info["param"],
+                "loco_pearson": float("nan") if info.get("loco") is None else info["loco"],
+                "loco_pearson_mean_shift": float("nan") if info.get("loco_mean") is None
+                else info["loco_mean"],
+                "n_contexts": int(len(info.get("weights", []))),
+                "effect_rank": int(info.get("effect_rank", 0))}
+        return set_by, chosen
