@@ -46,11 +46,16 @@ class EffectTable:
         Also compute squared standard errors (needed for shrinkage); else only means.
     chunk
         Rows read at a time.
+    moments
+        Precomputed ``{(label, context): (mean, se2 or None)}`` of every group (e.g. from a
+        sparse-aware group reduction); the table then reads ``values`` only where it needs
+        cells (the held-out-context kernel's control cells).
     """
 
     def __init__(self, values: Callable[[np.ndarray], np.ndarray] | np.ndarray,
                  labels: Sequence[str], contexts: Sequence[Context], control: str, *,
-                 units: np.ndarray | None = None, with_se: bool = True, chunk: int = 8192):
+                 units: np.ndarray | None = None, with_se: bool = True, chunk: int = 8192,
+                 moments: dict | None = None):
         self._values = values if callable(values) else (lambda rows, _v=values: _v[rows])
         self.labels = np.asarray(labels, dtype=object)
         self._row_context = [tuple(c) for c in contexts]
@@ -67,6 +72,11 @@ class EffectTable:
         self._present: dict[Context, set] = {}
         self._priors: dict[Context, tuple[np.ndarray, int] | None] = {}
         self._posteriors: dict[tuple[str, Context], np.ndarray] = {}
+        if moments is not None:
+            for (lab, ctx), m in moments.items():
+                self._stats.setdefault(tuple(ctx), {})[lab] = m
+            for ctx in self.contexts:
+                self._stats.setdefault(ctx, {})
 
     # ------------------------------------------------------------------ groups
     def rows(self, ctx: Context, label: str | None = None) -> np.ndarray:
