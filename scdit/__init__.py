@@ -5,12 +5,41 @@ from __future__ import annotations
 from importlib import import_module
 
 from . import evaluate  # a callable module: scdit.evaluate(...) and scdit.evaluate.summarize
-from ._api import fit, load
 from ._model import ScDiT
-from .evaluate import benchmark
+from .api import fit, load
+from .config import (
+    DIT_PRESETS,
+    ConditionConfig,
+    DataConfig,
+    DiTConfig,
+    FlowConfig,
+    ScDiTConfig,
+    TokenizerConfig,
+    TrainConfig,
+)
+from .pipelines import benchmark, write_report
+from .version import __version__
 
-__version__ = "0.1.0"
-__all__ = ["ScDiT", "__version__", "benchmark", "datasets", "evaluate", "fit", "load", "pl", "splits"]
+__all__ = [
+    "DIT_PRESETS",
+    "ConditionConfig",
+    "DataConfig",
+    "DiTConfig",
+    "FlowConfig",
+    "ScDiT",
+    "ScDiTConfig",
+    "TokenizerConfig",
+    "TrainConfig",
+    "__version__",
+    "benchmark",
+    "datasets",
+    "evaluate",
+    "fit",
+    "load",
+    "pl",
+    "splits",
+    "write_report",
+]
 
 _LAZY = {"datasets": "scdit.datasets", "pl": "scdit.plotting", "splits": "scdit.splits"}
 
