@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .._config import TokenizerConfig
+from ..config import TokenizerConfig
 from ._base import TOKENIZERS, Tokenizer
 from ._genes import GeneTokenizer
 from ._pca import PCATokenizer

@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..data._representation import clipped_mean_shift
+from ..data import clipped_mean_shift
 from ._base import check_fitted, register, token_layout
 from ._rank import RankCodec
 

@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..data._representation import TARGET_SUM, library_size
+from ..data import TARGET_SUM, library_size
 from ._base import StandardTokens, check_fitted, register, token_layout
 from ._genes import select_genes
 

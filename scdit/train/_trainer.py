@@ -11,8 +11,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from .._config import DiTConfig, FlowConfig, TrainConfig
-from ..data._dataset import CellDataset, _dense, make_loader
+from ..config import DiTConfig, FlowConfig, TrainConfig
+from ..data import CellDataset, make_loader
+from ..data import dense_tensor as _dense
 from ..models import VelocityField
 from ._budget import TimeBudget
 from ._module import FlowModule
