@@ -54,7 +54,7 @@ def load_cell_lines() -> ad.AnnData:
     return adata
 
 
-#: Optional Kang 2018 file (scGen's log-normalised ``valid.h5ad`` split; see RESULTS.md).
+#: Optional Kang 2018 file (scGen's log-normalised ``valid.h5ad`` split; see benchmarks/README.md).
 KANG: dict = {}
 
 

@@ -1,163 +1,149 @@
-"""Compare the tokenizers (genes, pca, scvi) on the bundled datasets.
+"""Tokenizer suite: the ``genes``, ``pca`` and ``scvi`` tokenizers on the bundled datasets.
 
-For each dataset and tokenizer: ``scdit.fit`` with that tokenizer, then held-out prediction.
+For each dataset and tokenizer, ``scdit.fit`` with that tokenizer, then held-out prediction:
 
-- ``glioblastoma``: ``scdit.datasets.glioblastoma_panobinostat()`` (raw counts, 300 genes); one
-  patient's treated cells held out (default PW036) and predicted from that patient's control
-  cells (``covariate_keys=["patient_id"]``; scVI also uses it as ``batch_key``).
-- ``norman``: K562 cells of ``scdit.datasets.norman19_devel()``; the doubles whose singles are
-  both measured held out (``split_combinations(seen=2)``, as in ``python -m scdit.demo``) and
-  predicted from the training control cells (500 cells each).
+* ``glioblastoma``: ``scdit.datasets.glioblastoma_panobinostat()`` (raw counts, 300 genes); the
+  treated cells of one patient (``--tokenizer-patient``, default PW036) held out and predicted
+  from that patient's control cells (covariate ``patient_id``, also scVI's ``batch_key``).
+* ``norman``: K562 cells of ``scdit.datasets.norman19_devel()``; the doubles whose singles were
+  both seen held out (``split_combinations(seen=2)``, the demo split), 500 cells each from the
+  training control cells. The data are log-normalised, so ``scvi`` refuses them (row
+  ``skipped``).
 
-Reported per row: the reconstruction ceiling on the validation cells (median per-gene Pearson,
-MSE, Pearson Δ; from ``model.summary["ceiling"]``), held-out Pearson Δ (correlation of the
-predicted and real change of mean log1p expression from the control mean, averaged over
-held-out conditions) and MSE of the means, fit time, predict (sampling + decoding) time and the
-peak resident memory of the process that ran it (each run is a fresh subprocess).
-
-Usage::
-
-    python benchmarks/tokenizers.py                          # both datasets, three tokenizers
-    python benchmarks/tokenizers.py --datasets glioblastoma --max-steps 300 --json out.json
+Columns: the reconstruction ceiling stored by ``fit`` (``model.summary["ceiling"]``), held-out
+Pearson Δ and MSE from ``scdit.evaluate``, fit and predict seconds and the peak memory of the
+subprocess that ran the row (each row runs in a fresh process). Full mode: small preset, 500
+steps, 200 scVI epochs (``--tokenizer-steps``, ``--scvi-epochs``). Quick mode: glioblastoma only,
+tiny fits, 2 scVI epochs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
+import anndata as ad
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
+from .common import fit_model, peak_rss_mib, predict_cells
 
+NAME = "tokenizers"
 TOKENIZERS = ("genes", "pca", "scvi")
 DATASETS = ("glioblastoma", "norman")
+METRICS = ("ceiling_gene_r", "ceiling_mse", "ceiling_pearson_delta", "pearson_delta", "mse",
+           "fit_s", "predict_s", "peak_rss_mib")
+SUMMARY = ("ceiling_pearson_delta", "pearson_delta", "mse", "fit_s", "peak_rss_mib")
 
 
-def _log_means(adata, key: str, label: str) -> np.ndarray:
-    from scdit.data._representation import to_log1p
+def _data(dataset: str, patient: str):
+    """``(train, real, source, key, control, covariate_keys, conditions, n_cells)``."""
+    import scdit
+    from scdit.splits import split_combinations, split_covariate_context
 
-    X = to_log1p(adata[adata.obs[key].astype(str) == label].X)
-    return np.asarray(X.mean(0)).ravel() if sp.issparse(X) else np.asarray(X).mean(0)
+    if dataset == "glioblastoma":
+        a = scdit.datasets.glioblastoma_panobinostat()
+        split = split_covariate_context(a, "condition", "patient_id", context=patient,
+                                        control="ctrl")
+        train, test = split.subset(a)
+        source = a[a.obs_names.isin(split.params["source_obs_names"])].copy()
+        key, control, covs, n = "condition", "ctrl", ("patient_id",), None
+    else:
+        a = scdit.datasets.norman19_devel()
+        a = a[a.obs["cell_type"].astype(str) == "k562"].copy()
+        a.obs["perturbation"] = a.obs["perturbation"].astype(str)
+        a.obs_names_make_unique()
+        split = split_combinations(a, "perturbation", seen=2, control="control", seed=0)
+        train, test = split.subset(a)
+        key, control, covs, n = "perturbation", "control", (), 500
+        source = train[train.obs[key] == control].copy()
+    real = ad.concat([test, source], merge="same")
+    real.obs_names_make_unique()
+    conds = sorted(set(test.obs[key].astype(str)))
+    return train, real, source, key, control, covs, conds, n
 
 
-def delta_scores(pred, real, ctrl, key: str, labels) -> dict[str, float]:
-    """Mean over ``labels`` of Pearson Δ and MSE of log1p means (control mean from ``ctrl``)."""
-    from scdit.data._representation import to_log1p
-
-    C = to_log1p(ctrl.X)
-    c = np.asarray(C.mean(0)).ravel() if sp.issparse(C) else np.asarray(C).mean(0)
-    pds, mses = [], []
-    for lab in labels:
-        p, r = _log_means(pred, key, lab), _log_means(real, key, lab)
-        pds.append(float(np.corrcoef(p - c, r - c)[0, 1]))
-        mses.append(float(np.mean((p - r) ** 2)))
-    return {"pearson_delta": float(np.mean(pds)), "mse": float(np.mean(mses))}
-
-
-def run_one(dataset: str, tokenizer: str, args) -> dict:
-    """Fit and predict one (dataset, tokenizer) pair in this process."""
+def run_row(dataset: str, tokenizer: str, seed: int, quick: bool, opts: dict) -> dict:
+    """Fit and predict one (dataset, tokenizer) pair in this process; one result row."""
     import torch
 
     import scdit
 
-    torch.set_num_threads(1)
-    kwargs: dict = {"max_epochs": args.scvi_epochs} if tokenizer == "scvi" else {}
-    if dataset == "glioblastoma":
-        adata = scdit.datasets.glioblastoma_panobinostat()
-        key, obs = "condition", adata.obs
-        held = ((obs["patient_id"] == args.patient) & (obs[key] == "panobinostat")).to_numpy()
-        ctrl = adata[((obs["patient_id"] == args.patient) & (obs[key] == "ctrl")).to_numpy()].copy()
-        train, real, labels = adata[~held].copy(), adata[held].copy(), ["panobinostat"]
-        fit_kw = {"covariate_keys": ["patient_id"]}
-        if tokenizer == "scvi":
-            kwargs["batch_key"] = "patient_id"
-    else:
-        from scdit.demo import CONDITION_KEY, CONTROL, load_data
-
-        _, _, train, real = load_data(args.seed)
-        key = CONDITION_KEY
-        ctrl = train[train.obs[key] == CONTROL].copy()
-        labels = sorted(real.obs[key].unique())
-        fit_kw = {"control": CONTROL}
+    torch.set_num_threads(opts.get("threads") or 1)
+    train, real, source, key, control, covs, conds, n = _data(dataset, opts["patient"])
+    options: dict = {}
+    if tokenizer == "scvi":
+        options["max_epochs"] = 2 if quick else opts["scvi_epochs"]
+        if covs:
+            options["batch_key"] = covs[0]
+    row = {"setting": dataset, "holdout": opts["patient"] if covs else "seen2",
+           "method": tokenizer, "seed": seed}
     t0 = time.perf_counter()
     try:
-        model = scdit.fit(train, key, tokenizer=tokenizer, tokenizer_kwargs=kwargs,
-                          max_steps=args.max_steps, preset=args.preset, seed=args.seed,
-                          verbose=False, **fit_kw)
+        model = fit_model(train, key, control=control, seed=seed, quick=quick,
+                          covariate_keys=covs, tokenizer=tokenizer,
+                          tokenizer_options=options or None,
+                          max_steps=None if quick else opts["steps"],
+                          preset=None if quick else opts["preset"])
     except ValueError as err:  # e.g. scvi on log-normalised data: report, do not stop
-        return {"dataset": dataset, "tokenizer": tokenizer, "skipped": str(err)}
+        return {**row, "skipped": str(err).splitlines()[0][:200]}
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    import anndata as ad
-
-    n = None if dataset == "glioblastoma" else 500
-    parts = [model.predict(lab, n_cells=n, source=ctrl, seed=args.seed + i)
-             for i, lab in enumerate(labels)]
-    pred = ad.concat(parts) if len(parts) > 1 else parts[0]
-    pred_s = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    c = model.summary["ceiling"]
-    return {"dataset": dataset, "tokenizer": tokenizer, "values_per_cell": model.tokenizer.n_features,
-            "tokens": f"{model.tokenizer.n_tokens}×{model.tokenizer.patch_size}",
-            "ceiling_gene_r": c["per_gene_pearson"], "ceiling_mse": c["mse"],
-            "ceiling_pearson_delta": c["pearson_delta"], **delta_scores(pred, real, ctrl, key, labels),
-            "fit_s": round(fit_s, 1), "predict_s": round(pred_s, 1), "n_predicted": int(pred.n_obs),
-            "peak_mb": round(peak_mb), "steps": model.summary["steps"]}
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
-    p.add_argument("--tokenizers", nargs="*", default=list(TOKENIZERS))
-    p.add_argument("--patient", default="PW036", help="held-out glioblastoma patient")
-    p.add_argument("--max-steps", type=int, default=500)
-    p.add_argument("--scvi-epochs", type=int, default=200)
-    p.add_argument("--preset", default="small")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None)
-    p.add_argument("--one", nargs=2, metavar=("DATASET", "TOKENIZER"), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.one:
-        print("RESULT " + json.dumps(run_one(*args.one, args)), flush=True)
-        return
-    rows = []
-    passthrough = ["--patient", args.patient, "--max-steps", str(args.max_steps),
-                   "--scvi-epochs", str(args.scvi_epochs), "--preset", args.preset,
-                   "--seed", str(args.seed)]
-    for ds in args.datasets:
-        for tok in args.tokenizers:
-            out = subprocess.run([sys.executable, __file__, "--one", ds, tok, *passthrough],
-                                 capture_output=True, text=True)
-            lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-            if out.returncode or not lines:
-                print(f"{ds}/{tok} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
-                continue
-            rows.append(json.loads(lines[-1][7:]))
-            print(json.dumps(rows[-1]), flush=True)
-    print()
-    print("| dataset | tokenizer | values/cell (tokens) | ceiling gene r | ceiling MSE | "
-          "ceiling Pearson Δ | held-out Pearson Δ | held-out MSE | fit s | predict s | peak MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        if "skipped" in r:
-            print(f"| {r['dataset']} | {r['tokenizer']} | n/a: {r['skipped'][:70]} |" + " |" * 8)
-            continue
-        print(f"| {r['dataset']} | {r['tokenizer']} | {r['values_per_cell']} ({r['tokens']}) | "
-              f"{r['ceiling_gene_r']:.3f} | {r['ceiling_mse']:.4f} | {r['ceiling_pearson_delta']:.3f} | "
-              f"{r['pearson_delta']:.3f} | {r['mse']:.4f} | {r['fit_s']} | {r['predict_s']} | "
-              f"{r['peak_mb']} |")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+    n_cells = n or {c: int((real.obs[key] == c).sum()) for c in conds}
+    pred = predict_cells(model, conds, n_cells, source, seed=seed, quick=quick)
+    predict_s = time.perf_counter() - t0
+    df = scdit.evaluate(pred, real, key, control=control, train=train,
+                        covariate_key=covs[0] if covs else None, baselines=(), seed=seed)
+    s = scdit.evaluate.summarize(df).loc["scdit"]
+    c = model.summary.get("ceiling") or {}
+    tok = model.tokenizer
+    return {**row, "values_per_cell": getattr(tok, "n_features", None),
+            "tokens": f"{getattr(tok, 'n_tokens', '?')}×{getattr(tok, 'patch_size', '?')}",
+            "ceiling_gene_r": c.get("per_gene_pearson"), "ceiling_mse": c.get("mse"),
+            "ceiling_pearson_delta": c.get("pearson_delta"),
+            "pearson_delta": float(s["pearson_delta"]), "mse": float(s["mse"]),
+            "fit_s": round(fit_s, 1), "predict_s": round(predict_s, 1),
+            "n_predicted": int(pred.n_obs), "steps": model.summary.get("steps"),
+            "peak_rss_mib": round(peak_rss_mib(), 1)}
 
 
-if __name__ == "__main__":
-    main()
+def _subprocess_row(dataset: str, tokenizer: str, seed: int, quick: bool,
+                    opts: argparse.Namespace) -> pd.DataFrame:
+    """Run :func:`run_row` in a fresh Python process (its own peak memory)."""
+    child = {"patient": opts.tokenizer_patient, "steps": opts.tokenizer_steps,
+             "preset": opts.tokenizer_preset, "scvi_epochs": opts.scvi_epochs,
+             "threads": opts.threads}
+    code = ("import json, sys, warnings; warnings.filterwarnings('ignore'); "
+            f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
+            "from suites.tokenizers import run_row; "
+            f"print('RESULT ' + json.dumps(run_row({dataset!r}, {tokenizer!r}, {seed}, "
+            f"{quick}, {child!r})), flush=True)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"{dataset}/{tokenizer} failed:\n{out.stderr[-3000:]}")
+    return pd.DataFrame([json.loads(lines[-1][len("RESULT "):])])
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of this suite on the runner's command line."""
+    g = p.add_argument_group("tokenizers suite")
+    g.add_argument("--tokenizers", nargs="+", choices=TOKENIZERS, help="default: all three")
+    g.add_argument("--tokenizer-datasets", nargs="+", choices=DATASETS,
+                   help="default: both (quick: glioblastoma)")
+    g.add_argument("--tokenizer-patient", default="PW036", help="held-out glioblastoma patient")
+    g.add_argument("--tokenizer-steps", type=int, default=500, help="DiT steps per fit")
+    g.add_argument("--tokenizer-preset", default="small", help="DiT preset")
+    g.add_argument("--scvi-epochs", type=int, default=200, help="scVI training epochs")
+
+
+def units(quick: bool, opts: argparse.Namespace) -> list[tuple[str, str, Callable]]:
+    """``(setting, holdout, run(seed) -> rows)`` of every unit to run."""
+    datasets = opts.tokenizer_datasets or (("glioblastoma",) if quick else DATASETS)
+    toks = opts.tokenizers or TOKENIZERS
+    return [(ds, tok, lambda seed, ds=ds, tok=tok: _subprocess_row(ds, tok, seed, quick, opts))
+            for ds in datasets for tok in toks]
