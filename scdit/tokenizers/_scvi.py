@@ -84,6 +84,7 @@ class ScVITokenizer(StandardTokens):
 
     kind = "scvi"
     requires_counts = True
+    can_decode_counts = True
 
     def __init__(self, n_latent: int = 32, n_top_genes: int = 2000, max_tokens: int = 16,
                  patch_size: int | None = None, batch_key: str | None = None,
