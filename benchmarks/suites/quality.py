@@ -21,7 +21,8 @@ Settings (``--settings``; held-out units with ``--holdouts``):
 
 Methods per unit: ``scdit`` (``predict`` defaults), ``scdit_generator`` (the generator alone: no
 effect estimate sets its mean), ``scdit_log1p`` (glioblastoma: the counts model's log1p output),
-and the baselines of ``scdit.evaluate`` that fit the setting (each only when this scdit has it).
+the baselines of ``scdit.evaluate`` that fit the setting (each only when this scdit has it) and
+the split-half ``ceiling`` of the real cells.
 Quick mode: tiny fits on subsets (one unit per setting) that check the pipeline, not quality.
 """
 
@@ -188,12 +189,13 @@ def _synthetic_seen(holdout: str, quick: bool, opts) -> Task:
 
 
 def _baselines(*wanted: str, context: bool = False) -> tuple[str, ...]:
-    """The wanted baselines this scdit has (plus every ``context*`` estimator for contexts)."""
+    """The wanted baselines this scdit has, every ``context*`` estimator for held-out contexts,
+    and the split-half ``ceiling``."""
     import scdit
 
     have = tuple(scdit.evaluate.ALL_BASELINES)
     extra = tuple(b for b in have if context and b.startswith("context") and b not in wanted)
-    return tuple(b for b in wanted if b in have) + extra
+    return tuple(b for b in (*wanted, *extra, "ceiling") if b in have)
 
 
 def settings() -> dict[str, Setting]:
