@@ -10,8 +10,7 @@ VENV        ?= .venv
 CONSTRAINTS ?= requirements/constraints-cpu.txt
 TORCH       ?= torch==2.13.0
 PIP_ARGS    ?=
-BENCH       ?= $(sort $(wildcard benchmarks/[!_]*.py))
-BENCH_ARGS  ?=
+BENCH_ARGS  ?= --quick
 
 PY    := $(VENV)/bin/python
 PIP   := $(PY) -m pip
@@ -30,7 +29,7 @@ help:
 	@echo "make test-all  whole test suite, slow tests included"
 	@echo "make demo      run the end-to-end demo (python -m scdit.demo)"
 	@echo "make lint      ruff check"
-	@echo "make bench     run benchmarks/*.py (BENCH=script BENCH_ARGS=... to pick one; see benchmarks/README.md)"
+	@echo "make bench     benchmark suites, quick mode (BENCH_ARGS=... for others; see benchmarks/README.md)"
 	@echo "make clean     remove caches; make distclean also removes $(VENV)"
 
 venv: $(STAMP)
@@ -59,10 +58,11 @@ lint: venv
 format: venv
 	$(PY) -m ruff check --fix .
 
-# Every benchmarks/*.py script not starting with an underscore, one after the other; pick some
-# with BENCH=..., e.g. `make bench BENCH=benchmarks/train_throughput.py BENCH_ARGS="--threads 1"`.
+# The maintained suites through one runner, quick mode by default (a few minutes); the full
+# mode takes hours on a CPU: `make bench BENCH_ARGS=` (all suites) or e.g.
+# `make bench BENCH_ARGS="quality --settings norman_doubles --seeds 0 1 2"`.
 bench: venv
-	@set -e; for f in $(BENCH); do echo "== $$f"; $(PY) $$f $(BENCH_ARGS); done
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info lightning_logs

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from . import evaluate  # a callable module: scdit.evaluate(...) and scdit.evaluate.summarize
-from ._api import fit, load
+from .api import fit, load
 from .config import (
     DIT_PRESETS,
     ConditionConfig,
@@ -19,13 +19,31 @@ from .config import (
 )
 from .effects import EffectConfig
 from .model import ScDiT
-from .evaluate import benchmark
+from .pipelines import benchmark, write_report
+from .version import __version__
 
-__version__ = "0.1.0"
-__all__ = ["DIT_PRESETS", "ConditionConfig", "DataConfig", "DiTConfig", "EffectConfig",
-           "FlowConfig", "SamplingConfig", "ScDiT", "ScDiTConfig", "TokenizerConfig",
-           "TrainConfig", "__version__", "benchmark", "datasets", "evaluate", "fit", "load",
-           "pl", "splits"]
+__all__ = [
+    "DIT_PRESETS",
+    "ConditionConfig",
+    "DataConfig",
+    "DiTConfig",
+    "EffectConfig",
+    "FlowConfig",
+    "SamplingConfig",
+    "ScDiT",
+    "ScDiTConfig",
+    "TokenizerConfig",
+    "TrainConfig",
+    "__version__",
+    "benchmark",
+    "datasets",
+    "evaluate",
+    "fit",
+    "load",
+    "pl",
+    "splits",
+    "write_report",
+]
 
 _LAZY = {"datasets": "scdit.datasets", "pl": "scdit.plotting", "splits": "scdit.splits"}
 

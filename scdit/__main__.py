@@ -1,5 +1,5 @@
-"""``python -m scdit``: the command-line interface (see :mod:`scdit._cli`)."""
+"""``python -m scdit``: the command-line interface (see :func:`scdit.pipelines.main`)."""
 
-from ._cli import main
+from .pipelines import main
 
 raise SystemExit(main())

@@ -22,12 +22,18 @@ from .config import (
     TrainConfig,
 )
 from .model import ScDiT, build_field, make_reference
-from .conditions import data_features, feature_table, read_features, target_prior
-from .conditions._features import check_rows
-from .data._dataset import CellDataset
-from .data._representation import detect_representation, to_log1p
-from .data._setup import condition_labels, get_matrix, validate
-from .data._vocab import ConditionVocab, CovariateVocab, parse_doses
+from .conditions import check_rows, data_features, feature_table, read_features, target_prior
+from .data import (
+    CellDataset,
+    ConditionVocab,
+    CovariateVocab,
+    condition_labels,
+    detect_representation,
+    get_matrix,
+    parse_doses,
+    to_log1p,
+    validate,
+)
 from .tokenizers import format_ceiling, reconstruction_ceiling, resolve_tokenizer
 from .train import train_field
 

@@ -1,7 +1,9 @@
-"""Train/test splits with an automatic leakage check (see ``scdit.data._splits``)."""
+"""Train/test splits with an automatic leakage check (implemented in :mod:`scdit.data`)."""
 
-from .data._split_base import LeakageError, Split, check_leakage
-from .data._splits import (
+from .data import (
+    LeakageError,
+    Split,
+    check_leakage,
     random_cells,
     split_combinations,
     split_covariate_context,

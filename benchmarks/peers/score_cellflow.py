@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 import scdit
-from scdit.data._representation import to_log1p
+from scdit.data import to_log1p
 from scdit.splits import Split, split_covariate_context
 
 HERE = Path(__file__).resolve().parent
@@ -54,7 +54,7 @@ def load_cell_lines() -> ad.AnnData:
     return adata
 
 
-#: Optional Kang 2018 file (scGen's log-normalised ``valid.h5ad`` split; see RESULTS.md).
+#: Optional Kang 2018 file (scGen's log-normalised ``valid.h5ad`` split; see benchmarks/README.md).
 KANG: dict = {}
 
 

@@ -1,6 +1,7 @@
 """Condition encoders for perturbations and covariates, and perturbation features."""
 
 from ._encoder import ConditionEncoder
-from ._features import data_features, feature_table, read_features, target_prior
+from ._features import check_rows, data_features, feature_table, read_features, target_prior
 
-__all__ = ["ConditionEncoder", "data_features", "feature_table", "read_features", "target_prior"]
+__all__ = ["ConditionEncoder", "check_rows", "data_features", "feature_table", "read_features",
+           "target_prior"]

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..data import split_label
+
 FeatureInput = pd.DataFrame | Mapping | str | Path
 
 
@@ -182,7 +184,8 @@ def target_prior(X_log, var_names: Sequence[str], labels: Sequence[str], control
     ctrl = labels == control
     if not ctrl.any():
         return {"log_ratio": 0.0, "n": 0}
-    singles = [a for a in np.unique(labels) if a != control and separator not in a and a in names]
+    singles = [a for a in np.unique(labels)
+               if split_label(a, control, separator) == (a,) and a in names]
     ratios = []
     for a in singles:
         j = int(names.get_loc(a))

@@ -54,7 +54,7 @@ class CellDataset(Dataset):
 
     def __getitem__(self, rows: Sequence[int]) -> dict[str, torch.Tensor]:
         rows = np.sort(np.asarray(rows, dtype=np.int64))
-        batch = {"x": _dense(self.X[rows]), "atoms": self.atoms[rows],
+        batch = {"x": dense_tensor(self.X[rows]), "atoms": self.atoms[rows],
                  "covariates": self.covariates[rows]}
         if self.dose is not None:
             batch["dose"] = self.dose[rows]
@@ -66,7 +66,7 @@ class CellDataset(Dataset):
             for c in np.unique(ctx):
                 m = ctx == c
                 src[m] = rng.choice(self.pools[int(c)], int(m.sum()), replace=True)
-            batch["x_src"] = _dense(self.source_X[src])
+            batch["x_src"] = dense_tensor(self.source_X[src])
             batch["ctx"] = torch.as_tensor(ctx)
         return batch
 
@@ -75,7 +75,8 @@ def _as_matrix(X):
     return sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
 
 
-def _dense(sub) -> torch.Tensor:
+def dense_tensor(sub) -> torch.Tensor:
+    """Rows of a CSR or dense matrix as a contiguous float32 tensor ``(n, G)``."""
     dense = sub.toarray() if sp.issparse(sub) else sub
     return torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32))
 

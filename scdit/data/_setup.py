@@ -11,13 +11,8 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from ._labels import detect_control
 from ._representation import Representation, detect_representation
-
-#: Control labels recognised automatically (compared case-insensitively).
-COMMON_CONTROL_LABELS: tuple[str, ...] = (
-    "control", "ctrl", "non-targeting", "nontargeting", "non_targeting", "nt", "dmso",
-    "vehicle", "unperturbed", "none",
-)
 
 
 @dataclass(frozen=True)
@@ -67,33 +62,6 @@ def condition_labels(adata: AnnData, condition_key: str) -> pd.Series:
             f"adata.obs[{condition_key!r}] = adata.obs[{condition_key!r}].astype(str)."
         )
     return pd.Series(values.astype(str), index=adata.obs_names, name=condition_key)
-
-
-def detect_control(labels: Sequence[str], control: str | None) -> str:
-    """Return the control label (given or auto-detected) with a helpful error."""
-    seen = pd.unique(np.asarray(labels))
-    if control is not None:
-        if control not in set(seen):
-            raise ValueError(
-                f"No control cells: control={control!r} does not occur in the condition column. "
-                f"Labels seen: {_preview(seen)}. Pass control='<label of unperturbed cells>'."
-            )
-        return control
-    lower = {str(s).lower(): s for s in seen}
-    for cand in COMMON_CONTROL_LABELS:
-        if cand in lower:
-            return lower[cand]
-    raise ValueError(
-        f"No control cells found: none of the common control labels {list(COMMON_CONTROL_LABELS)} "
-        f"occurs in the condition column. Labels seen: {_preview(seen)}. "
-        "Pass control='<label of unperturbed cells>'."
-    )
-
-
-def _preview(values, n: int = 20) -> str:
-    vals = sorted(map(str, values))
-    more = f" ... (+{len(vals) - n} more)" if len(vals) > n else ""
-    return ", ".join(repr(v) for v in vals[:n]) + more
 
 
 def check_values(X, *, where: str = "adata.X") -> None:

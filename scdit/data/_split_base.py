@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._setup import _preview, condition_labels, detect_control
-from ._vocab import split_label
+from ._labels import detect_control, split_label
+from ._labels import preview as _preview
+from ._setup import condition_labels
 
 __all__ = ["LeakageError", "Split", "check_leakage"]
 

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._setup import _preview, condition_labels, detect_control
+from ._labels import detect_control, split_label
+from ._labels import preview as _preview
+from ._setup import condition_labels
 from ._split_base import LeakageError, Split, _isin, _obs_column, check_leakage
-from ._vocab import split_label
 
 __all__ = [
     "LeakageError", "Split", "check_leakage", "random_cells", "split_combinations",

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ._labels import split_label
+
 
 @dataclass(frozen=True)
 class ConditionVocab:
@@ -92,14 +94,6 @@ class ConditionVocab:
                    conditions=tuple(d["conditions"]), featured=tuple(d.get("featured", ())))
 
 
-def split_label(label: str, control: str, separator: str = "+") -> tuple[str, ...]:
-    """Members of a condition label, sorted; control and the control token inside combos dropped."""
-    if label == control:
-        return ()
-    parts = [p.strip() for p in str(label).split(separator)] if separator else [str(label)]
-    return tuple(sorted(p for p in parts if p and p != control))
-
-
 @dataclass(frozen=True)
 class CovariateVocab:
     """Categories of each covariate key (index 0 reserved for "unknown")."""
@@ -165,8 +159,7 @@ def parse_doses(labels: Sequence[str], doses: Sequence, vocab: ConditionVocab,
             continue
         k = (lab, str(d))
         if k not in cache:
-            written = [p.strip() for p in lab.split(sep)] if sep else [lab]
-            written = [p for p in written if p and p != vocab.control]
+            written = split_label(lab, vocab.control, sep, sort=False)
             parts = str(d).split(sep) if sep and isinstance(d, str) else [d]
             try:
                 vals = [float(p) for p in parts]

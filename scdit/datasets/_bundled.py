@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..data import split_label
+
 __all__ = [
     "CONTROL",
     "glioblastoma_panobinostat",
@@ -135,12 +137,8 @@ def perturbation_targets(adata: ad.AnnData, card: Mapping[str, Any]) -> list[str
     """
     if not _GENETIC & set(card["perturbation_type"]):
         return []
-    genes = {
-        g
-        for p in adata.obs["perturbation"].cat.categories
-        if p != CONTROL
-        for g in str(p).split(COMBO_SEP)
-    }
+    genes = {g for p in adata.obs["perturbation"].cat.categories
+             for g in split_label(p, CONTROL, COMBO_SEP)}
     names = pd.Index(adata.var_names.astype(str))
     hit = names.isin(genes)
     col = card["obs_mapping"].get("var_symbols")

@@ -12,6 +12,8 @@ from typing import Any
 import anndata as ad
 
 from ._bundled import load_bundled, preprocess_adata, standardise_obs
+from ._cache import ENV_DATA_DIR, ENV_OFFLINE, cache_dir, cached_path
+from ._cache import is_offline as _offline
 from ._registry import get_card
 
 __all__ = [
@@ -22,11 +24,6 @@ __all__ = [
     "fetch",
     "load",
 ]
-
-#: Environment variable naming the cache folder.
-ENV_DATA_DIR = "SCDIT_DATA_DIR"
-#: Environment variable that, when truthy (``1``, ``true``, ``yes``), forbids network access.
-ENV_OFFLINE = "SCDIT_OFFLINE"
 
 
 class DownloadError(OSError):
@@ -41,44 +38,10 @@ class DatasetNotCachedError(DownloadError, FileNotFoundError):
     """Offline mode is on and the dataset is not in the cache."""
 
 
-def cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """Resolve the dataset cache folder.
-
-    Parameters
-    ----------
-    path
-        Explicit folder. When ``None``, the ``SCDIT_DATA_DIR`` environment variable is used, and
-        failing that the operating system's user cache (``pooch.os_cache("scdit")``).
-
-    Returns
-    -------
-    The folder (not created here).
-    """
-    if path is not None:
-        return Path(path).expanduser()
-    env = os.environ.get(ENV_DATA_DIR)
-    if env:
-        return Path(env).expanduser()
-    import pooch
-
-    return Path(pooch.os_cache("scdit"))
-
-
-def _offline(offline: bool | None) -> bool:
-    if offline is not None:
-        return bool(offline)
-    return os.environ.get(ENV_OFFLINE, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _downloaded_name(card: Mapping[str, Any]) -> str:
     src = card["source"]
     suffix = ".gz" if src.get("compression", "none") == "gzip" else ""
     return src["filename"] + suffix
-
-
-def cached_path(card: Mapping[str, Any], cache: str | os.PathLike[str] | None = None) -> Path:
-    """Where the (decompressed) file of ``card`` lives in the cache: ``<cache>/<name>/<file>``."""
-    return cache_dir(cache) / card["name"] / card["source"]["filename"]
 
 
 def sha256sum(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:

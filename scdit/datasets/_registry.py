@@ -20,6 +20,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ._cache import cached_path
+
 __all__ = [
     "CARD_SCHEMA",
     "CardValidationError",
@@ -325,8 +327,6 @@ def list_datasets(*, cache_dir: str | os.PathLike[str] | None = None) -> pd.Data
     ``cells``, ``perturbations``, ``perturbation_type``, ``organism``, ``bundled``, ``verified``,
     ``out_of_core``, ``cached``. Counts are approximate unless ``verified``.
     """
-    from ._download import cached_path  # local import: _download imports this module
-
     rows = []
     for name, card in sorted(_all_cards().items()):
         src, stats = card["source"], card["stats"]

@@ -1,4 +1,4 @@
-"""Baseline predictors (no change, mean, additive) and the data helpers they share with evaluate.
+"""Baseline predictors (no change, mean, additive, context shift, linear) from a source's effects.
 
 A baseline for condition ``p`` in context ``ctx`` (a covariate value, or ``None``) is the real
 control cells of ``ctx`` shifted by a vector in log1p space:
@@ -29,18 +29,15 @@ The source is ``train`` when given (used as is), else ``real`` with the evaluate
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ..data._representation import to_log1p
-from ..data._setup import COMMON_CONTROL_LABELS
-from ._de import group_stats
+from ..data import canonical_label, detect_control, split_label
+from ._groups import GroupedData, Key, align_genes, group_data
+from ._linear import LinearBaseline
 
-#: Labels recognised as control when ``control=None`` (case-insensitive; shared with ``fit``).
-CONTROL_LABELS: tuple[str, ...] = COMMON_CONTROL_LABELS
 #: Baselines ``evaluate`` reports by default.
 BASELINES: tuple[str, ...] = ("no_change", "mean", "additive", "context_shift")
 #: Every baseline ``evaluate`` can report (``ceiling`` only there, not as predicted cells).
@@ -55,110 +52,6 @@ ALL_BASELINES: tuple[str, ...] = (
     "ceiling",
 )
 SHIFT_BASELINES: tuple[str, ...] = tuple(b for b in ALL_BASELINES if b != "ceiling")
-
-Key = tuple  # (condition, context)
-
-
-def detect_control(labels, control: str | None = None) -> str:
-    """Return the control label among ``labels`` (given, or auto-detected from common names).
-
-    Raises
-    ------
-    ValueError
-        If ``control`` is given but absent, or none / several of :data:`CONTROL_LABELS` occur.
-    """
-    present = pd.unique(pd.Series(np.asarray(labels, dtype=object)).astype(str))
-    if control is not None:
-        if control not in set(present):
-            raise ValueError(f"Control label {control!r} not found; labels: {_preview(present)}.")
-        return control
-    found = [lab for lab in present if lab.lower() in CONTROL_LABELS]
-    if len(found) != 1:
-        what = "No control label" if not found else f"Several control labels {found}"
-        raise ValueError(
-            f"{what} found among {_preview(present)}; pass control=... (looked for "
-            f"{', '.join(CONTROL_LABELS)}, case-insensitive)."
-        )
-    return found[0]
-
-
-def _preview(items, n: int = 20) -> str:
-    items = [str(i) for i in items]
-    more = f" ... (+{len(items) - n} more)" if len(items) > n else ""
-    return repr(items[:n])[:-1] + more + "]"
-
-
-def condition_members(label: str, separator: str = "+", control: str | None = None) -> tuple:
-    """Sorted unique members of a condition label, dropping empty parts and the control label.
-
-    ``"B+A"`` → ``("A", "B")``; ``"A+ctrl"`` → ``("A",)`` (GEARS-style single).
-    """
-    parts = {p.strip() for p in str(label).split(separator)} if separator else {str(label)}
-    return tuple(sorted(p for p in parts if p and p != control))
-
-
-def align_genes(adata: AnnData, var_names: pd.Index, name: str) -> AnnData:
-    """Subset/reorder ``adata`` to ``var_names``; ValueError listing genes it lacks."""
-    if adata.var_names.equals(var_names):
-        return adata
-    missing = var_names[~var_names.isin(adata.var_names)]
-    if len(missing):
-        raise ValueError(
-            f"`{name}` lacks {len(missing)} of the {len(var_names)} genes of `real`: "
-            f"{_preview(missing)}."
-        )
-    return adata[:, var_names]
-
-
-@dataclass
-class GroupedData:
-    """Log1p expression of one AnnData with per-(condition, context) statistics."""
-
-    X: object  # log1p matrix, dense or CSR
-    keys: list  # list of (condition, context)
-    n: np.ndarray
-    mean: np.ndarray
-    var: np.ndarray | None
-    codes: np.ndarray
-    index: dict = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.index = {k: i for i, k in enumerate(self.keys)}
-
-    def mean_of(self, key: Key) -> np.ndarray | None:
-        i = self.index.get(key)
-        return None if i is None else self.mean[i]
-
-    def cells(self, key: Key) -> np.ndarray:
-        return np.flatnonzero(self.codes == self.index[key])
-
-
-def group_data(
-    adata: AnnData,
-    condition_key: str,
-    covariate_key: str | None = None,
-    *,
-    layer: str | None = None,
-    with_var: bool = False,
-    name: str = "adata",
-) -> GroupedData:
-    """Convert ``adata`` to log1p (auto-detected) and compute per-group means (and variances)."""
-    for key in (condition_key, covariate_key):
-        if key is not None and key not in adata.obs:
-            raise KeyError(f"`{name}.obs` has no column {key!r}.")
-    if layer is not None and layer not in adata.layers:
-        raise KeyError(f"`{name}` has no layer {layer!r}; layers: {list(adata.layers)}.")
-    X = to_log1p(adata.layers[layer] if layer is not None else adata.X)
-    cond = adata.obs[condition_key].astype(str).to_numpy()
-    if covariate_key is None:
-        ctx = np.full(len(cond), None, dtype=object)
-    else:
-        ctx = adata.obs[covariate_key].astype(str).to_numpy().astype(object)
-    pairs = pd.MultiIndex.from_arrays([cond, ctx]) if covariate_key else pd.Index(cond)
-    codes, uniq = pd.factorize(pairs, sort=True)
-    keys = list(uniq) if covariate_key else [(c, None) for c in uniq]
-    n, mean, var = group_stats(X, codes, len(keys), with_var=with_var)
-    return GroupedData(X=X, keys=keys, n=n, mean=mean, var=var, codes=codes)
 
 
 class EffectSource:
@@ -209,7 +102,7 @@ class EffectSource:
             i, ic = src.index[key], src.index.get((control, ctx))
             if src.var is not None and ic is not None and src.n[i] >= 2 and src.n[ic] >= 2:
                 self.noise[key] = src.var[i] / src.n[i] + src.var[ic] / src.n[ic]
-            members = condition_members(cond, separator, control)
+            members = split_label(cond, control, separator)
             self.by_members.setdefault(members, []).append(key)
 
     def _excluded(self, k: Key, key: Key) -> bool:
@@ -230,8 +123,6 @@ class EffectSource:
 
     def linear_shift(self, key: Key) -> np.ndarray | None:
         """Effect predicted by the linear baseline fitted on the (other) source groups."""
-        from ._linear import LinearBaseline
-
         if self.var_names is None:
             raise ValueError("The linear baseline needs var_names.")
         cache = key if self.leave_out else None
@@ -253,7 +144,7 @@ class EffectSource:
         With ``shrunk``, each member's effect is its empirical-Bayes posterior mean
         (``additive_shrunk``).
         """
-        members = condition_members(key[0], self.separator, self.control)
+        members = split_label(key[0], self.control, self.separator)
         if len(members) < 2:
             return None
         total = 0.0
@@ -282,7 +173,7 @@ class EffectSource:
 
     def context_shift(self, key: Key) -> np.ndarray | None:
         """Effect of the same condition averaged over the other contexts, or None."""
-        members = condition_members(key[0], self.separator, self.control)
+        members = split_label(key[0], self.control, self.separator)
         keys = [k for k in self.by_members.get(members, [])
                 if k[1] != key[1] and not self._excluded(k, key)]
         if not keys:
@@ -358,12 +249,12 @@ def baseline_predictions(
     if bad:
         raise ValueError(f"Unknown baselines {bad}; choose from {SHIFT_BASELINES}.")
     control = detect_control(real.obs[condition_key], control)
-    R = group_data(real, condition_key, covariate_key, layer=layer, with_var=True, name="real")
+    grouping = {"layer": layer, "with_var": True, "control": control, "separator": separator}
+    R = group_data(real, condition_key, covariate_key, name="real", **grouping)
     ctrl_means = {k[1]: R.mean[i] for i, k in enumerate(R.keys) if k[0] == control}
     if train is not None:
         train = align_genes(train, real.var_names, "train")
-        S = group_data(train, condition_key, covariate_key, layer=layer, with_var=True,
-                       name="train")
+        S = group_data(train, condition_key, covariate_key, name="train", **grouping)
     else:
         S = R
     source = EffectSource(
@@ -376,7 +267,8 @@ def baseline_predictions(
         embedding=perturbation_embedding,
         linear=linear,
     )
-    wanted = None if conditions is None else set(map(str, conditions))
+    wanted = None if conditions is None else {canonical_label(c, control, separator)
+                                              for c in conditions}
     keys = [
         k
         for k in R.keys
@@ -392,7 +284,7 @@ def baseline_predictions(
             cells = R.X[R.cells((control, key[1]))]
             cells = np.asarray(cells.toarray() if hasattr(cells, "toarray") else cells)
             blocks.append((cells + shift).astype(np.float32))
-            obs.append(pd.DataFrame({condition_key: key[0]}, index=range(len(cells))))
+            obs.append(pd.DataFrame({condition_key: R.label(key[0])}, index=range(len(cells))))
             if covariate_key is not None:
                 obs[-1][covariate_key] = key[1]
         X = np.vstack(blocks) if blocks else np.zeros((0, real.n_vars), dtype=np.float32)

@@ -119,7 +119,7 @@ def distribution_scores(
     Parameters
     ----------
     R, P
-        Grouped real and predicted data (:class:`~scdit.evaluate._baselines.GroupedData`).
+        Grouped real and predicted data (:class:`~scdit.evaluate.GroupedData`).
     keys
         Evaluated ``(condition, context)`` groups.
     control

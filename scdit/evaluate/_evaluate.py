@@ -9,19 +9,13 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ..data import canonical_label, detect_control, split_label
 from . import _metrics as M
-from ._baselines import (
-    ALL_BASELINES,
-    BASELINES,
-    EffectSource,
-    align_genes,
-    condition_members,
-    detect_control,
-    group_data,
-)
+from ._baselines import ALL_BASELINES, BASELINES, EffectSource
 from ._de import group_stats, welch_t
 from ._de import top_k_de as _top_k_de
 from ._distribution import distribution_scores
+from ._groups import align_genes, group_data
 
 #: One-line definition of every metric ``evaluate`` reports (also in ``df.attrs``).
 DEFINITIONS: dict[str, str] = {
@@ -66,23 +60,27 @@ LOWER_IS_BETTER: frozenset[str] = frozenset(
 
 def _target_genes(conditions, var_names: pd.Index, separator: str, control: str) -> np.ndarray:
     """Indices of all genes named as a member of any evaluated condition."""
-    names = {m for c in conditions for m in condition_members(c, separator, control)}
+    names = {m for c in conditions for m in split_label(c, control, separator)}
     return np.flatnonzero(var_names.isin(list(names)))
 
 
-def _select_keys(P, R, control: str, conditions, covariate_key) -> list:
-    """Evaluated (condition, context) groups: in pred and real, with real control cells."""
+def _select_keys(P, R, control: str, conditions, covariate_key, separator) -> list:
+    """Evaluated (condition, context) groups: in pred and real, with real control cells.
+
+    Conditions are matched by canonical label (``"B+A"`` in pred is ``"A+B"`` in real).
+    """
     ctrl_ctx = {k[1] for k in R.keys if k[0] == control}
     if conditions is not None:
         conditions = [str(c) for c in conditions]
         if control in conditions:
             raise ValueError(f"`conditions` contains the control label {control!r}.")
+        canon = {c: canonical_label(c, control, separator) for c in conditions}
         for name, G in (("real", R), ("pred", P)):
             have = {k[0] for k in G.keys}
-            missing = [c for c in conditions if c not in have]
+            missing = [c for c in conditions if canon[c] not in have]
             if missing:
                 raise ValueError(f"Conditions missing from `{name}`: {missing}.")
-        wanted = set(conditions)
+        wanted = set(canon.values())
     else:
         wanted = {k[0] for k in P.keys} & {k[0] for k in R.keys} - {control}
     keys = [k for k in R.keys if k[0] in wanted and k in P.index]
@@ -146,7 +144,10 @@ def evaluate(
         Optional context column (cell type, cell line...): deltas use the control cells of the
         same context and each (condition, context) group is scored separately.
     separator
-        Separator of combination labels (``"A+B"``); used by ``additive`` and for target genes.
+        Separator of combination labels (``"A+B"``). Conditions are matched order-free by
+        their members (a prediction labelled ``"B+A"`` is scored against real ``"A+B"`` cells
+        and reported under the label written in ``real``); also used by ``additive`` and for
+        the target genes.
     baselines
         Baselines to report next to the prediction: any of ``no_change``, ``mean``,
         ``mean_cell_weighted``, ``additive`` (only for combinations whose members all have known
@@ -197,15 +198,17 @@ def evaluate(
         raise KeyError(f"`real.obs` has no column {condition_key!r}.")
     control = detect_control(real.obs[condition_key], control)
     pred = align_genes(pred, real.var_names, "pred")
-    R = group_data(real, condition_key, covariate_key, layer=layer, with_var=True, name="real")
-    P = group_data(pred, condition_key, covariate_key, name="pred")
+    labels = {"control": control, "separator": separator}  # order-free grouping
+    R = group_data(real, condition_key, covariate_key, layer=layer, with_var=True, name="real",
+                   **labels)
+    P = group_data(pred, condition_key, covariate_key, name="pred", **labels)
     if train is not None:
         train = align_genes(train, real.var_names, "train")
         S = group_data(train, condition_key, covariate_key, layer=layer, with_var=True,
-                       name="train")
+                       name="train", **labels)
     else:
         S = R
-    keys = _select_keys(P, R, control, conditions, covariate_key)
+    keys = _select_keys(P, R, control, conditions, covariate_key, separator)
     ctrl_means = {k[1]: R.mean[i] for i, k in enumerate(R.keys) if k[0] == control}
     source = EffectSource(S, control, ctrl_means, separator, leave_out=train is None,
                           var_names=real.var_names, embedding=perturbation_embedding,
@@ -266,7 +269,7 @@ def evaluate(
             scores[f"discrimination_{metric}"] = disc
         for i in np.flatnonzero(has):
             cond, ctx = keys[i]
-            rows += [(name, cond, ctx, m, float(scores[m][i])) for m in METRICS]
+            rows += [(name, R.label(cond), ctx, m, float(scores[m][i])) for m in METRICS]
     df = pd.DataFrame(rows, columns=["method", "condition", "covariate", "metric", "value"])
     df.attrs["definitions"] = dict(DEFINITIONS)
     df.attrs["settings"] = {
@@ -322,25 +325,3 @@ def _score(means, real_mean, ctrl_mean, pert_mu, de, top_expr) -> dict[str, np.n
         "r2_pearson_de": M.pearson(M._take(means, de), M._take(real_mean, de)) ** 2,
         "direction_accuracy": M.direction_accuracy(pred_delta, real_delta, genes=de),
     }
-
-
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean of each metric per method over conditions (and covariates), wide.
-
-    Parameters
-    ----------
-    df
-        Output of :func:`evaluate`.
-
-    Returns
-    -------
-    DataFrame indexed by method (in order of appearance), one column per metric; NaNs are
-    ignored in the mean.
-    """
-    wide = df.groupby(["method", "metric"], sort=False)["value"].mean().unstack("metric")
-    methods = list(dict.fromkeys(df["method"]))
-    metrics = list(dict.fromkeys(df["metric"]))
-    out = wide.reindex(index=methods, columns=metrics)
-    out.columns.name = None
-    out.attrs = dict(df.attrs)
-    return out

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from ._baselines import condition_members
+from ..data import split_label
 
 #: Default number of principal components and ridge penalty (as in the paper).
 N_PCS = 10
@@ -106,7 +106,7 @@ class LinearBaseline:
 
     def embed(self, condition: str) -> np.ndarray | None:
         """Embedding of a condition (sum over its members), or None if a member is unknown."""
-        members = condition_members(condition, self.separator, self.control)
+        members = split_label(condition, self.control, self.separator)
         if not members:
             return None
         vecs = [self._member(m) for m in members]

@@ -31,7 +31,7 @@ def build_field(cfg: ScDiTConfig, tokenizer: Tokenizer, vocab: ConditionVocab,
     d = cfg.dit
     dit = DiT(tokenizer.n_tokens, tokenizer.patch_size, tokenizer.n_features, d.hidden_size,
               d.depth, d.num_heads, d.mlp_ratio)
-    gene_init = getattr(tokenizer, "gene_embedding_init", None)  # user gene features (fit only)
+    gene_init = tokenizer.gene_embedding_init  # user gene features (fit only)
     if gene_init is not None:
         dit.embed.init_identity(gene_init)
     c = cfg.conditions

@@ -30,7 +30,7 @@ def assemble(cells: CellStore, tokenizer, label: str, tokens: np.ndarray, ref: a
     if trained == "counts" and representation == "log1p":
         X = np.asarray(to_log1p(X, "counts"), dtype=np.float32)
         X[:, idx] = tokenizer.decode(z, obs=ref.obs).numpy()
-    elif trained == "counts" and hasattr(tokenizer, "decode_counts"):
+    elif trained == "counts" and tokenizer.can_decode_counts:
         lib = X[:, idx].sum(1)  # (n,) reference library of the modelled genes
         X[:, idx] = tokenizer.decode_counts(z, lib, obs=ref.obs, generator=rng).numpy()
     elif trained == "counts":

@@ -63,11 +63,10 @@ class EffectTargets:
         """Per token coordinate, its unit in the tokenizer's unstandardised features (log1p
         for the genes tokenizer, PC scores or the scVI latent), 1 for padding."""
         tok = self.tokenizer
-        scale = np.ones(tok.n_tokens * tok.patch_size)
-        std = getattr(tok, "std", None)
-        if std is not None and len(std):
-            scale[:len(std)] = np.asarray(std, dtype=np.float64)
-        return scale
+        units = tok.units()
+        if units is None:
+            return np.ones(tok.n_tokens * tok.patch_size)
+        return np.asarray(units, dtype=np.float64)
 
     @property
     def plan(self) -> EffectPlan:
@@ -105,7 +104,7 @@ class EffectTargets:
         genes; ``None`` otherwise or when too small. Computed once."""
         if self._basis is None:
             tok, basis = self.tokenizer, None
-            if getattr(tok, "rank", "n/a") is None:  # value-encoded genes tokenizer
+            if tok.expression_coordinates:  # tokens are (standardised) log1p genes
                 ref = self.cells.reference
                 n = ref.n_obs
                 rows = np.arange(n) if n <= BASIS_CELLS else np.sort(
@@ -181,13 +180,12 @@ class EffectTargets:
             shift[rows] = sum(w * (torch.as_tensor(v).reshape(shape) - gen_mean)
                               for v, w in est.terms)
         x0 = x0 + shift.float()
-        match = getattr(self.tokenizer, "match_decoded_mean", None)
-        if match is None:
+        if not self.tokenizer.clips_output:
             return x0
         x0 = x0.clone()
         for ctx in estimates:
             rows = torch.as_tensor([i for i, k in enumerate(ctx_of) if k == ctx])
-            x0[rows] = match(x0[rows])
+            x0[rows] = self.tokenizer.match_decoded_mean(x0[rows])
         return x0
 
     def gene_target(self, label: str, ctx: tuple, est: Estimate, carried: np.ndarray

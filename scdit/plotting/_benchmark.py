@@ -8,8 +8,18 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ..evaluate._evaluate import LOWER_IS_BETTER
-from ._utils import PRED_COLOR, REAL_COLOR, finish, method_colors, panel_axes
+from ..data import to_log1p
+from ..evaluate import LOWER_IS_BETTER, align_genes, dense_rows, fit_pca
+from ._utils import (
+    PRED_COLOR,
+    REAL_COLOR,
+    category_colors,
+    condition_mask,
+    finish,
+    method_colors,
+    order_free,
+    panel_axes,
+)
 
 
 def benchmark_bars(
@@ -120,17 +130,12 @@ def pca_overlay(
     -------
     The :class:`matplotlib.figure.Figure`.
     """
-    from ..data._representation import to_log1p
-    from ..evaluate._baselines import align_genes
-    from ..evaluate._distribution import dense_rows, fit_pca
-    from ._utils import category_colors
-
     pred = align_genes(pred, real.var_names, "pred")
     rng = np.random.default_rng(seed)
     data = []
     for a in (real, pred):
-        lab = a.obs[condition_key].astype(str).to_numpy()
-        rows = np.flatnonzero(np.isin(lab, list(conditions)) if conditions is not None
+        lab = order_free(a.obs[condition_key].astype(str).to_numpy())
+        rows = np.flatnonzero(condition_mask(lab, conditions) if conditions is not None
                               else np.ones(a.n_obs, bool))
         if len(rows) > max_cells:
             rows = np.sort(rng.choice(rows, max_cells, replace=False))

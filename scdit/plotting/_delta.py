@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from anndata import AnnData
 
+from ..data import canonical_label, detect_control
+from ..evaluate import align_genes, group_data
 from ..evaluate import metrics as M
-from ..evaluate._baselines import align_genes, detect_control, group_data
 from ._utils import finish, method_colors, panel_axes
 
 
@@ -25,7 +26,8 @@ def _keys(P, R, control: str, conditions, name: str) -> list:
         raise ValueError(f"`conditions` contains the control label {control!r}.")
     keys = []
     for c in conditions:
-        found = [k for k in R.keys if k[0] == c and k[1] in ctrl_ctx and k in P.index]
+        canon = canonical_label(c, control)
+        found = [k for k in R.keys if k[0] == canon and k[1] in ctrl_ctx and k in P.index]
         if not found:
             raise ValueError(f"Condition {c!r} is missing from `{name}` or `real` (or has no "
                              "real control cells in its context).")
@@ -103,11 +105,11 @@ def delta_scatter(
     baseline = dict(baseline or {})
     if label in baseline:
         raise ValueError(f"label {label!r} clashes with a baseline name.")
-    R = group_data(real, condition_key, covariate_key, layer=layer, name="real")
+    R = group_data(real, condition_key, covariate_key, layer=layer, name="real", control=control)
     P = group_data(align_genes(pred, real.var_names, "pred"), condition_key, covariate_key,
-                   name="pred")
+                   name="pred", control=control)
     B = {name: group_data(align_genes(b, real.var_names, name), condition_key, covariate_key,
-                          name=name) for name, b in baseline.items()}
+                          name=name, control=control) for name, b in baseline.items()}
     keys = _keys(P, R, control, conditions, "pred")
     colors = method_colors([label, *B])
     fig, axes = panel_axes(len(keys), ax, ncols=ncols, panel_size=panel_size, what="conditions")
@@ -123,7 +125,8 @@ def delta_scatter(
                 series.append((name, m - ctrl, colors[name], 0.6))
         series.append((label, P.mean_of(key) - ctrl, colors[label], 0.8))
         r = {name: float(M.pearson(d, real_d)) for name, d, _, _ in series}
-        scores[key] = {label: r[label], **{k: v for k, v in r.items() if k != label}}
+        written = (R.label(key[0]), key[1])  # the condition as written in `real`
+        scores[written] = {label: r[label], **{k: v for k, v in r.items() if k != label}}
         vals = np.abs(np.concatenate([real_d, *[s[1] for s in series]]))
         vals = vals[np.isfinite(vals)]
         lim = max(float(vals.max()) if vals.size else 0.0, 1e-3) * 1.08
@@ -141,7 +144,7 @@ def delta_scatter(
         a.set_xlim(-lim, lim)
         a.set_ylim(-lim, lim)
         a.set_aspect("equal", adjustable="box")
-        title = str(key[0]) if key[1] is None else f"{key[0]} | {key[1]}"
+        title = str(written[0]) if key[1] is None else f"{written[0]} | {key[1]}"
         if len(r) > 1:
             rs = f"r: {label} {r[label]:.2f} · " + " · ".join(
                 f"{n} {v:.2f}" for n, v in r.items() if n != label)

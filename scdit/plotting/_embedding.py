@@ -9,10 +9,9 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ..data._representation import to_log1p
-from ..data._setup import get_matrix
-from ..evaluate._baselines import align_genes
-from ._utils import PRED_COLOR, REAL_COLOR, category_colors, finish, panel_axes
+from ..data import get_matrix, to_log1p
+from ..evaluate import align_genes
+from ._utils import PRED_COLOR, REAL_COLOR, category_colors, condition_mask, finish, panel_axes
 
 SOURCE = "source"
 
@@ -56,8 +55,7 @@ def compute_embedding(
     for name, a, X in (("real", real, get_matrix(real, layer)), ("generated", pred, pred.X)):
         keep = np.ones(a.n_obs, bool)
         if conditions is not None:
-            wanted = [conditions] if isinstance(conditions, str) else [str(c) for c in conditions]
-            keep = a.obs[condition_key].astype(str).isin(wanted).to_numpy()
+            keep = condition_mask(a.obs[condition_key].astype(str).to_numpy(), conditions)
         idx = np.flatnonzero(keep)
         idx = idx[_rows(len(idx), max_cells, rng)]
         if len(idx) == 0:

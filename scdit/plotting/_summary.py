@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..evaluate._evaluate import LOWER_IS_BETTER
+from ..evaluate import LOWER_IS_BETTER
 from ._utils import BASELINE_COLORS, PRED_COLOR, finish, method_colors, panel_axes
 
 __all__ = ["LOWER_IS_BETTER", "metric_bars", "training_curve"]

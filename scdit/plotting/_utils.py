@@ -9,6 +9,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ..data import canonical_label
+
 #: Colour of real cells / real values and of generated ones.
 REAL_COLOR = "#7f7f7f"
 PRED_COLOR = "#1f77b4"
@@ -18,6 +20,17 @@ METHOD_COLORS = {"no_change": "#8c8c8c", "mean": "#2ca02c", "mean_cell_weighted"
                  "ceiling": "#393939"}
 #: Colours of overlaid baselines, in order.
 BASELINE_COLORS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+
+
+def order_free(labels) -> np.ndarray:
+    """Condition labels in canonical form (members sorted: ``"B+A"`` → ``"A+B"``)."""
+    return np.asarray([canonical_label(str(v)) for v in labels], dtype=object)
+
+
+def condition_mask(labels, conditions) -> np.ndarray:
+    """Cells whose condition is one of ``conditions`` (a label or a list; order-free)."""
+    wanted = [conditions] if isinstance(conditions, str) else [str(c) for c in conditions]
+    return np.isin(order_free(labels), order_free(wanted))
 
 
 def root_figure(ax: Axes) -> Figure:

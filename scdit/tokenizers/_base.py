@@ -9,6 +9,11 @@ A tokenizer has three stages:
 3. ``encode`` maps a batch of model inputs to tokens ``(B, n_tokens, patch_size)`` (cheap:
    standardise, pad, reshape); ``decode`` maps tokens back to log1p expression of
    :attr:`Tokenizer.genes`; an optional ``decode_counts`` gives counts directly.
+
+Optional abilities are declared, not probed: :class:`BaseTokenizer` gives every one a default
+(``requires_counts``, ``batch_key``, ``gene_embedding_init``, ``units()``, ``clips_output`` with
+``match_decoded_mean()``, ``can_decode_counts``, ``expression_coordinates``), and a tokenizer that
+has an ability overrides it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import torch
 class Tokenizer(Protocol):
     """What scdit needs from a tokenizer (see the module docstring for the stages).
 
+    Inherit from :class:`BaseTokenizer` to get the defaults of the optional abilities.
+
     Attributes
     ----------
     kind
@@ -38,6 +45,20 @@ class Tokenizer(Protocol):
         the last token is padding).
     requires_counts
         Whether ``fit``/``prepare`` need raw counts.
+    batch_key
+        ``obs`` column the tokenizer needs at fit and decode time (scVI's batch), or None.
+    gene_embedding_init
+        ``(n_genes, d)`` initial gene-identity embeddings for the DiT (user gene features), or
+        None.
+    clips_output
+        Whether :meth:`decode` clips each coordinate's affine decode at 0 (log1p ≥ 0), so that a
+        mean set on the tokens is not the decoded mean; :meth:`match_decoded_mean` restores it.
+    can_decode_counts
+        Whether the tokenizer has ``decode_counts(tokens, library, obs=None, generator=None)``,
+        which samples counts ``(B, n_genes)`` given each cell's library size.
+    expression_coordinates
+        Whether the token coordinates are (standardised) log1p expression of :attr:`genes`, one
+        gene per coordinate, so effects estimated on genes apply to tokens coordinate-wise.
     """
 
     kind: str
@@ -46,6 +67,11 @@ class Tokenizer(Protocol):
     patch_size: int
     n_features: int
     requires_counts: bool
+    batch_key: str | None
+    gene_embedding_init: np.ndarray | None
+    clips_output: bool
+    can_decode_counts: bool
+    expression_coordinates: bool
 
     def fit(self, X, var_names: Sequence[str], *, counts=None, obs: pd.DataFrame | None = None,
             required_genes: Sequence[str] = (), seed: int = 0) -> Tokenizer: ...
@@ -56,7 +82,46 @@ class Tokenizer(Protocol):
 
     def decode(self, tokens: torch.Tensor, obs: pd.DataFrame | None = None) -> torch.Tensor: ...
 
+    def units(self) -> np.ndarray | None: ...
+
+    def match_decoded_mean(self, tokens: torch.Tensor) -> torch.Tensor: ...
+
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
+
+
+class BaseTokenizer:
+    """Defaults of the optional abilities of a :class:`Tokenizer` (none of them).
+
+    A tokenizer class inherits from this and overrides what it has: ``requires_counts = True``
+    (needs raw counts), a ``batch_key``, ``gene_embedding_init``, per-coordinate :meth:`units`,
+    ``clips_output = True`` with :meth:`match_decoded_mean`, ``can_decode_counts = True`` with a
+    ``decode_counts`` method, ``expression_coordinates = True``.
+    """
+
+    requires_counts: bool = False
+    batch_key: str | None = None
+    gene_embedding_init: np.ndarray | None = None
+    clips_output: bool = False
+    can_decode_counts: bool = False
+    expression_coordinates: bool = False
+
+    def units(self) -> np.ndarray | None:
+        """Size of one token unit in the tokenizer's unstandardised features, per coordinate.
+
+        Returns
+        -------
+        ``(n_tokens * patch_size,)`` float64: the feature scale of each coordinate (log1p
+        expression for genes, PC scores, scVI latent units), 1 for padding; None (the default)
+        when the tokens are not a per-coordinate standardisation of features.
+        """
+        return None
+
+    def match_decoded_mean(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens whose decoded mean equals their mean before clipping (``clips_output``).
+
+        The default (a tokenizer that does not clip per coordinate) returns ``tokens``.
+        """
+        return tokens
 
 
 TOKENIZERS: dict[str, type] = {}
@@ -111,7 +176,7 @@ def token_layout(n_features: int, max_tokens: int, patch_size: int | None = None
     return int(np.ceil(n / p)), p
 
 
-class StandardTokens:
+class StandardTokens(BaseTokenizer):
     """Shared encode/decode of a dense model input: per-feature standardisation + patching.
 
     Subclasses set ``n_features``, ``n_tokens``, ``patch_size`` and call :meth:`_fit_scale` on
@@ -127,6 +192,11 @@ class StandardTokens:
         self.mean = torch.as_tensor(Z.mean(0), dtype=torch.float32)
         self.std = torch.as_tensor(Z.std(0) + floor, dtype=torch.float32)
 
+    def units(self) -> np.ndarray | None:
+        """Per-coordinate feature scale (the standardisation's std), 1 for padding; None before
+        ``fit``."""
+        return padded_units(getattr(self, "std", None), self.n_tokens, self.patch_size)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, n_features)`` → ``(B, n_tokens, patch_size)`` standardised, zero-padded."""
         z = (x - self.mean.to(x)) / self.std.to(x)  # (B, F)
@@ -139,6 +209,15 @@ class StandardTokens:
         """Inverse of :meth:`encode`: ``(B, T, P)`` → ``(B, n_features)`` model input."""
         z = tokens.reshape(tokens.shape[0], -1)[:, : self.n_features]  # (B, F)
         return z * self.std.to(z) + self.mean.to(z)
+
+
+def padded_units(std, n_tokens: int, patch_size: int) -> np.ndarray | None:
+    """``std`` of the features padded with ones to ``n_tokens * patch_size`` (None if empty)."""
+    if std is None or not len(std):
+        return None
+    out = np.ones(max(int(n_tokens) * int(patch_size), len(std)))
+    out[: len(std)] = np.asarray(std, dtype=np.float64)
+    return out
 
 
 def check_fitted(tok, what: str = "this") -> None:

@@ -10,8 +10,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..data._representation import clipped_mean_shift
-from ._base import check_fitted, register, token_layout
+from ..data import clipped_mean_shift
+from ._base import BaseTokenizer, check_fitted, padded_units, register, token_layout
 from ._rank import RankCodec
 
 
@@ -91,7 +91,7 @@ ENCODINGS = ("value", "rank")
 
 
 @register("genes")
-class GeneTokenizer:
+class GeneTokenizer(BaseTokenizer):
     """Log1p expression of selected genes, grouped into patches of genes.
 
     Parameters
@@ -119,6 +119,7 @@ class GeneTokenizer:
 
     kind = "genes"
     requires_counts = False
+    can_decode_counts = False
 
     def __init__(self, n_top_genes: int = 2000, max_tokens: int = 64, gene_order: str = "coexpression",
                  patch_size: int | None = None, encoding: str = "value",
@@ -175,6 +176,21 @@ class GeneTokenizer:
     def n_genes(self) -> int:
         """Number of modelled genes."""
         return len(self.genes)
+
+    @property
+    def expression_coordinates(self) -> bool:
+        """True with ``encoding="value"``: each coordinate is one gene's standardised log1p."""
+        return self.encoding == "value"
+
+    @property
+    def clips_output(self) -> bool:
+        """True with ``encoding="value"``: :meth:`decode` clips each gene's log1p at 0."""
+        return self.encoding == "value"
+
+    def units(self) -> np.ndarray | None:
+        """Per-coordinate scale: each gene's std (log1p, or rank score with ``"rank"``), 1 for
+        padding; None before ``fit``."""
+        return padded_units(self.std, self.n_tokens, self.patch_size)
 
     @property
     def n_features(self) -> int:

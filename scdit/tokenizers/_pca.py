@@ -61,6 +61,9 @@ class PCATokenizer(StandardTokens):
 
     kind = "pca"
     requires_counts = False
+    #: ``decode`` clips genes at 0, but a coordinate is a component, not a gene: no per-coordinate
+    #: correction of the decoded mean exists (:meth:`match_decoded_mean` returns its input).
+    clips_output = False
 
     def __init__(self, n_components: int = 50, n_top_genes: int = 2000, max_tokens: int = 16,
                  patch_size: int | None = None):

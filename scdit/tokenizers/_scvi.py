@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..data._representation import TARGET_SUM, library_size
+from ..data import TARGET_SUM, library_size
 from ._base import StandardTokens, check_fitted, register, token_layout
 from ._genes import select_genes
 
@@ -84,6 +84,7 @@ class ScVITokenizer(StandardTokens):
 
     kind = "scvi"
     requires_counts = True
+    can_decode_counts = True
 
     def __init__(self, n_latent: int = 32, n_top_genes: int = 2000, max_tokens: int = 16,
                  patch_size: int | None = None, batch_key: str | None = None,

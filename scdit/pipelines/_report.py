@@ -1,4 +1,4 @@
-"""Normalised scores and benchmark reports (CSV, Markdown and self-contained HTML)."""
+"""Benchmark reports: CSV tables, Markdown and a self-contained HTML page with the plots."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._evaluate import DEFINITIONS, LOWER_IS_BETTER, summarize
+from ..data import canonical_label
+from ..evaluate import DEFINITIONS, baseline_predictions, normalized_scores, summarize
 
 #: Metrics shown in the report's bar chart by default.
 REPORT_METRICS: tuple[str, ...] = (
@@ -28,44 +28,6 @@ REPORT_METRICS: tuple[str, ...] = (
 )
 
 
-def normalized_scores(
-    df: pd.DataFrame, baseline: str = "mean", ceiling: str = "ceiling"
-) -> pd.DataFrame:
-    """Share of the baseline-to-ceiling gap a method closes, per metric.
-
-    ``(model − baseline) / (ceiling − baseline)`` on the mean of each metric per method (over
-    conditions, covariates and seeds): 0 = as good as the baseline, 1 = as good as the ceiling,
-    negative = worse than the baseline. The ratio has the right orientation for lower-is-better
-    metrics too (numerator and denominator change sign together); a metric is NaN where the
-    ceiling is not better than the baseline in the metric's direction (see
-    :data:`LOWER_IS_BETTER`), or where either is missing.
-
-    Parameters
-    ----------
-    df
-        Tidy output of :func:`evaluate` / :func:`benchmark` including both reference methods.
-    baseline, ceiling
-        Names of the reference methods in ``df["method"]``.
-
-    Returns
-    -------
-    Wide DataFrame: one row per method (in order of appearance), one column per metric.
-    """
-    s = summarize(df)
-    for ref in (baseline, ceiling):
-        if ref not in s.index:
-            raise ValueError(f"Method {ref!r} not in df (methods: {list(s.index)}); evaluate "
-                             f"with baselines including {ref!r}.")
-    b, c = s.loc[baseline], s.loc[ceiling]
-    gap = c - b
-    lower = np.array([m in LOWER_IS_BETTER for m in s.columns])
-    better = np.where(lower, gap < 0, gap > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = (s - b) / gap.where(better & (gap.abs() > 1e-12))
-    out.attrs = {"baseline": baseline, "ceiling": ceiling}
-    return out
-
-
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -75,8 +37,7 @@ def _png(fig) -> bytes:
 def _figures(df, baseline, ceiling, metrics, predictions, real, train, condition_key, control,
              covariate_key, max_scatter, seed) -> dict[str, tuple[str, object]]:
     """Name → (caption, Figure) of every plot the data allow (failures become captions)."""
-    from .. import plotting as pl
-    from ._baselines import baseline_predictions
+    from .. import plotting as pl  # matplotlib only when a report is drawn
 
     figs: dict[str, tuple[str, object]] = {}
     shown = [m for m in metrics if m in set(df["metric"])]
@@ -97,8 +58,8 @@ def _figures(df, baseline, ceiling, metrics, predictions, real, train, condition
         except ValueError:
             overlay = {}
     for name, pred in predictions.items():
-        have = set(pred.obs[condition_key].astype(str))
-        use = [c for c in conds if c in have]
+        have = {canonical_label(c, control) for c in pred.obs[condition_key].astype(str)}
+        use = [c for c in conds if canonical_label(c, control) in have]
         if not use:
             continue
         figs[f"delta_{name}"] = (
@@ -144,7 +105,7 @@ def write_report(
     Parameters
     ----------
     df
-        Tidy output of :func:`benchmark` or :func:`evaluate`.
+        Tidy output of :func:`scdit.benchmark` or :func:`scdit.evaluate`.
     out_dir
         Folder to write to (created); PNG files of the plots are written next to the reports.
     baseline, ceiling
@@ -158,7 +119,7 @@ def write_report(
     real, train
         Real cells (evaluated conditions + control) and training cells (for the baseline overlay).
     condition_key, control, covariate_key
-        As in :func:`evaluate`.
+        As in :func:`scdit.evaluate`.
     max_scatter
         Conditions drawn in each Δ scatter.
     title

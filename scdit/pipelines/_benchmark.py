@@ -1,4 +1,4 @@
-"""``benchmark``: score several perturbation models on one split, beside baselines and ceiling."""
+"""``scdit.benchmark``: score several perturbation models on one split, beside baselines and ceiling."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._baselines import ALL_BASELINES, detect_control
-from ._evaluate import evaluate
+from .. import api, splits
+from ..data import detect_control
+from ..evaluate import ALL_BASELINES, evaluate
+from ._report import write_report
 
 #: Baselines :func:`benchmark` reports by default (all of them).
 DEFAULT_BASELINES: tuple[str, ...] = ALL_BASELINES
@@ -35,24 +37,22 @@ def resolve_split(split, adata: AnnData, condition_key: str, *, seed: int = 0,
     condition_key, seed=seed, **params)`` (``covariate_context`` also gets ``covariate_key``).
     The leakage check is always run.
     """
-    from .. import splits as S
-
     params = dict(params or {})
-    if isinstance(split, S.Split):
+    if isinstance(split, splits.Split):
         out = split
     elif isinstance(split, (str, Path)) and str(split) in SPLIT_KINDS:
-        fn = getattr(S, f"split_{split}")
+        fn = getattr(splits, f"split_{split}")
         if split == "covariate_context":
             params.setdefault("covariate_key", covariate_key)
         if control is not None:
             params.setdefault("control", control)
         out = fn(adata, condition_key, seed=seed, **params)
     elif isinstance(split, (str, Path)) and Path(split).is_file():
-        out = S.Split.from_json(split)
+        out = splits.Split.from_json(split)
     else:
         raise ValueError(f"split must be a Split, a split JSON file or one of {SPLIT_KINDS}; "
                          f"got {split!r}.")
-    S.check_leakage(out, adata, condition_key)
+    splits.check_leakage(out, adata, condition_key)
     return out
 
 
@@ -62,12 +62,10 @@ def _predict(name: str, method: Method, train: AnnData, conditions: list[str], s
     if isinstance(method, AnnData):
         return method
     if isinstance(method, str) and method == "scdit":
-        from .._api import fit
-
         kw = {"control": control, "seed": seed, "verbose": verbose, **dict(fit_kwargs or {})}
         if covariate_key is not None:
             kw.setdefault("covariate_keys", [covariate_key])
-        model = fit(train, condition_key, **kw)
+        model = api.fit(train, condition_key, **kw)
         return model.predict(conditions, n_cells=n_cells, source=source, seed=seed)
     if isinstance(method, (str, Path)):
         path = Path(method)
@@ -126,7 +124,7 @@ def benchmark(
 
     For each seed: the split is resolved (a kind name is redrawn with the seed), every method
     predicts the test conditions from the source cells (the split's ``source_obs_names``, else
-    the training control cells), and :func:`evaluate` scores each prediction against the real
+    the training control cells), and :func:`scdit.evaluate` scores each prediction against the real
     test cells (with the real control cells), the baselines' effects coming from the training
     cells. Predictions of other tools given as h5ad files are scored beside scdit.
 
@@ -146,7 +144,7 @@ def benchmark(
     control
         Control label (auto-detected if None).
     covariate_key
-        Context column (cell type, ...), as in :func:`evaluate`.
+        Context column (cell type, ...), as in :func:`scdit.evaluate`.
     seeds
         One run per seed (seeds the split kind, scdit's fit and sampling, the metrics'
         subsampling and the ceiling's halves).
@@ -160,7 +158,7 @@ def benchmark(
     n_cells
         Cells per predicted condition for ``"scdit"`` (default: the number of source cells).
     evaluate_kwargs
-        Further keyword arguments of :func:`evaluate` (``top_k_de``, ``n_pcs``, ...).
+        Further keyword arguments of :func:`scdit.evaluate` (``top_k_de``, ``n_pcs``, ...).
     verbose
         Print progress (and scdit's training output).
 
@@ -213,8 +211,6 @@ def benchmark(
                     "settings": {**attrs.get("settings", {}), "seeds": list(map(int, seeds)),
                                  "split": last[3].summary().replace("\n", "; ")}}
     if out is not None:
-        from ._report import write_report
-
         preds, real, train, _ = last
         write_report(out_df, out, predictions=preds, real=real, train=train,
                      condition_key=condition_key, control=control, covariate_key=covariate_key)

@@ -33,6 +33,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..evaluate import summarize
+from ._benchmark import DEFAULT_BASELINES, benchmark
+
 
 def _load_config(path: str) -> dict:
     p = Path(path)
@@ -82,8 +85,6 @@ def _split_list(v) -> list[str] | None:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from .evaluate import DEFAULT_BASELINES, benchmark, summarize
-
     cfg = _load_config(args.config) if args.config else {}
     for key in ("data", "condition_key", "control", "covariate_key", "split", "out"):
         value = getattr(args, key)

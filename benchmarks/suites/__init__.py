@@ -1,0 +1,1 @@
+"""scdit's maintained benchmark suites; run them with ``python benchmarks/run.py``."""

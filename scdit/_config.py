@@ -1,0 +1,285 @@
+"""Frozen dataclass configurations, serialised as JSON inside saved models."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How the AnnData is read.
+
+    Attributes
+    ----------
+    condition_key
+        ``obs`` column holding the perturbation label of each cell.
+    control
+        Label of control cells in ``condition_key``.
+    covariate_keys
+        ``obs`` columns used as conditioning covariates (cell type, batch, ...).
+    separator
+        Separator between members of a combination label (``"A+B"``).
+    layer
+        Layer holding expression (``None`` = ``.X``).
+    dose_key
+        Numeric ``obs`` column with each perturbation's dose (``"a+b"`` strings give one dose per
+        member of a combination); ``None`` = no dose.
+    representation
+        ``"counts"`` or ``"log1p"`` of the training input (detected when ``fit`` runs).
+    """
+
+    condition_key: str
+    control: str
+    covariate_keys: tuple[str, ...] = ()
+    separator: str = "+"
+    layer: str | None = None
+    representation: str = "log1p"
+    dose_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Tokenizer settings (the space the DiT works in; see :mod:`scdit.tokenizers`).
+
+    Attributes
+    ----------
+    kind
+        Registry name of the tokenizer: ``"genes"``, ``"pca"``, ``"scvi"`` or a registered one.
+    n_top_genes
+        Number of highly variable genes to model (all genes when the data has fewer).
+    max_tokens
+        Upper bound on tokens per cell; values are grouped into patches to respect it.
+    gene_order
+        genes: ``"coexpression"`` (hierarchical clustering of gene correlations) or ``"given"``.
+    patch_size
+        Values (genes, components or latent dimensions) per token; overrides ``max_tokens``.
+    encoding
+        genes: ``"value"`` (standardised log1p) or ``"rank"`` (Geneformer-style rank values).
+    n_components
+        pca: principal components kept.
+    n_latent
+        scvi: latent dimensions.
+    batch_key
+        scvi: ``obs`` column of scVI's batch (must also be a covariate key).
+    max_epochs
+        scvi: training epochs (``None``: scvi-tools' default rule).
+    gene_likelihood
+        scvi: ``"nb"``, ``"zinb"`` or ``"poisson"``.
+    library
+        scvi: library size of generated counts, ``"source"`` (the source/reference cell's) or
+        ``"generated"`` (transported by the flow as one more feature).
+    gene_features
+        genes: whether gene-identity embeddings were initialised from user gene features.
+    pretrained
+        scvi: whether a trained ``scvi.model.SCVI`` was passed in (else scdit trained one).
+    """
+
+    kind: str = "genes"
+    n_top_genes: int = 2000
+    max_tokens: int = 16
+    gene_order: str = "coexpression"
+    patch_size: int | None = None
+    encoding: str = "value"
+    n_components: int = 50
+    n_latent: int = 32
+    batch_key: str | None = None
+    max_epochs: int | None = None
+    gene_likelihood: str = "nb"
+    library: str = "source"
+    gene_features: bool = False
+    pretrained: bool = False
+
+
+@dataclass(frozen=True)
+class ConditionConfig:
+    """How perturbations are described to the model.
+
+    Attributes
+    ----------
+    features
+        ``"none"`` (a learned embedding per seen perturbation), ``"data"`` (data-derived
+        features of the target gene, see :func:`scdit.conditions.data_features`) or ``"table"``
+        (a user table passed to ``fit``).
+    n_features
+        Width of the feature table (0 without features).
+    n_components
+        Principal components of the data-derived features.
+    residual_dropout
+        Probability of dropping a seen perturbation's learned residual in training, so the
+        feature projection alone learns to place perturbations (with features only).
+    covariate_dropout
+        Probability of hiding a training cell's covariates (index 0, "context not given").
+        ``None``: 0.5 with a control source and covariates, else 0. A model with a control
+        source predicts a (perturbation, context) pair never seen in training without the
+        covariates: the source cells carry the context, and the perturbation's effect comes
+        from all contexts instead of from a context embedding that only ever saw controls.
+    """
+
+    features: str = "none"
+    n_features: int = 0
+    n_components: int = 32
+    residual_dropout: float = 0.3
+    covariate_dropout: float | None = None
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Diffusion Transformer architecture (Peebles & Xie, 2023) with adaLN-Zero blocks."""
+
+    hidden_size: int = 128
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    cond_dropout: float = 0.1
+    max_tokens: int = 16
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Rectified flow: ``x_t = t x1 + (1 - t) x0``, ``t = 0`` data, ``t = 1`` source.
+
+    ``source`` is ``"noise"`` (standard Gaussian: generate) or ``"control"`` (control cells of
+    the same covariate context, paired by minibatch optimal transport within each context and
+    condition, plus ``source_noise``-scaled Gaussian noise: transport control cells to their
+    perturbed state). ``source_noise`` 0.5 (standardised units; CellFlow's tutorial value too)
+    beat 0.1 on the held-out glioblastoma patients benchmark: the noise keeps the field from
+    memorising the training contexts' exact cell-to-cell maps.
+
+    ``compose`` is the weight of single-perturbation composition used by default when predicting
+    combinations *not seen in training* (see :meth:`scdit.ScDiT.predict`); combinations seen in
+    training use their learned joint condition.
+    """
+
+    source: str = "noise"
+    source_noise: float = 0.5
+    time_sampling: str = "logit_normal"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    solver: str = "heun"
+    steps: int = 20
+    compose: float = 1.0
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How ``predict`` / ``sample`` integrate the flow (``None``: the model's
+    :class:`FlowConfig` value).
+
+    Attributes
+    ----------
+    steps
+        ODE steps from the source (``t = 1``) to data (``t = 0``).
+    solver
+        ``"euler"``, ``"heun"``, ``"midpoint"`` or ``"rk4"`` (see :data:`scdit.flow.SOLVERS`).
+    guidance_scale
+        Classifier-free guidance scale; 1 is the plain conditional model.
+    compose
+        For combinations ``A+B``: weight ``w`` of composing the members' velocity fields,
+        ``v = (1 − w) v_AB + w (v_A + v_B − v_control)``. ``None``: 0 for combinations seen in
+        training, ``FlowConfig.compose`` for unseen ones.
+    batch_size
+        Cells integrated at a time.
+    """
+
+    steps: int | None = None
+    solver: str | None = None
+    guidance_scale: float = 1.0
+    compose: float | None = None
+    batch_size: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(
+                self.steps, int | np.integer) or self.steps < 1):
+            raise ValueError(f"SamplingConfig.steps must be a positive integer or None, got "
+                             f"{self.steps!r}.")
+        for name in ("guidance_scale", "compose"):
+            v = getattr(self, name)
+            if v is not None and not np.isfinite(float(v)):
+                raise ValueError(f"SamplingConfig.{name} must be finite, got {v!r}.")
+        if isinstance(self.batch_size, bool) or int(self.batch_size) < 1:
+            raise ValueError(f"SamplingConfig.batch_size must be ≥ 1, got {self.batch_size!r}.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    ``max_steps=None`` picks a length from the data size and the flow's source
+    (:func:`scdit.train.auto_max_steps`). ``max_minutes`` is a wall-time budget: a run that
+    would overrun it is shortened, schedule included (:class:`scdit.train.TimeBudget`), and
+    training stops at the budget in any case (the best EMA weights so far are kept); ``None``
+    disables it. A run the budget does not shorten is reproducible.
+    """
+
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    max_steps: int | None = None
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    val_fraction: float = 0.05
+    val_every: int = 250
+    patience: int = 8
+    precision: str = "auto"
+    accelerator: str = "auto"
+    seed: int = 0
+    max_minutes: float | None = 14.0
+
+
+@dataclass(frozen=True)
+class ScDiTConfig:
+    """All configuration of a fitted model."""
+
+    data: DataConfig
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    conditions: ConditionConfig = field(default_factory=ConditionConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``dict`` (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScDiTConfig:
+        """Rebuild from :meth:`to_dict` output (tuples restored, unknown keys rejected)."""
+        data = dict(d["data"])
+        data["covariate_keys"] = tuple(data.get("covariate_keys", ()))
+        return cls(
+            data=DataConfig(**data),
+            tokenizer=TokenizerConfig(**d.get("tokenizer", {})),
+            conditions=ConditionConfig(**d.get("conditions", {})),
+            dit=DiTConfig(**d.get("dit", {})),
+            flow=FlowConfig(**_legacy_flow(d.get("flow", {}))),
+            train=TrainConfig(**d.get("train", {})),
+        )
+
+
+def _legacy_flow(flow: dict[str, Any]) -> dict[str, Any]:
+    """Flow settings of older model files: ``center`` (removed; measured harmful) must be off."""
+    flow = dict(flow)
+    if flow.pop("center", False):
+        raise ValueError("This model was saved with FlowConfig.center=True, an option removed "
+                         "from scdit (it lowered accuracy on held-out patients); refit it.")
+    return flow
+
+
+#: Size presets of the DiT; ``small`` is the CPU default. Compute grows linearly with the number
+#: of tokens, so each preset also sets the default token budget (``max_tokens``) of the tokenizer.
+DIT_PRESETS: dict[str, DiTConfig] = {
+    "tiny": DiTConfig(hidden_size=32, depth=2, num_heads=2, max_tokens=8),
+    "small": DiTConfig(hidden_size=128, depth=4, num_heads=4, max_tokens=16),
+    "base": DiTConfig(hidden_size=384, depth=8, num_heads=6, max_tokens=64),
+    "large": DiTConfig(hidden_size=768, depth=12, num_heads=12, max_tokens=128),
+}
