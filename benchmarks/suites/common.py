@@ -75,11 +75,11 @@ def predict_kwargs(*, generator_only: bool, quick: bool) -> dict:
     """Keyword arguments of ``model.predict`` for the default or the generator alone.
 
     ``generator_only=True`` is the generator without any effect estimate setting its mean.
-    After the planned API change the line below becomes
-    ``return {"effects": "none" if generator_only else "auto",
-    **({"sampling": scdit.SamplingConfig(steps=QUICK_SAMPLING_STEPS)} if quick else {})}``.
     """
-    return {**({"anchor": False} if generator_only else {}), **({"steps": QUICK_SAMPLING_STEPS} if quick else {})}  # API LINE
+    import scdit
+
+    return {"effects": "none" if generator_only else "auto",  # API LINE
+            **({"sampling": scdit.SamplingConfig(steps=QUICK_SAMPLING_STEPS)} if quick else {})}
 
 
 def predict_cells(model, conditions: Iterable[str], n_cells: dict[str, int] | int,
