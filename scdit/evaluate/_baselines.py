@@ -10,13 +10,17 @@ control cells of ``ctx`` shifted by a vector in log1p space:
 * ``additive`` (combinations ``A+B[+C]``): ``Σ δ_member``, each member's effect from the same
   context if available, else averaged over the contexts that have it;
 * ``additive_shrunk``: as ``additive`` but each member's effect replaced by its empirical-Bayes
-  posterior mean (:mod:`scdit._shrinkage`: Gaussian prior with covariance from all source
-  effects of the member's context, noise = squared standard errors of the two means) where the
-  context has at least 10 effects, else the raw effect. This is what
-  ``predict(..., shrink=None)`` anchors unseen combinations to, minus the model's interaction;
-  report it to see how much of a model's gain over ``additive`` is the denoising alone;
+  posterior mean (:class:`scdit.effects.EffectTable`: Gaussian prior with covariance from all
+  source effects of the member's context, noise = squared standard errors of the two means)
+  where the context has at least :data:`scdit.effects.MIN_EFFECTS` effects, else the raw
+  effect. The same code sets the mean of a model's unseen combinations by default
+  (``predict(effects="auto")``); report it to see what the generator adds;
 * ``context_shift`` (the scGen/CellFlow "mean shift" for a held-out context): the same
   condition's effect averaged over the *other* contexts that have it (NaN where none has);
+* ``context_estimate``: the held-out-context estimate that sets a model's mean by default
+  (:class:`scdit.effects.HeldOutContext`: LOCO-chosen mean shift / kernel / slope from the
+  other contexts, at this context's real control mean, projected onto the top principal axes
+  of the source cells' expression; NaN with fewer than two other contexts);
 * ``linear``: the ridge model ``Y ≈ G K Pᵀ + b`` of Ahlmann-Eltze et al. (2025) fitted on the
   source's effects (all contexts pooled; see :mod:`scdit.evaluate._linear`).
 
@@ -35,6 +39,14 @@ import pandas as pd
 from anndata import AnnData
 
 from ..data import canonical_label, detect_control, split_label
+from ..effects import (
+    EFFECT_RANK,
+    MIN_EFFECTS,
+    EffectTable,
+    HeldOutContext,
+    expression_basis,
+    project_effect,
+)
 from ._groups import GroupedData, Key, align_genes, group_data
 from ._linear import LinearBaseline
 
@@ -48,6 +60,7 @@ ALL_BASELINES: tuple[str, ...] = (
     "additive",
     "additive_shrunk",
     "context_shift",
+    "context_estimate",
     "linear",
     "ceiling",
 )
@@ -86,7 +99,10 @@ class EffectSource:
         self.n_cells: dict[Key, float] = {}
         self.noise: dict[Key, np.ndarray] = {}  # squared standard error of each effect
         self.by_members: dict[tuple, list[Key]] = {}
-        self._priors: dict = {}
+        self.src = src
+        self.ctrl_means = ctrl_means
+        self._tables: dict = {}
+        self._basis: tuple | None = None
         for key in src.keys:
             cond, ctx = key
             if cond == control:
@@ -157,19 +173,55 @@ class EffectSource:
                                      for k in same or keys], axis=0)
         return total
 
-    def _shrunk_effect(self, k: Key, key: Key) -> np.ndarray:
-        """Effect of group ``k``, shrunk by the prior of its context (``key`` left out)."""
-        from ..effects import MIN_EFFECTS, effect_prior, posterior_effect
+    def _table(self, key: Key) -> EffectTable:
+        """The source's effect table (:class:`scdit.effects.EffectTable`, genes), without the
+        evaluated group ``key`` when leaving it out; cached."""
+        exclude = key if self.leave_out else None
+        if exclude not in self._tables:
+            src, ctrl = self.src, canonical_label(self.control, self.control, self.separator)
+            moments = {}
+            for i, k in enumerate(src.keys):
+                if k == exclude:
+                    continue
+                se2 = src.var[i] / src.n[i] if src.var is not None and src.n[i] >= 2 else None
+                lab = canonical_label(k[0], self.control, self.separator)
+                moments[(lab, (k[1],))] = (src.mean[i], se2)
+            labels = [canonical_label(k[0], self.control, self.separator) for k in src.keys]
+            row_labels = np.asarray(labels, dtype=object)[src.codes]
+            row_ctx = [(src.keys[c][1],) for c in src.codes]
+            self._tables[exclude] = EffectTable(lambda rows: src.X[rows], row_labels, row_ctx,
+                                                ctrl, moments=moments)
+        return self._tables[exclude]
 
-        cache = (k[1], key if self.leave_out else None)
-        if cache not in self._priors:
-            use = [j for j in self.noise if j[1] == k[1] and not self._excluded(j, key)]
-            self._priors[cache] = None if len(use) < MIN_EFFECTS else effect_prior(
-                np.stack([self.effects[j] for j in use]), np.stack([self.noise[j] for j in use]))
-        prior = self._priors[cache]
-        if prior is None or k not in self.noise:
+    def _shrunk_effect(self, k: Key, key: Key) -> np.ndarray:
+        """Effect of group ``k``, shrunk by the prior of its context (``key`` left out) where
+        the context has at least :data:`scdit.effects.MIN_EFFECTS` effects (the same rule and
+        code as the model's default shrinkage)."""
+        table = self._table(key)
+        ctx, lab = (k[1],), canonical_label(k[0], self.control, self.separator)
+        prior = table.prior(ctx)
+        if prior is None or prior[1] < MIN_EFFECTS or k not in self.noise:
             return self.effects[k]
-        return posterior_effect(self.effects[k], self.noise[k], prior)
+        return table.shrunk_mean(lab, ctx) - table.mean(table.control, ctx)
+
+    def context_estimate(self, key: Key) -> np.ndarray | None:
+        """The model's held-out-context estimate (:class:`scdit.effects.HeldOutContext`):
+        from the other contexts with the condition and control, the LOCO-chosen mean shift,
+        kernel or slope, evaluated at this context's real control mean, then projected onto
+        the top principal axes of the source cells' expression; ``None`` with fewer than two
+        such contexts."""
+        table = self._table(key)
+        ctx = (key[1],)
+        lab = canonical_label(key[0], self.control, self.separator)
+        c = self.ctrl_means.get(key[1])
+        if c is None:
+            return None
+        est = HeldOutContext(table).estimate(lab, ctx, np.asarray(c, dtype=np.float64))
+        if est is None:
+            return None
+        if self._basis is None:
+            self._basis = (expression_basis(self.src.X, EFFECT_RANK),)
+        return project_effect(est.info["effect"], self._basis[0])
 
     def context_shift(self, key: Key) -> np.ndarray | None:
         """Effect of the same condition averaged over the other contexts, or None."""
@@ -194,6 +246,8 @@ class EffectSource:
             return self.additive_shift(key, shrunk=True)
         if kind == "context_shift":
             return self.context_shift(key)
+        if kind == "context_estimate":
+            return self.context_estimate(key)
         if kind == "linear":
             return self.linear_shift(key)
         raise ValueError(f"Unknown baseline {kind!r}; choose from {SHIFT_BASELINES}.")

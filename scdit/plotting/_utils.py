@@ -16,7 +16,7 @@ REAL_COLOR = "#7f7f7f"
 PRED_COLOR = "#1f77b4"
 #: Colours of the standard baselines (the same in every plot).
 METHOD_COLORS = {"no_change": "#8c8c8c", "mean": "#2ca02c", "mean_cell_weighted": "#98df8a",
-                 "additive": "#ff7f0e", "context_shift": "#bcbd22", "linear": "#9467bd",
+                 "additive": "#ff7f0e", "context_shift": "#bcbd22", "context_estimate": "#17becf", "linear": "#9467bd",
                  "ceiling": "#393939"}
 #: Colours of overlaid baselines, in order.
 BASELINE_COLORS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
