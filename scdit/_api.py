@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from .conditions import check_rows, data_features, feature_table, read_features, target_prior
 from .config import (
     DIT_PRESETS,
     ConditionConfig,
@@ -21,8 +22,6 @@ from .config import (
     ScDiTConfig,
     TrainConfig,
 )
-from .model import ScDiT, build_field, make_reference
-from .conditions import check_rows, data_features, feature_table, read_features, target_prior
 from .data import (
     CellDataset,
     ConditionVocab,
@@ -34,6 +33,7 @@ from .data import (
     to_log1p,
     validate,
 )
+from .model import ScDiT, build_field, make_reference
 from .tokenizers import format_ceiling, reconstruction_ceiling, resolve_tokenizer
 from .train import train_field
 

@@ -20,7 +20,14 @@ from ._context import (
     pc_coordinates,
     project_effect,
 )
-from ._estimators import MIN_CONTEXTS, Estimate, HeldOutContext, additive, additive_labels, seen_mean
+from ._estimators import (
+    MIN_CONTEXTS,
+    Estimate,
+    HeldOutContext,
+    additive,
+    additive_labels,
+    seen_mean,
+)
 from ._plan import EffectConfig, EffectPlan
 from ._shrinkage import MAX_DIM, MIN_EFFECTS, effect_prior, group_moments, posterior_effect
 from ._table import EffectTable
