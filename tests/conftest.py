@@ -43,8 +43,9 @@ def log1p_adata() -> ad.AnnData:
 def counts_model():
     """Counts model with a covariate, modelling 30 of 50 genes (20 unmodelled)."""
     adata = make_counts_adata()
-    return scdit.fit(adata, "condition", covariate_keys=["cell_type"], n_top_genes=30, source="noise",
-                     max_steps=40, seed=0, **TINY)
+    return scdit.fit(adata, "condition", covariate_keys=["cell_type"],
+                     tokenizer=scdit.TokenizerConfig(n_top_genes=30), source="noise", max_steps=40,
+                     seed=0, **TINY)
 
 
 @pytest.fixture(scope="session")

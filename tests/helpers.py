@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from scdit import TrainConfig
 from scdit.data._representation import counts_to_log1p
 
 N_GENES = 50
 GENES = [f"G{j}" for j in range(N_GENES)]
 CONDITIONS = {"ctrl": 160, "G1": 60, "G2": 60, "G3": 60, "G1+G2": 60}
 UP_BLOCKS = {"G1": range(10, 15), "G2": range(15, 20), "G3": range(20, 25)}
-TINY = {"preset": "tiny", "batch_size": 64, "verbose": False}
+TINY = {"preset": "tiny", "train": TrainConfig(batch_size=64), "verbose": False}
 
 
 def dense(X) -> np.ndarray:

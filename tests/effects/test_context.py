@@ -103,7 +103,8 @@ def context_data():
     train = adata[~held.to_numpy()].copy()
     source = adata[((adata.obs.cell_type == "D") & (adata.obs.condition == "ctrl")).to_numpy()]
     model = scdit.fit(train, "condition", covariate_keys=["cell_type"], source="control",
-                      n_top_genes=40, max_steps=30, seed=0, **TINY)  # 10 genes outside the model
+                      tokenizer=scdit.TokenizerConfig(n_top_genes=40), max_steps=30, seed=0,
+                      **TINY)  # 10 genes outside the model
     return model, source.copy()
 
 

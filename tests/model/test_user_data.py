@@ -41,7 +41,7 @@ def test_fit_and_predict_never_modify_user_data(make_adata, tiny):
     adata = _rich_adata(make_adata)
     snapshot = copy.deepcopy(adata)
     model = scdit.fit(adata, "condition", covariate_keys=["cell_type"], layer="counts",
-                      n_top_genes=30, max_steps=3, **tiny)
+                      tokenizer=scdit.TokenizerConfig(n_top_genes=30), max_steps=3, **tiny)
     _assert_same(adata, snapshot)
     source = adata[adata.obs["condition"] == "ctrl"]  # a view, as users often pass
     source_snapshot = source.copy()
