@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from anndata import AnnData
 
-from scdit._cli import main
 from scdit.datasets import synthetic_perturbation
-from scdit.evaluate import benchmark, normalized_scores, summarize, write_report
+from scdit.evaluate import normalized_scores, summarize
+from scdit.pipelines import benchmark, main, write_report
 from scdit.splits import split_combinations, split_unseen_perturbations
 
 BASE = ("no_change", "mean", "additive", "linear", "ceiling")
