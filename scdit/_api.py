@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,10 @@ from .config import (
     DiTConfig,
     FlowConfig,
     ScDiTConfig,
+    TokenizerConfig,
     TrainConfig,
+    as_config,
+    merge_keyword,
 )
 from .data import (
     CellDataset,
@@ -103,6 +106,71 @@ def _check_control_contexts(obs: pd.DataFrame, labels: np.ndarray, control: str,
             "cells, or use source='noise'.")
 
 
+class _Unset:
+    """Mixin of a keyword's default value, so that ``fit`` tells it from a value given explicitly
+    (the default object itself, not an equal value): configs then decide, see ``merge_keyword``."""
+
+
+class _DefaultInt(_Unset, int):
+    pass
+
+
+class _DefaultFloat(_Unset, float):
+    pass
+
+
+class _DefaultStr(_Unset, str):
+    pass
+
+
+_SOURCE = _DefaultStr(FlowConfig.source)
+_PRESET = _DefaultStr("small")
+_SEED = _DefaultInt(TrainConfig.seed)
+_MAX_MINUTES = _DefaultFloat(TrainConfig.max_minutes)
+_SOURCES = ("noise", "control", "auto")
+
+
+def _given(value) -> bool:
+    return not isinstance(value, _Unset)
+
+
+def _resolve_configs(preset: str, dit, conditions, flow, train, *, source: str,
+                     max_steps: int | None, max_minutes: float | None, seed: int,
+                     covariate_keys: Sequence[str]):
+    """(preset name, DiT, condition, flow and train configs) from fit's arguments, with each
+    setting from one place: a keyword given explicitly fills a config field left at its default,
+    and disagrees with a field set otherwise (ValueError)."""
+    if preset not in DIT_PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose from {sorted(DIT_PRESETS)}.")
+    dit = as_config(dit, DiTConfig, "dit")
+    if dit is None:
+        dit = DIT_PRESETS[preset]
+    elif _given(preset) and dit != DIT_PRESETS[preset]:
+        raise ValueError(f"preset={preset!r} and dit= disagree; give the architecture in one "
+                         "place: a preset name, or a DiTConfig as dit= (without preset=).")
+    name = next((k for k, v in DIT_PRESETS.items() if v == dit), "custom")
+    conditions = as_config(conditions, ConditionConfig, "conditions") or ConditionConfig()
+    if (conditions.features, conditions.n_features) != ("none", 0):
+        raise ValueError("ConditionConfig.features and n_features are set by fit from "
+                         "perturbation_features=; leave them at their defaults.")
+    flow = as_config(flow, FlowConfig, "flow") or FlowConfig()
+    if _given(source):
+        flow = merge_keyword(flow, "source", source, keyword="source", section="flow")
+    if flow.source not in _SOURCES:
+        raise ValueError(f"source must be one of {list(_SOURCES)}, got {flow.source!r}.")
+    if flow.source == "auto":
+        flow = dataclasses.replace(flow, source="control" if covariate_keys else "noise")
+    train = as_config(train, TrainConfig, "train") or TrainConfig()
+    for key, value, given in (("max_steps", max_steps, max_steps is not None),
+                              ("max_minutes", max_minutes, _given(max_minutes)),
+                              ("seed", seed, _given(seed))):
+        if given:
+            train = merge_keyword(train, key, value, keyword=key, section="train")
+    if train.checkpoint_dir is not None:
+        train = dataclasses.replace(train, checkpoint_dir=str(train.checkpoint_dir))
+    return name, dit, conditions, flow, train
+
+
 def fit(
     adata: AnnData,
     condition_key: str,
@@ -114,28 +182,26 @@ def fit(
     separator: str = "+",
     perturbation_features=None,
     dose_key: str | None = None,
-    source: str = "auto",
+    source: str = _SOURCE,
     tokenizer="genes",
-    tokenizer_kwargs: dict | None = None,
-    n_top_genes: int = 2000,
-    max_tokens: int | None = None,
-    preset: str = "small",
+    preset: str = _PRESET,
     max_steps: int | None = None,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    seed: int = 0,
-    max_minutes: float | None = 14.0,
-    accelerator: str = "auto",
-    precision: str = "auto",
-    checkpoint_dir: str | Path | None = None,
+    max_minutes: float | None = _MAX_MINUTES,
+    seed: int = _SEED,
     dit: DiTConfig | None = None,
     conditions: ConditionConfig | None = None,
     flow: FlowConfig | None = None,
     train: TrainConfig | None = None,
-    min_cells: int = 10,
     verbose: bool = True,
 ) -> ScDiT:
     """Fit a perturbation-conditioned DiT with rectified flow to an AnnData.
+
+    Every setting lives in one place. The keywords below cover the common ones; the rest are
+    fields of the config objects (``train=scdit.TrainConfig(batch_size=64, lr=3e-4)``, a dict
+    of fields works too). A keyword that is also a config field (``source`` ↔ ``flow.source``;
+    ``max_steps``, ``max_minutes``, ``seed`` ↔ ``train``; ``preset`` ↔ ``dit``) fills that field
+    when the config leaves it at its default; if the config sets it to another value, ``fit``
+    raises a ``ValueError`` naming both instead of silently picking one.
 
     Parameters
     ----------
@@ -175,72 +241,68 @@ def fit(
         control cells of the same covariate context, paired by minibatch optimal transport;
         ``predict(source=control_cells)`` then maps those very cells to their perturbed state).
         ``"auto"`` (default): ``"control"`` when ``covariate_keys`` are given (predicting a
-        context from its own control cells), else ``"noise"``. Measured
-        (benchmarks/RESULTS.md): on a held-out glioblastoma patient the control source reached
-        Pearson Δ 0.745 vs 0.631 for noise; on held-out Norman doubles noise reached 0.856 vs
-        0.455 for the control source.
+        context from its own control cells), else ``"noise"``; see docs/results.md
+        (glioblastoma patients, Norman doubles) for how the two compare.
     tokenizer
-        The space the DiT works in (see the user guide, "Choosing a tokenizer"): ``"genes"``
-        (log1p of selected genes, patches of genes per token), ``"pca"`` (principal components
-        of log1p data), ``"scvi"`` (an scVI latent space; needs raw counts, trains an
-        ``scvi.model.SCVI``), an already trained ``scvi.model.SCVI`` (used as is), or a tokenizer
-        object of a class registered with :func:`scdit.tokenizers.register`. The reconstruction
-        ceiling of the choice is measured on the validation cells and stored in
-        ``model.summary["ceiling"]``.
-    tokenizer_kwargs
-        Options of the tokenizer: genes ``gene_order`` (``"coexpression"``/``"given"``),
-        ``patch_size``, ``encoding`` (``"value"``/``"rank"``), ``gene_features`` (DataFrame of
-        gene features initialising the gene embeddings); pca ``n_components`` (50),
-        ``patch_size``; scvi ``n_latent`` (32), ``patch_size``, ``batch_key``, ``max_epochs``,
-        ``gene_likelihood`` (``"nb"``), ``library`` (``"source"``: generated counts keep the
-        source cell's total counts; ``"generated"``: the flow transports log total counts too).
-    n_top_genes, max_tokens
-        How many highly variable genes to model (perturbation targets that are measured genes
-        are always kept) and the maximum number of tokens per cell (default: the preset's
-        ``max_tokens``; at most ~128).
+        The space the DiT works in (see the user guide, "Choosing a tokenizer"): a name,
+        ``"genes"`` (log1p of selected genes, patches of genes per token), ``"pca"`` (principal
+        components of log1p data) or ``"scvi"`` (an scVI latent space; needs raw counts, trains
+        an ``scvi.model.SCVI``), with default options; a :class:`~scdit.TokenizerConfig` (kind
+        and options: ``n_top_genes`` (2,000 highly variable genes; measured perturbation targets
+        are always kept), ``max_tokens`` (``None``: the preset's token budget), ``patch_size``,
+        ``gene_order``, ``encoding``, ``n_components``, ``n_latent``, ``batch_key``,
+        ``max_epochs``, ``gene_likelihood``, ``library``) or a dict of its fields; an already
+        trained ``scvi.model.SCVI`` (used as is); or a tokenizer object of a class registered
+        with :func:`scdit.tokenizers.register`, for options that are not plain values (e.g.
+        ``GeneTokenizer(gene_features=table)``, gene features initialising the gene
+        embeddings; the object keeps its own settings). The reconstruction ceiling of the
+        choice is measured on the validation cells and stored in ``model.summary["ceiling"]``.
     preset
-        DiT size: ``"tiny"``, ``"small"`` (CPU default), ``"base"``, ``"large"``.
+        DiT size: ``"tiny"``, ``"small"`` (CPU default), ``"base"``, ``"large"``; it also sets
+        the default token budget. Give either a preset or ``dit=``.
     max_steps
-        Optimisation steps; ``None`` picks a length from the number of cells and the source
-        (:func:`scdit.train.auto_max_steps`: noise ≥ 4,000 steps, control ≥ 300).
+        Optimisation steps (``train.max_steps``); ``None`` picks a length from the number of
+        cells and the source (:func:`scdit.train.auto_max_steps`: noise ≥ 4,000 steps,
+        control ≥ 300).
     max_minutes
-        Wall-time budget of training (default 14 min, so that a default fit ends within 15
-        minutes on a small CPU). A run that would overrun it is shortened early on, its
-        learning-rate schedule included (``summary["budget_steps"]``); a hard stop at the
-        budget remains as a backstop (``summary["stopped_by_time"]``, with a warning, when it
-        ends a run before its schedule). ``None`` disables it.
-    batch_size, lr, seed, accelerator, precision
-        Training settings (``precision="auto"``: bf16 mixed on GPUs that support it, else fp32).
-    checkpoint_dir
-        Where Lightning writes checkpoints (best and last); none are written when ``None``.
-    dit, conditions, flow, train
-        Full configuration objects overriding the preset and the arguments above
-        (:class:`~scdit._config.ConditionConfig`: feature PCs, residual and covariate dropout).
-    min_cells
-        Conditions with fewer cells trigger a warning.
+        Wall-time budget of training (``train.max_minutes``; default 14 min, so that a default
+        fit ends within 15 minutes on a small CPU). A run that would overrun it is shortened
+        early on, its learning-rate schedule included (``summary["budget_steps"]``); a hard stop
+        at the budget remains as a backstop (``summary["stopped_by_time"]``, with a warning,
+        when it ends a run before its schedule). ``None`` disables it.
+    seed
+        Seed of everything random in the fit (``train.seed``): validation split, tokenizer,
+        initial weights, batches.
+    dit
+        Architecture (:class:`~scdit.DiTConfig`) instead of a preset.
+    conditions
+        :class:`~scdit.ConditionConfig`: feature PCs, residual and covariate dropout.
+    flow
+        :class:`~scdit.FlowConfig`: source, source noise, time sampling, default sampler.
+    train
+        :class:`~scdit.TrainConfig`: batch size, learning rate, schedule, precision,
+        accelerator, checkpoint folder, the minimum cells per condition before a warning, ...
     verbose
         Show the progress bar and a summary.
 
     Returns
     -------
-    A fitted :class:`~scdit.ScDiT`.
+    ScDiT
+        The fitted model.
     """
+    preset_name, dit, conditions, flow, train = _resolve_configs(
+        preset, dit, conditions, flow, train, source=source, max_steps=max_steps,
+        max_minutes=max_minutes, seed=seed, covariate_keys=covariate_keys)
+    seed = train.seed
     info = validate(adata, condition_key, control=control, covariate_keys=covariate_keys,
-                    layer=layer, representation=representation, min_cells=min_cells)
-    if preset not in DIT_PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}; choose from {sorted(DIT_PRESETS)}.")
-    if source not in ("noise", "control", "auto"):
-        raise ValueError(f"source must be 'noise', 'control' or 'auto', got {source!r}.")
-    if source == "auto":
-        source = "control" if covariate_keys else "noise"
+                    layer=layer, representation=representation, min_cells=train.min_cells)
     if dose_key is not None and dose_key not in adata.obs:
         raise KeyError(f"dose_key {dose_key!r} is not a column of adata.obs; available: "
                        f"{list(adata.obs.columns)[:20]}.")
-    dit = dit or DIT_PRESETS[preset]
-    max_tokens = int(max_tokens or dit.max_tokens)
-    tok, tok_cfg = resolve_tokenizer(tokenizer, tokenizer_kwargs, n_top_genes=n_top_genes,
-                                     max_tokens=max_tokens, accelerator=accelerator,
-                                     verbose=verbose)
+    if isinstance(tokenizer, Mapping):
+        tokenizer = as_config(tokenizer, TokenizerConfig, "tokenizer")
+    tok, tok_cfg = resolve_tokenizer(tokenizer, max_tokens=dit.max_tokens,
+                                     accelerator=train.accelerator, verbose=verbose)
     _check_tokenizer_input(adata, tok, info.representation, layer, covariate_keys)
     labels = condition_labels(adata, condition_key).to_numpy()
     if (labels != info.control).sum() == 0:
@@ -251,18 +313,13 @@ def fit(
     cov_codes = covs.encode(adata.obs) if covariate_keys else np.zeros((adata.n_obs, 0), np.int64)
     context = np.unique(cov_codes, axis=0, return_inverse=True)[1].ravel() if covariate_keys \
         else np.zeros(adata.n_obs, np.int64)
-    if source == "control" or (flow is not None and flow.source == "control"):
+    if flow.source == "control":
         _check_control_contexts(adata.obs, labels, info.control, context, covariate_keys)
-    train = train or TrainConfig(batch_size=batch_size, lr=lr, max_steps=max_steps, seed=seed,
-                                 accelerator=accelerator, precision=precision,
-                                 max_minutes=max_minutes)
     cfg = ScDiTConfig(
         data=DataConfig(condition_key=condition_key, control=info.control,
                         covariate_keys=tuple(covariate_keys), separator=separator, layer=layer,
                         representation=info.representation, dose_key=dose_key),
-        conditions=conditions or ConditionConfig(),
-        tokenizer=tok_cfg,
-        dit=dit, flow=flow or FlowConfig(source=source), train=train,
+        conditions=conditions, tokenizer=tok_cfg, dit=dit, flow=flow, train=train,
     )
     X = get_matrix(adata, layer)
     X_log = to_log1p(X, info.representation)
@@ -315,7 +372,7 @@ def fit(
               f"{f' ({len(vocab.featured)} more predictable)' if vocab.featured else ''}, "
               f"source: {cfg.flow.source}, "
               f"{info.representation} input; modelling {tok.n_genes}/{adata.n_vars} genes in "
-              f"{tok.n_tokens} tokens of {tok.patch_size}; DiT {preset} ({n_params / 1e6:.2f} M params)")
+              f"{tok.n_tokens} tokens of {tok.patch_size}; DiT {preset_name} ({n_params / 1e6:.2f} M params)")
         where = "validation" if ceiling["held_out"] else "training (no validation split)"
         print(f"scdit: tokenizer {tok_cfg.kind!r} ({tok.n_features} values per cell); "
               f"reconstruction ceiling on {where} cells: {format_ceiling(ceiling)}")
@@ -326,7 +383,7 @@ def fit(
             cfg.conditions, covariate_dropout=cov_drop))
     result = train_field(field, tok, train_ds, val_ds, dit=cfg.dit, flow=cfg.flow, train=cfg.train,
                          covariate_dropout=cov_drop,
-                         verbose=verbose, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
+                         verbose=verbose, checkpoint_dir=cfg.train.checkpoint_dir)
     summary = {"n_cells": int(adata.n_obs), "n_train": int(len(tr)), "n_val": int(len(val)),
                "n_params": int(n_params), "steps": result.steps, "max_steps": result.max_steps,
                "budget_steps": result.budget_steps, "stopped_by_time": result.stopped_by_time,

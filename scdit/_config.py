@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,9 +52,12 @@ class TokenizerConfig:
     kind
         Registry name of the tokenizer: ``"genes"``, ``"pca"``, ``"scvi"`` or a registered one.
     n_top_genes
-        Number of highly variable genes to model (all genes when the data has fewer).
+        Number of highly variable genes to model (all genes when the data has fewer); measured
+        perturbation targets are always kept.
     max_tokens
-        Upper bound on tokens per cell; values are grouped into patches to respect it.
+        Upper bound on tokens per cell (at most ~128); values are grouped into patches to respect
+        it. ``None``: the DiT preset's token budget (:attr:`DiTConfig.max_tokens`), filled in by
+        ``fit``.
     gene_order
         genes: ``"coexpression"`` (hierarchical clustering of gene correlations) or ``"given"``.
     patch_size
@@ -74,14 +78,16 @@ class TokenizerConfig:
         scvi: library size of generated counts, ``"source"`` (the source/reference cell's) or
         ``"generated"`` (transported by the flow as one more feature).
     gene_features
-        genes: whether gene-identity embeddings were initialised from user gene features.
+        genes: whether gene-identity embeddings were initialised from user gene features
+        (recorded by ``fit``; to use a table, pass ``tokenizer=GeneTokenizer(gene_features=...)``).
     pretrained
-        scvi: whether a trained ``scvi.model.SCVI`` was passed in (else scdit trained one).
+        scvi: whether a trained ``scvi.model.SCVI`` was passed in (else scdit trained one;
+        recorded by ``fit``).
     """
 
     kind: str = "genes"
     n_top_genes: int = 2000
-    max_tokens: int = 16
+    max_tokens: int | None = None
     gene_order: str = "coexpression"
     patch_size: int | None = None
     encoding: str = "value"
@@ -150,12 +156,16 @@ class FlowConfig:
     beat 0.1 on the held-out glioblastoma patients benchmark: the noise keeps the field from
     memorising the training contexts' exact cell-to-cell maps.
 
+    ``source="auto"`` (the default) becomes ``"control"`` when ``fit`` is given covariate keys
+    (predicting a context from its own control cells), else ``"noise"``; a fitted model stores
+    the resolved value.
+
     ``compose`` is the weight of single-perturbation composition used by default when predicting
     combinations *not seen in training* (see :meth:`scdit.ScDiT.predict`); combinations seen in
     training use their learned joint condition.
     """
 
-    source: str = "noise"
+    source: str = "auto"
     source_noise: float = 0.5
     time_sampling: str = "logit_normal"
     logit_mean: float = 0.0
@@ -214,6 +224,11 @@ class TrainConfig:
     would overrun it is shortened, schedule included (:class:`scdit.train.TimeBudget`), and
     training stops at the budget in any case (the best EMA weights so far are kept); ``None``
     disables it. A run the budget does not shorten is reproducible.
+
+    ``precision="auto"`` trains in bf16 mixed precision on GPUs that support it, else fp32;
+    ``accelerator="auto"`` uses a GPU when there is one. ``checkpoint_dir`` is where Lightning
+    writes checkpoints (best and last; none when ``None``). Conditions with fewer than
+    ``min_cells`` cells trigger a warning.
     """
 
     batch_size: int = 256
@@ -230,6 +245,8 @@ class TrainConfig:
     accelerator: str = "auto"
     seed: int = 0
     max_minutes: float | None = 14.0
+    checkpoint_dir: str | None = None
+    min_cells: int = 10
 
 
 @dataclass(frozen=True)
@@ -273,6 +290,63 @@ def _legacy_flow(flow: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("This model was saved with FlowConfig.center=True, an option removed "
                          "from scdit (it lowered accuracy on held-out patients); refit it.")
     return flow
+
+
+def as_config(value: Any, cls: type, name: str) -> Any:
+    """``value`` as a ``cls`` instance: ``None`` stays ``None``, a mapping gives ``cls(**value)``.
+
+    Raises
+    ------
+    ValueError
+        For keys that are not fields of ``cls``.
+    TypeError
+        For anything else than ``None``, a mapping or a ``cls``.
+    """
+    if value is None or isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - fields)
+        if unknown:
+            raise ValueError(f"Unknown {cls.__name__} field(s) {unknown} in {name}=; valid: "
+                             f"{sorted(fields)}.")
+        return cls(**value)
+    raise TypeError(f"{name}= must be a {cls.__name__} (or a dict of its fields), got "
+                    f"{type(value).__name__}.")
+
+
+def merge_keyword(config: Any, field_name: str, value: Any, *, keyword: str, section: str) -> Any:
+    """``config`` with ``field_name`` set from an explicitly given keyword argument.
+
+    One source of truth: a config field left at its default takes the keyword's value; a field
+    set to the same value is fine; a field set to another value is an error naming both.
+
+    Parameters
+    ----------
+    config
+        A config dataclass instance.
+    field_name
+        The field the keyword also sets.
+    value
+        The keyword's value (only call this when the keyword was given).
+    keyword, section
+        Names used in the error message (e.g. ``"seed"``, ``"train"``).
+
+    Raises
+    ------
+    ValueError
+        When the config sets the field to a value other than its default and the keyword's.
+    """
+    current = getattr(config, field_name)
+    if current == value:
+        return config
+    default = {f.name: f.default for f in dataclasses.fields(config)}[field_name]
+    if current == default:
+        return dataclasses.replace(config, **{field_name: value})
+    cls = type(config).__name__
+    raise ValueError(
+        f"{keyword}={value!r} disagrees with {section}={cls}(..., {field_name}={current!r}); give "
+        f"it in one place: drop {keyword}=, or set {field_name} in the {cls}.")
 
 
 #: Size presets of the DiT; ``small`` is the CPU default. Compute grows linearly with the number

@@ -65,9 +65,8 @@ def fit_model(train: ad.AnnData, condition_key: str, *, control: str | None, see
         kw["max_steps"] = max_steps
     if preset is not None:
         kw["preset"] = preset
-    if tokenizer != "genes" or tokenizer_options:
-        kw["tokenizer"] = tokenizer
-        kw["tokenizer_kwargs"] = dict(tokenizer_options or {})  # API LINE: tokenizer options
+    if tokenizer != "genes" or tokenizer_options:  # API LINE: tokenizer kind and options
+        kw["tokenizer"] = scdit.TokenizerConfig(kind=tokenizer, **(tokenizer_options or {}))
     return scdit.fit(train, condition_key, control=control, **kw)
 
 

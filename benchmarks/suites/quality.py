@@ -239,7 +239,7 @@ def run_unit(name: str, setting: Setting, holdout: str, seed: int, quick: bool,
     common = dict(control=setting.control, train=task.train, covariate_key=cov, seed=seed)
     frames = [scdit.evaluate(pred, task.real, key, baselines=setting.baselines, **common)]
     extras = {"scdit_generator": {"generator_only": True}}
-    if setting.log1p_output and model.representation == "counts":
+    if setting.log1p_output and getattr(model, "representation", None) == "counts":
         extras["scdit_log1p"] = {"representation": "log1p"}
     for method, kw in extras.items():
         cells = predict_cells(model, conds, task.n_cells, task.source, seed=seed, quick=quick,

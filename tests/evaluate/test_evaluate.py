@@ -303,3 +303,32 @@ def test_additive_shrunk_equals_additive_with_few_effects():
     out = baseline_predictions(real, "condition", control="ctrl", train=train,
                                baselines=("additive", "additive_shrunk"))
     np.testing.assert_allclose(out["additive_shrunk"].X, out["additive"].X, atol=1e-6)
+
+
+def test_context_shift_baseline_uses_other_contexts_only():
+    import anndata as ad
+
+    from scdit.evaluate import evaluate
+
+    rng = np.random.default_rng(0)
+    rows, obs = [], []
+    effect = {"A": 1.0, "B": 3.0}  # gene 0 shift of perturbation P per context
+    for ctx in ("A", "B"):
+        for cond in ("ctrl", "P"):
+            for _ in range(40):
+                x = rng.normal(2.0, 0.01, size=4)
+                if cond == "P":
+                    x[0] += effect[ctx]
+                rows.append(x)
+                obs.append((cond, ctx))
+    adata = ad.AnnData(np.asarray(rows, np.float32),
+                       obs=pd.DataFrame(obs, columns=["condition", "ct"]))
+    adata.obs_names = [f"c{i}" for i in range(adata.n_obs)]
+    train = adata[~((adata.obs.condition == "P") & (adata.obs.ct == "B"))].copy()
+    real = adata[adata.obs.ct == "B"].copy()
+    pred = real[real.obs.condition == "P"].copy()
+    df = evaluate(pred, real, "condition", control="ctrl", train=train, covariate_key="ct",
+                  baselines=("context_shift",))
+    mse = df[(df.method == "context_shift") & (df.metric == "mse")]["value"].iloc[0]
+    # context_shift predicts context A's effect (1.0) on B's controls: MSE on gene 0 = (3-1)²/4
+    assert mse == pytest.approx(4.0 / 4, rel=0.05)

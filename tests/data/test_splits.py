@@ -20,7 +20,7 @@ from scdit.splits import (
     split_unseen_perturbations,
 )
 
-DATA = Path(__file__).resolve().parents[1] / "scdit" / "datasets" / "_data"
+DATA = Path(__file__).resolve().parents[2] / "scdit" / "datasets" / "_data"
 SINGLES = ["G1", "G2", "G3", "G4", "G5", "G6"]
 DOUBLES = ["G1+G2", "G1+G3", "G2+G3", "G4+G5", "G5+G6", "G1+G7"]
 

@@ -1,4 +1,4 @@
-"""DiT, blocks, embeddings, velocity field and condition encoder."""
+"""DiT, blocks, embeddings and the velocity field (scdit.models)."""
 
 from __future__ import annotations
 
@@ -101,40 +101,6 @@ def test_sinusoidal_embedding():
 def test_attention_requires_divisible_heads():
     with pytest.raises(ValueError, match="divisible"):
         DiT(T, P, G, hidden_size=30, depth=1, num_heads=4)
-
-
-# ---------------------------------------------------------------- condition encoder
-def test_condition_encoder_is_order_free():
-    torch.manual_seed(0)
-    enc = ConditionEncoder(5, [3], 16)
-    randomise(enc.mlp)
-    a = enc(torch.tensor([[1, 2], [3, 0]]), torch.tensor([[1], [2]]))
-    b = enc(torch.tensor([[2, 1], [0, 3]]), torch.tensor([[1], [2]]))
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
-    triple_1 = enc(torch.tensor([[1, 2, 3]]))
-    triple_2 = enc(torch.tensor([[3, 1, 2]]))
-    torch.testing.assert_close(triple_1, triple_2, rtol=0, atol=1e-6)
-
-
-def test_condition_encoder_distinguishes_conditions_and_null():
-    torch.manual_seed(0)
-    enc = ConditionEncoder(5, [3], 16)
-    atoms = torch.tensor([[0, 0], [1, 0], [2, 0], [1, 2]])
-    covs = torch.ones(4, 1, dtype=torch.long)
-    c = enc(atoms, covs)
-    for i in range(4):
-        for j in range(i + 1, 4):
-            assert not torch.allclose(c[i], c[j]), (i, j)
-    dropped = enc(atoms, covs, torch.ones(4, dtype=torch.bool))
-    # every dropped row is the same null vector (plus the same covariate embedding)
-    torch.testing.assert_close(dropped, dropped[:1].expand_as(dropped))
-    torch.testing.assert_close(dropped[0], enc.null + enc.covariates[0].weight[1])
-    # partial drop only replaces the flagged rows
-    partial = enc(atoms, covs, torch.tensor([False, True, False, False]))
-    torch.testing.assert_close(partial[[0, 2, 3]], c[[0, 2, 3]])
-    torch.testing.assert_close(partial[1], dropped[1])
-    # covariates shift the vector
-    assert not torch.allclose(c, enc(atoms, covs + 1))
 
 
 def test_velocity_field_combination_order_free():

@@ -55,7 +55,7 @@ def oracle(monkeypatch):
                     conditions=set(adata.obs[condition_key]))
         return model
 
-    monkeypatch.setattr(scdit, "fit", fake_fit)
+    monkeypatch.setattr(scdit.api, "fit", fake_fit)
     return model, seen, split
 
 
@@ -92,7 +92,7 @@ def test_demo_fails_with_nonzero_exit(monkeypatch, tmp_path, capsys):
     def broken_fit(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(scdit, "fit", broken_fit)
+    monkeypatch.setattr(scdit.api, "fit", broken_fit)
     assert demo.main(["--out", str(tmp_path), "--quiet"]) == 1
     assert "boom" in capsys.readouterr().err
 

@@ -13,7 +13,7 @@ import pytest
 from scdit import datasets as ds
 from scdit.datasets._registry import _builtin_cards, format_size
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CARD_DIR = resources.files("scdit.datasets").joinpath("_registry_cards")
 EXPECTED = {
     "norman19",

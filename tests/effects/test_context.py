@@ -6,8 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY, make_counts_adata
-from test_generalise import _assert_constant_shift, _decoded_mean
 
 import scdit
 from scdit._context import (
@@ -19,6 +17,8 @@ from scdit._context import (
     pc_coordinates,
     project_effect,
 )
+from tests.effects.helpers import assert_constant_shift, decoded_mean
+from tests.helpers import TINY, make_counts_adata
 
 
 def _cells(rng, n=200, d=12):
@@ -103,7 +103,8 @@ def context_data():
     train = adata[~held.to_numpy()].copy()
     source = adata[((adata.obs.cell_type == "D") & (adata.obs.condition == "ctrl")).to_numpy()]
     model = scdit.fit(train, "condition", covariate_keys=["cell_type"], source="control",
-                      n_top_genes=40, max_steps=30, seed=0, **TINY)  # 10 genes outside the model
+                      tokenizer=scdit.TokenizerConfig(n_top_genes=40), max_steps=30, seed=0,
+                      **TINY)  # 10 genes outside the model
     return model, source.copy()
 
 
@@ -126,7 +127,7 @@ def test_held_out_context_is_anchored_to_the_loco_estimate(context_data):
                                             seed=3, source_tokens=src_tokens, anchor=anchor))
 
     plain, default = gen(False), gen(None)
-    _assert_constant_shift(default, plain)
+    assert_constant_shift(default, plain)
     # independent computation in log1p units from the stored reference cells
     tk = model.tokenizer
     pool = ["A", "B", "C"]
@@ -137,8 +138,8 @@ def test_held_out_context_is_anchored_to_the_loco_estimate(context_data):
          + tk.mean.double()).mean(0).numpy()
     est, info = context_effect(E, C, c, ctrl_cells)
     target = torch.as_tensor(c + est).clamp_min(0.0)
-    torch.testing.assert_close(_decoded_mean(model, default), target, atol=1e-4, rtol=0)
-    assert (_decoded_mean(model, plain) - target).abs().max() > 1e-2
+    torch.testing.assert_close(decoded_mean(model, default), target, atol=1e-4, rtol=0)
+    assert (decoded_mean(model, plain) - target).abs().max() > 1e-2
     assert model._anchor_cache[("context_info", "G1", ("D",))]["method"] == info["method"]
     # True is the same as the default here; with only one other context it cannot be done
     torch.testing.assert_close(gen(True), default)

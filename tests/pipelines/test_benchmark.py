@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from anndata import AnnData
 
-from scdit._cli import main
 from scdit.datasets import synthetic_perturbation
-from scdit.evaluate import benchmark, normalized_scores, summarize, write_report
+from scdit.evaluate import normalized_scores, summarize
+from scdit.pipelines import benchmark, main, write_report
 from scdit.splits import split_combinations, split_unseen_perturbations
 
 BASE = ("no_change", "mean", "additive", "linear", "ceiling")
@@ -100,7 +100,7 @@ def test_benchmark_errors(data):
 def test_benchmark_fits_scdit(data):
     df = benchmark(data, "perturbation", split="combinations", split_params={"seen": 2},
                    methods={"scdit": "scdit"}, baselines=("mean",), n_cells=20,
-                   fit_kwargs={"preset": "tiny", "max_steps": 4, "batch_size": 64})
+                   fit_kwargs={"preset": "tiny", "max_steps": 4, "train": {"batch_size": 64}})
     assert list(dict.fromkeys(df.method)) == ["scdit", "mean"]
     assert df[df.method == "scdit"].value.notna().any()
 

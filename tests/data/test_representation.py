@@ -1,0 +1,71 @@
+"""Representation detection and counts <-> log1p conversion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from scdit.data._representation import (
+    counts_to_log1p,
+    detect_representation,
+    library_size,
+    log1p_to_counts,
+    to_log1p,
+)
+
+
+def test_detect_representation():
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(2.0, (30, 8)).astype(np.float32)
+    assert detect_representation(counts) == "counts"
+    assert detect_representation(sp.csr_matrix(counts)) == "counts"
+    log = counts_to_log1p(counts)
+    assert detect_representation(log) == "log1p"
+    assert detect_representation(sp.csr_matrix(log)) == "log1p"
+
+
+def test_counts_to_log1p_sparse_matches_dense_and_log1p_unchanged():
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(2.0, (30, 8)).astype(np.float32)
+    counts[3] = 0  # empty cell stays zero
+    dense = counts_to_log1p(counts)
+    sparse = counts_to_log1p(sp.csr_matrix(counts))
+    assert sp.issparse(sparse)
+    np.testing.assert_allclose(sparse.toarray(), dense, rtol=1e-6)
+    assert np.all(dense[3] == 0)
+    lib = library_size(counts)
+    np.testing.assert_allclose(np.expm1(dense[0]).sum(), 1e4, rtol=1e-4)
+    assert lib[0] == counts[0].sum()
+    assert to_log1p(dense, "log1p") is not None
+    np.testing.assert_array_equal(to_log1p(dense), dense)
+
+
+def test_log1p_to_counts_inverse_and_unbiased():
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(5.0, (50, 20)).astype(np.float64)
+    lib = library_size(counts)
+    back = log1p_to_counts(counts_to_log1p(counts), lib, rng=np.random.default_rng(1))
+    assert np.all(back >= 0) and np.array_equal(back, np.round(back))
+    assert np.mean(back == counts) > 0.99
+    # stochastic rounding keeps the expected count (unbiased="counts") ...
+    x = np.full((20000, 1), np.log1p(2.3e4 / 1e4 * 1.37), dtype=np.float32)  # mu = 1.37 * 2.3
+    draws = log1p_to_counts(x, np.full(20000, 1e4), rng=np.random.default_rng(2),
+                            unbiased="counts")
+    assert set(np.unique(draws)) <= {3.0, 4.0}
+    assert draws.mean() == pytest.approx(2.3 * 1.37, abs=0.02)
+    # ... or, by default, the expected log1p-normalised value: at a library of 200 a value
+    # between the levels of 0 and 1 UMI (0 and log1p(50)) keeps its mean after rounding
+    lib200 = np.full(40000, 200.0)
+    x = np.full((40000, 1), 1.3)
+    draws = log1p_to_counts(x, lib200, rng=np.random.default_rng(3))
+    assert set(np.unique(draws)) <= {0.0, 1.0}
+    back = np.log1p(draws * 1e4 / lib200[:, None])
+    assert back.mean() == pytest.approx(1.3, abs=0.02)
+    assert draws.mean() == pytest.approx(1.3 / np.log1p(50.0), abs=0.01)
+    counts_way = log1p_to_counts(x, lib200, rng=np.random.default_rng(3), unbiased="counts")
+    assert np.log1p(counts_way * 50.0).mean() < 0.5  # rounding in count space: biased low
+    with pytest.raises(ValueError, match="unbiased"):
+        log1p_to_counts(x, lib200, unbiased="mean")
+    # negative log1p (from a generator overshoot) is clipped to zero counts
+    assert np.all(log1p_to_counts(np.full((2, 3), -1.0), np.ones(2) * 1e4) == 0)

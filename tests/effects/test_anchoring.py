@@ -1,0 +1,125 @@
+"""Anchoring the generated mean to training means (seen, additive, genes outside the model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from tests.effects.helpers import (
+    assert_constant_shift,
+    decoded_mean,
+    decoded_target,
+    reference_token_mean,
+)
+
+
+def test_anchor_seen_perturbation_gets_its_training_mean(counts_model):
+    for label in ("G1", "G1+G2", "ctrl"):  # seen single, seen combination, control
+        cov = pd.DataFrame({"cell_type": ["T"] * 20 + ["B"] * 20})
+        plain = torch.as_tensor(counts_model.sample(label, 40, covariates=cov, output="tokens",
+                                                    seed=5))
+        tok = torch.as_tensor(counts_model.sample(label, 40, covariates=cov, output="tokens",
+                                                  seed=5, anchor=True))
+        for rows, ct in ((slice(0, 20), "T"), (slice(20, 40), "B")):
+            expected = decoded_target(counts_model, reference_token_mean(counts_model, label, ct))
+            torch.testing.assert_close(decoded_mean(counts_model, tok[rows]), expected,
+                                       atol=1e-4, rtol=0)
+            assert_constant_shift(tok[rows], plain[rows])  # one shift per gene and context
+
+
+def test_anchored_decoded_mean_survives_clipping(counts_model):
+    """Clipping at 0 would raise the mean of lowly expressed genes; anchoring corrects for it."""
+    tk = counts_model.tokenizer
+    rng = torch.Generator().manual_seed(0)
+    tokens = torch.randn((200, tk.n_tokens, tk.patch_size), generator=rng) * 2 - 1.0
+    out = tk.match_decoded_mean(tokens)
+    assert_constant_shift(out, tokens)
+    target = decoded_target(counts_model, tokens.double().mean(0))
+    assert (tk.decode(tokens).double().mean(0) - target).abs().max() > 0.05  # clipping bias
+    torch.testing.assert_close(tk.decode(out).double().mean(0), target, atol=1e-4, rtol=0)
+
+
+def test_anchor_unseen_combination_is_additive_with_optional_generated_interaction(counts_model):
+    """Unseen A+B: anchor=True gives the additive mean from training means; anchor="interaction"
+    adds the model's interaction (its A+B − A − B + control from the same noise)."""
+    cov = {"cell_type": "T"}
+
+    def gen(label, anchor=False):
+        return torch.as_tensor(counts_model.sample(label, 30, covariates=cov, output="tokens",
+                                                   seed=11, anchor=anchor)).double()
+
+    ab, a, b, c = gen("G2+G3"), gen("G2"), gen("G3"), gen("ctrl")
+    mu = {k: reference_token_mean(counts_model, k, "T") for k in ("G2", "G3", "ctrl")}
+    additive = mu["G2"] + mu["G3"] - mu["ctrl"]
+    with_interaction = additive + ab.mean(0) - a.mean(0) - b.mean(0) + c.mean(0)
+    for anchor, target in ((True, additive), ("interaction", with_interaction)):
+        out = gen("G2+G3", anchor=anchor)
+        torch.testing.assert_close(decoded_mean(counts_model, out),
+                                   decoded_target(counts_model, target), atol=1e-4, rtol=0)
+        assert_constant_shift(out, ab)
+    out = counts_model.predict("G3+G2", n_cells=8, covariates=cov, seed=0, anchor="interaction")
+    assert out.shape[0] == 8 and out.uns["scdit"]["anchor"] == "interaction"
+    assert np.isfinite(out.X.toarray()).all()
+    with pytest.raises(ValueError, match="anchor must be None, True, False or 'interaction'"):
+        gen("G2+G3", anchor="yes")
+
+
+def _unmodelled_log1p(model, cells) -> tuple[np.ndarray, np.ndarray]:
+    """Unmodelled columns of ``cells`` (counts) as log1p of each cell's whole library, and
+    their indices, computed here."""
+    cols = np.setdiff1d(np.arange(model.var_names.size), model.gene_index)
+    X = cells.X.toarray() if sp.issparse(cells.X) else np.asarray(cells.X)
+    lib = X.sum(1) if "_scdit_library_size" not in cells.obs else \
+        cells.obs["_scdit_library_size"].to_numpy()
+    return np.log1p(X[:, cols] / lib[:, None] * 1e4), cols
+
+
+def test_anchor_covers_the_genes_outside_the_model(counts_model):
+    """The 20 unmodelled genes (carried over from reference cells) get the anchored mean too:
+    a seen label its training mean, an unseen combination the additive one; anchor=False
+    leaves them as the reference cells have them."""
+    ref = counts_model.reference
+    assert counts_model.var_names.size - len(counts_model.gene_index) == 20
+
+    def group(label):
+        rows = ((ref.obs.condition.astype(str) == label) & (ref.obs.cell_type == "T")).to_numpy()
+        return _unmodelled_log1p(counts_model, ref[rows])[0].mean(0)
+
+    for label, target in (("G1", group("G1")),
+                          ("G2+G3", group("G2") + group("G3") - group("ctrl"))):
+        out = counts_model.predict(label, n_cells=60, covariates={"cell_type": "T"}, seed=2,
+                                   anchor=True, representation="log1p")
+        X = out.X.toarray()
+        cols = np.setdiff1d(np.arange(out.n_vars), counts_model.gene_index)
+        np.testing.assert_allclose(X[:, cols].mean(0), np.maximum(target, 0), atol=1e-4)
+        assert X.min() >= 0
+        plain = counts_model.predict(label, n_cells=60, covariates={"cell_type": "T"}, seed=2,
+                                     anchor=False, representation="log1p").X.toarray()
+        assert np.abs(plain[:, cols].mean(0) - np.maximum(target, 0)).max() > 1e-2
+    # counts output: integers, the same mean up to the stochastic rounding
+    out = counts_model.predict("G1", n_cells=400, covariates={"cell_type": "T"}, seed=2,
+                               anchor=True)
+    X = out.X.toarray()
+    np.testing.assert_array_equal(X, np.round(X))
+    # normalised by the libraries the counts were drawn for (the reference cells')
+    out.obs["_scdit_library_size"] = ref.obs.loc[out.obs["reference_cell"],
+                                                 "_scdit_library_size"].to_numpy()
+    got = _unmodelled_log1p(counts_model, out)[0].mean(0)
+    assert np.abs(got - group("G1")).max() < 0.25
+    assert np.abs(got - group("G1")).mean() < 0.08
+
+
+def test_anchor_default_is_on_for_unseen_combinations_only(counts_model):
+    cov = {"cell_type": "B"}
+
+    def tok(label, **kw):
+        return counts_model.sample(label, 12, covariates=cov, output="tokens", seed=2, **kw)
+
+    np.testing.assert_array_equal(tok("G2+G3"), tok("G2+G3", anchor=True))  # unseen: on
+    assert not np.allclose(tok("G2+G3"), tok("G2+G3", anchor=False))
+    np.testing.assert_array_equal(tok("G1+G2"), tok("G1+G2", anchor=False))  # seen: off
+    np.testing.assert_array_equal(tok("G1"), tok("G1", anchor=False))
+    assert counts_model.predict("G1", n_cells=3, seed=0).uns["scdit"]["anchor"] == "auto"

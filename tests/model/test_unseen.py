@@ -1,0 +1,69 @@
+"""Unseen perturbations through perturbation features (data-derived or a user table)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import scdit
+from scdit.data._vocab import ConditionVocab
+
+
+def test_unseen_single_perturbation_with_default_features(counts_adata, tiny):
+    train = counts_adata[counts_adata.obs.condition != "G3"].copy()
+    model = scdit.fit(train, "condition", max_steps=30, seed=0, **tiny)
+    assert model.config.conditions.features == "data"
+    assert "G3" in model.vocab.featured
+    pred = model.predict("G3", n_cells=10, seed=0)
+    assert pred.n_obs == 10 and (pred.obs.condition == "G3").all()
+    with pytest.raises(KeyError, match=r"Unknown perturbation\(s\) \['NOTAGENE'\]"):
+        model.predict("NOTAGENE")
+
+
+def test_unseen_perturbation_without_features_lists_them(counts_adata, tiny):
+    train = counts_adata[counts_adata.obs.condition != "G3"].copy()
+    model = scdit.fit(train, "condition", perturbation_features=False, max_steps=5, **tiny)
+    with pytest.raises(KeyError, match=r"Unknown perturbation\(s\) \['G3'\].*no perturbation "
+                                       r"features"):
+        model.predict(["G1", "G3"])
+
+
+def test_user_feature_table(counts_adata, tiny, tmp_path):
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(4, 6)), index=["G1", "G2", "G3", "NEW"])
+    model = scdit.fit(counts_adata, "condition", perturbation_features=table, max_steps=10,
+                      **tiny)
+    assert model.config.conditions.features == "table"
+    assert model.vocab.featured == ("NEW",)
+    a = model.predict("NEW", n_cells=8, seed=1)
+    model.save(tmp_path / "m")
+    b = scdit.load(tmp_path / "m").predict("NEW", n_cells=8, seed=1)
+    assert np.array_equal(a.X.toarray(), b.X.toarray())
+    with pytest.raises(ValueError, match=r"no row for 1 perturbation.*\['G3'\]"):
+        scdit.fit(counts_adata, "condition", perturbation_features=table.drop("G3"), **tiny)
+    bad = counts_adata.copy()
+    bad.obs["condition"] = bad.obs["condition"].replace({"G3": "drugX"})
+    with pytest.warns(UserWarning, match=r"1 seen perturbation\(s\) are not measured.*drugX"):
+        m = scdit.fit(bad, "condition", perturbation_features="data", max_steps=2, **tiny)
+    assert m.config.conditions.features == "data"
+    drugs = counts_adata.copy()
+    drugs.obs["condition"] = drugs.obs["condition"].replace(
+        {"G1": "drugA", "G2": "drugB", "G3": "drugC", "G1+G2": "drugA+drugB"})
+    with pytest.raises(ValueError, match="none of the 3 perturbation"):
+        scdit.fit(drugs, "condition", perturbation_features="data", **tiny)
+
+
+def test_auto_features_need_a_fifth_of_seen_perturbations_measured():
+    from scdit._api import _resolve_features
+
+    genes = [f"G{i}" for i in range(30)]
+
+    def kind(labels):
+        return _resolve_features(None, ConditionVocab.build(["ctrl", *labels], "ctrl"), genes)[1]
+
+    drugs = [f"drug{i}" for i in range(8)]
+    assert kind(["G1", "G2", *drugs]) == "data"  # 2 of 10 measured
+    assert kind(["G1", "G2", *drugs, "drug8"]) == "none"  # 2 of 11 < 20 %
+    assert kind(["G1", "drug0"]) == "none"  # one measured gene is not enough
+    assert kind(["G1", "G2+G3", "drug0"]) == "data"  # members count (3 of 4)
