@@ -12,7 +12,7 @@ class TimeBudget(Callback):
 
     Lightning's ``max_time`` stops training wherever the budget runs out, possibly early in the
     cosine decay (at a high learning rate), which gave worse models than a shorter complete run
-    (benchmarks/RESULTS.md, doubles cut at 1,287 of 2,000 steps). This callback measures the
+    (benchmarks/archive/RESULTS.md, doubles cut at 1,287 of 2,000 steps). This callback measures the
     time per step (validation included) from step ``probe[0]`` on, or since the previous check
     if that is slower. At step ``probe[1]`` and every ``check_every`` steps after it, it sets the
     run's length (``module.max_steps``, which the schedule reads, and Lightning's step limit) to

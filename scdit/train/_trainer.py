@@ -40,7 +40,7 @@ def auto_max_steps(n_cells: int, batch_size: int, source: str = "noise") -> int:
     * ``"noise"`` (generate cells from noise): ~50 passes over the data, clipped to
       [4000, 8000] steps. On held-out Norman doubles 4,000 steps beat 1,000 and 2,000
       (Pearson Δ 0.874 ± 0.011 vs 0.835 ± 0.081 and 0.854 ± 0.026, 3 seeds) and runs allowed
-      8,000 stopped early near 5,000 (benchmarks/RESULTS.md).
+      8,000 stopped early near 5,000 (benchmarks/archive/RESULTS.md).
     * ``"control"`` (transport control cells): ~15 passes, clipped to [300, 2000] steps. The
       transport is close to the identity and is learnt fast; longer training fits the training
       contexts' responses more closely and transfers worse to a held-out context (held-out
@@ -57,7 +57,7 @@ def auto_max_steps(n_cells: int, batch_size: int, source: str = "noise") -> int:
 def resolve_precision(precision: str, accelerator: str) -> str:
     """``"auto"`` → bf16 mixed precision on a GPU that supports it, fp32 otherwise.
 
-    On the 2-core CPU we measured (benchmarks/RESULTS.md) bf16 autocast did not speed up the
+    On the 2-core CPU we measured (docs/results.md, "Speed") bf16 autocast did not speed up the
     small preset (elementwise ops dominate), so CPUs train in fp32 unless asked otherwise.
     """
     if precision != "auto":
