@@ -12,8 +12,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from .conditions import check_rows, data_features, feature_table, read_features, target_prior
-from .config import (
+from ._config import (
     DIT_PRESETS,
     ConditionConfig,
     DataConfig,
@@ -25,6 +24,7 @@ from .config import (
     as_config,
     merge_keyword,
 )
+from .conditions import check_rows, data_features, feature_table, read_features, target_prior
 from .data import (
     CellDataset,
     ConditionVocab,

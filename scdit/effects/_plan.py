@@ -47,12 +47,14 @@ class EffectConfig:
         ``True``: wherever a prior can be estimated (error otherwise); ``False``: raw means.
     target_prior
         For unseen perturbations known through features whose target is a measured gene,
-        scale the target gene by the typical on-target change seen in training.
+        scale the target gene by the typical on-target change seen in training. ``None``
+        (default): on unless ``mode="none"`` (the generator alone is the generator, nothing
+        added).
     """
 
     mode: str = "auto"
     shrink: bool | None = None
-    target_prior: bool = True
+    target_prior: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -63,9 +65,15 @@ class EffectConfig:
         if self.shrink and self.mode == "none":
             raise ValueError("shrink=True shrinks the effects that set the mean; it needs "
                              "mode='auto' or 'always', not 'none'.")
-        if not isinstance(self.target_prior, bool):
-            raise TypeError(f"EffectConfig.target_prior must be a bool, got "
+        if self.target_prior not in (None, True, False):
+            raise TypeError(f"EffectConfig.target_prior must be None, True or False, got "
                             f"{self.target_prior!r}.")
+
+    @property
+    def use_target_prior(self) -> bool:
+        """Whether the target prior is applied (``target_prior``, or by default unless the
+        generator alone was asked for)."""
+        return self.mode != "none" if self.target_prior is None else self.target_prior
 
     @classmethod
     def coerce(cls, effects: str | EffectConfig | None) -> EffectConfig:
@@ -92,7 +100,17 @@ class EffectPlan:
         combinations).
     describe
         ``ctx -> str`` for error messages (e.g. ``" in context {'cell_type': 'B'}"``).
+
+    Attributes
+    ----------
+    min_effects
+        Effects (with standard errors) a context needs before ``shrink=None`` shrinks.
+    max_dim
+        Most coordinates for which ``shrink=None`` computes the dense prior.
     """
+
+    min_effects: int = MIN_EFFECTS
+    max_dim: int = MAX_DIM
 
     def __init__(self, table: EffectTable, seen_labels: Sequence[str], describe=None):
         self.table = table
@@ -122,10 +140,10 @@ class EffectPlan:
             return False
         t = self.table
         dim = len(t.units) if t.units is not None else None
-        if shrink is None and dim is not None and dim > MAX_DIM:
+        if shrink is None and dim is not None and dim > self.max_dim:
             return False  # the dense prior would be too slow; shrink=True forces it
         prior = t.prior(ctx)
-        if prior is not None and (shrink or prior[1] >= MIN_EFFECTS):
+        if prior is not None and (shrink or prior[1] >= self.min_effects):
             return True
         if shrink:
             raise ValueError(

@@ -151,7 +151,7 @@ class ScDiT:
             if effects.mode == "always":
                 raise ValueError("Effect estimates are not available for models fitted with "
                                  "dose_key (training means depend on dose); use effects='none'.")
-            effects = EffectConfig(mode="none", target_prior=effects.target_prior)
+            effects = EffectConfig(mode="none", target_prior=effects.use_target_prior)
         if source_cells is not None and source_tokens is not None and effects.mode != "none":
             means = _context_means(cells, self.encode(source_cells), cells.frame(source_cells))
         else:
@@ -271,7 +271,7 @@ class ScDiT:
             set_by.update(by or {label: "generator"})
             chosen.update(ce)
             parts.append(apply_target_prior(cells, self.summary, label, part, rng, out_rep)
-                         if effects.target_prior else part)
+                         if effects.use_target_prior else part)
         out = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
         out.obs_names_make_unique()
         out.uns["scdit"] = {"guidance_scale": sampling.guidance_scale,
@@ -280,6 +280,7 @@ class ScDiT:
                             "compose": "auto" if sampling.compose is None else sampling.compose,
                             "representation": out_rep, "effects": effects.mode,
                             "shrink": "auto" if effects.shrink is None else effects.shrink,
+                            "target_prior": effects.use_target_prior,
                             "mean_set_by": set_by}
         if chosen:
             out.uns["scdit"]["context_estimator"] = chosen

@@ -56,7 +56,9 @@ class EffectTargets:
         self.seen_labels = set(seen_labels)
         self._plan: EffectPlan | None = None
         self._genes: EffectTable | None = None
-        self._basis: tuple[np.ndarray | None] | None = None
+        self._bases: dict[int, np.ndarray | None] = {}
+        #: Rank of the expression basis a held-out context's estimate is projected onto.
+        self.rank = EFFECT_RANK
 
     # ------------------------------------------------------------------ tables
     def units(self) -> np.ndarray:
@@ -99,10 +101,10 @@ class EffectTargets:
         return f" in context {dict(zip(keys, ctx, strict=True))}" if ctx else ""
 
     def basis(self) -> np.ndarray | None:
-        """Top :data:`~scdit.effects.EFFECT_RANK` principal axes ``(n_vars, k)`` of the log1p
-        expression (all genes) of the stored cells, for tokenizers whose coordinates are log1p
-        genes; ``None`` otherwise or when too small. Computed once."""
-        if self._basis is None:
+        """Top :attr:`rank` principal axes ``(n_vars, k)`` of the log1p expression (all genes)
+        of the stored cells, for tokenizers whose coordinates are log1p genes; ``None``
+        otherwise or when too small. Computed once per rank."""
+        if self.rank not in self._bases:
             tok, basis = self.tokenizer, None
             if tok.expression_coordinates:  # tokens are (standardised) log1p genes
                 ref = self.cells.reference
@@ -110,9 +112,9 @@ class EffectTargets:
                 rows = np.arange(n) if n <= BASIS_CELLS else np.sort(
                     np.random.default_rng(0).choice(n, BASIS_CELLS, replace=False))
                 X = self.cells.log1p_columns(ref[rows], np.arange(len(self.cells.var_names)))
-                basis = expression_basis(X, EFFECT_RANK)
-            self._basis = (basis,)
-        return self._basis[0]
+                basis = expression_basis(X, self.rank)
+            self._bases[self.rank] = basis
+        return self._bases[self.rank]
 
     # ------------------------------------------------------------------ estimates
     def resolve(self, label: str, cov_df: pd.DataFrame | None, config: EffectConfig,

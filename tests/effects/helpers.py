@@ -11,7 +11,7 @@ def reference_token_mean(model, label: str, cell_type: str) -> torch.Tensor:
     obs = model.reference.obs
     rows = np.flatnonzero((obs.condition.astype(str) == label).to_numpy()
                           & (obs.cell_type.astype(str) == cell_type).to_numpy())
-    return model._encode_cells(model.reference[rows]).double().mean(0)
+    return model.encode(model.reference[rows]).double().mean(0)
 
 
 def decoded_target(model, token_mean: torch.Tensor) -> torch.Tensor:

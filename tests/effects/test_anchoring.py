@@ -1,4 +1,4 @@
-"""Anchoring the generated mean to training means (seen, additive, genes outside the model)."""
+"""Effect estimates setting the generated mean (seen, additive, genes outside the model)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import scdit
+from scdit.model import LIBRARY_KEY
 from tests.effects.helpers import (
     assert_constant_shift,
     decoded_mean,
@@ -22,7 +24,7 @@ def test_anchor_seen_perturbation_gets_its_training_mean(counts_model):
         plain = torch.as_tensor(counts_model.sample(label, 40, covariates=cov, output="tokens",
                                                     seed=5))
         tok = torch.as_tensor(counts_model.sample(label, 40, covariates=cov, output="tokens",
-                                                  seed=5, anchor=True))
+                                                  seed=5, effects="always"))
         for rows, ct in ((slice(0, 20), "T"), (slice(20, 40), "B")):
             expected = decoded_target(counts_model, reference_token_mean(counts_model, label, ct))
             torch.testing.assert_close(decoded_mean(counts_model, tok[rows]), expected,
@@ -42,29 +44,27 @@ def test_anchored_decoded_mean_survives_clipping(counts_model):
     torch.testing.assert_close(tk.decode(out).double().mean(0), target, atol=1e-4, rtol=0)
 
 
-def test_anchor_unseen_combination_is_additive_with_optional_generated_interaction(counts_model):
-    """Unseen A+B: anchor=True gives the additive mean from training means; anchor="interaction"
-    adds the model's interaction (its A+B − A − B + control from the same noise)."""
+def test_anchor_unseen_combination_is_additive(counts_model):
+    """Unseen A+B: the additive mean from training means, one shift per gene over the
+    generator's own cells."""
     cov = {"cell_type": "T"}
 
-    def gen(label, anchor=False):
+    def gen(label, effects="none"):
         return torch.as_tensor(counts_model.sample(label, 30, covariates=cov, output="tokens",
-                                                   seed=11, anchor=anchor)).double()
+                                                   seed=11, effects=effects)).double()
 
-    ab, a, b, c = gen("G2+G3"), gen("G2"), gen("G3"), gen("ctrl")
+    ab = gen("G2+G3")
     mu = {k: reference_token_mean(counts_model, k, "T") for k in ("G2", "G3", "ctrl")}
     additive = mu["G2"] + mu["G3"] - mu["ctrl"]
-    with_interaction = additive + ab.mean(0) - a.mean(0) - b.mean(0) + c.mean(0)
-    for anchor, target in ((True, additive), ("interaction", with_interaction)):
-        out = gen("G2+G3", anchor=anchor)
-        torch.testing.assert_close(decoded_mean(counts_model, out),
-                                   decoded_target(counts_model, target), atol=1e-4, rtol=0)
-        assert_constant_shift(out, ab)
-    out = counts_model.predict("G3+G2", n_cells=8, covariates=cov, seed=0, anchor="interaction")
-    assert out.shape[0] == 8 and out.uns["scdit"]["anchor"] == "interaction"
-    assert np.isfinite(out.X.toarray()).all()
-    with pytest.raises(ValueError, match="anchor must be None, True, False or 'interaction'"):
-        gen("G2+G3", anchor="yes")
+    out = gen("G2+G3", effects=scdit.EffectConfig("always", shrink=False))
+    torch.testing.assert_close(decoded_mean(counts_model, out),
+                               decoded_target(counts_model, additive), atol=1e-4, rtol=0)
+    assert_constant_shift(out, ab)
+    pred = counts_model.predict("G3+G2", n_cells=8, covariates=cov, seed=0)
+    assert pred.shape[0] == 8 and pred.uns["scdit"]["mean_set_by"] == {"G3+G2 | T": "additive"}
+    assert np.isfinite(pred.X.toarray()).all()
+    with pytest.raises(ValueError, match="mode must be one of"):
+        gen("G2+G3", effects="yes")
 
 
 def _unmodelled_log1p(model, cells) -> tuple[np.ndarray, np.ndarray]:
@@ -72,14 +72,14 @@ def _unmodelled_log1p(model, cells) -> tuple[np.ndarray, np.ndarray]:
     their indices, computed here."""
     cols = np.setdiff1d(np.arange(model.var_names.size), model.gene_index)
     X = cells.X.toarray() if sp.issparse(cells.X) else np.asarray(cells.X)
-    lib = X.sum(1) if "_scdit_library_size" not in cells.obs else \
-        cells.obs["_scdit_library_size"].to_numpy()
+    lib = X.sum(1) if LIBRARY_KEY not in cells.obs else \
+        cells.obs[LIBRARY_KEY].to_numpy()
     return np.log1p(X[:, cols] / lib[:, None] * 1e4), cols
 
 
 def test_anchor_covers_the_genes_outside_the_model(counts_model):
     """The 20 unmodelled genes (carried over from reference cells) get the anchored mean too:
-    a seen label its training mean, an unseen combination the additive one; anchor=False
+    a seen label its training mean, an unseen combination the additive one; effects="none"
     leaves them as the reference cells have them."""
     ref = counts_model.reference
     assert counts_model.var_names.size - len(counts_model.gene_index) == 20
@@ -91,22 +91,22 @@ def test_anchor_covers_the_genes_outside_the_model(counts_model):
     for label, target in (("G1", group("G1")),
                           ("G2+G3", group("G2") + group("G3") - group("ctrl"))):
         out = counts_model.predict(label, n_cells=60, covariates={"cell_type": "T"}, seed=2,
-                                   anchor=True, representation="log1p")
+                                   effects="always", representation="log1p")
         X = out.X.toarray()
         cols = np.setdiff1d(np.arange(out.n_vars), counts_model.gene_index)
         np.testing.assert_allclose(X[:, cols].mean(0), np.maximum(target, 0), atol=1e-4)
         assert X.min() >= 0
         plain = counts_model.predict(label, n_cells=60, covariates={"cell_type": "T"}, seed=2,
-                                     anchor=False, representation="log1p").X.toarray()
+                                     effects="none", representation="log1p").X.toarray()
         assert np.abs(plain[:, cols].mean(0) - np.maximum(target, 0)).max() > 1e-2
     # counts output: integers, the same mean up to the stochastic rounding
     out = counts_model.predict("G1", n_cells=400, covariates={"cell_type": "T"}, seed=2,
-                               anchor=True)
+                               effects="always")
     X = out.X.toarray()
     np.testing.assert_array_equal(X, np.round(X))
     # normalised by the libraries the counts were drawn for (the reference cells')
-    out.obs["_scdit_library_size"] = ref.obs.loc[out.obs["reference_cell"],
-                                                 "_scdit_library_size"].to_numpy()
+    out.obs[LIBRARY_KEY] = ref.obs.loc[out.obs["reference_cell"],
+                                                 LIBRARY_KEY].to_numpy()
     got = _unmodelled_log1p(counts_model, out)[0].mean(0)
     assert np.abs(got - group("G1")).max() < 0.25
     assert np.abs(got - group("G1")).mean() < 0.08
@@ -118,8 +118,10 @@ def test_anchor_default_is_on_for_unseen_combinations_only(counts_model):
     def tok(label, **kw):
         return counts_model.sample(label, 12, covariates=cov, output="tokens", seed=2, **kw)
 
-    np.testing.assert_array_equal(tok("G2+G3"), tok("G2+G3", anchor=True))  # unseen: on
-    assert not np.allclose(tok("G2+G3"), tok("G2+G3", anchor=False))
-    np.testing.assert_array_equal(tok("G1+G2"), tok("G1+G2", anchor=False))  # seen: off
-    np.testing.assert_array_equal(tok("G1"), tok("G1", anchor=False))
-    assert counts_model.predict("G1", n_cells=3, seed=0).uns["scdit"]["anchor"] == "auto"
+    np.testing.assert_array_equal(tok("G2+G3"), tok("G2+G3", effects="always"))  # unseen: on
+    assert not np.allclose(tok("G2+G3"), tok("G2+G3", effects="none"))
+    np.testing.assert_array_equal(tok("G1+G2"), tok("G1+G2", effects="none"))  # seen: off
+    np.testing.assert_array_equal(tok("G1"), tok("G1", effects="none"))
+    out = counts_model.predict("G1", n_cells=3, seed=0)
+    assert out.uns["scdit"]["effects"] == "auto"
+    assert out.uns["scdit"]["mean_set_by"] == {"G1": "generator"}

@@ -1,4 +1,4 @@
-"""Held-out covariate contexts: the LOCO-chosen effect estimator and predict's anchoring to it."""
+"""Held-out covariate contexts: the LOCO-chosen effect estimator and predict's use of it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import scdit
-from scdit._context import (
+from scdit.effects import (
     apply_effect,
     candidates,
     context_effect,
@@ -112,56 +112,63 @@ def _log1p_group_mean(model, label, cell_type):
     obs = model.reference.obs
     rows = np.flatnonzero((obs.condition.astype(str) == label).to_numpy()
                           & (obs.cell_type.astype(str) == cell_type).to_numpy())
-    tokens = model._encode_cells(model.reference[rows]).double()
+    tokens = model.encode(model.reference[rows]).double()
     tk = model.tokenizer
     return tokens.reshape(len(rows), -1)[:, :tk.n_genes] * tk.std.double() + tk.mean.double()
 
 
-def test_held_out_context_is_anchored_to_the_loco_estimate(context_data):
-    model, source = context_data
-    src_tokens = model._encode_cells(source)
-    cov = pd.DataFrame({"cell_type": ["D"] * source.n_obs})
-
-    def gen(anchor):
-        return torch.as_tensor(model.sample("G1", source.n_obs, covariates=cov, output="tokens",
-                                            seed=3, source_tokens=src_tokens, anchor=anchor))
-
-    plain, default = gen(False), gen(None)
-    assert_constant_shift(default, plain)
-    # independent computation in log1p units from the stored reference cells
+def _independent_estimate(model, source):
+    """The held-out context's estimate computed here, in log1p units, from the stored cells:
+    ``(c, est, info)``."""
     tk = model.tokenizer
     pool = ["A", "B", "C"]
     C = np.stack([_log1p_group_mean(model, "ctrl", t).mean(0).numpy() for t in pool])
     E = np.stack([_log1p_group_mean(model, "G1", t).mean(0).numpy() for t in pool]) - C
     ctrl_cells = np.concatenate([_log1p_group_mean(model, "ctrl", t).numpy() for t in pool])
-    c = (src_tokens.double().reshape(len(cov), -1)[:, :tk.n_genes] * tk.std.double()
+    src = model.encode(source).double()
+    c = (src.reshape(len(src), -1)[:, :tk.n_genes] * tk.std.double()
          + tk.mean.double()).mean(0).numpy()
     est, info = context_effect(E, C, c, ctrl_cells)
+    return c, est, info
+
+
+def test_held_out_context_is_anchored_to_the_loco_estimate(context_data):
+    model, source = context_data
+    src_tokens = model.encode(source)
+    cov = pd.DataFrame({"cell_type": ["D"] * source.n_obs})
+
+    def gen(effects):
+        return torch.as_tensor(model.sample("G1", source.n_obs, covariates=cov, output="tokens",
+                                            seed=3, source_tokens=src_tokens, effects=effects))
+
+    plain, default = gen("none"), gen("auto")
+    assert_constant_shift(default, plain)
+    c, est, info = _independent_estimate(model, source)
     target = torch.as_tensor(c + est).clamp_min(0.0)
     torch.testing.assert_close(decoded_mean(model, default), target, atol=1e-4, rtol=0)
     assert (decoded_mean(model, plain) - target).abs().max() > 1e-2
-    assert model._anchor_cache[("context_info", "G1", ("D",))]["method"] == info["method"]
-    # True is the same as the default here; with only one other context it cannot be done
-    torch.testing.assert_close(gen(True), default)
+    report = model.predict("G1", source=source, seed=0).uns["scdit"]["context_estimator"]
+    assert report["G1 | D"]["method"] == info["method"]
+    # "always" is the same as the default here
+    torch.testing.assert_close(gen("always"), default)
 
 
 def test_held_out_context_pool_and_default(context_data, tmp_path):
     model, source = context_data
-    sub = model._context_pool("G1", ("D",))
-    assert sub == [("A",), ("B",), ("C",)]
-    # a seen context keeps the plain default
-    cov = pd.DataFrame({"cell_type": ["A"] * 10})
-    assert not model._auto_anchor("G1", cov, None, {})
-    assert model._auto_anchor("G1", pd.DataFrame({"cell_type": ["D"] * 10}), None, {})
+    assert model.targets.plan.table.pool("G1", exclude=("D",)) == [("A",), ("B",), ("C",)]
+    # a seen context keeps the generator alone; the held-out one gets the estimate
+    seen = model.predict("G1", n_cells=10, covariates={"cell_type": "A"}, seed=0)
+    assert seen.uns["scdit"]["mean_set_by"] == {"G1": "generator"}
     out = model.predict("G1", source=source, seed=0)
-    assert out.uns["scdit"]["anchor"] == "auto"
+    assert out.uns["scdit"]["effects"] == "auto"
     report = out.uns["scdit"]["context_estimator"]["G1 | D"]
-    info = model._anchor_cache[("context_info", "G1", ("D",))]
-    assert report["method"] == info["method"] and report["n_contexts"] == 3
+    assert out.uns["scdit"]["mean_set_by"] == {"G1 | D": f"context:{report['method']}"}
+    assert report["method"] == _independent_estimate(model, source)[2]["method"]
+    assert report["n_contexts"] == 3
     assert report["loco_pearson"] >= report["loco_pearson_mean_shift"]
     out.write_h5ad(tmp_path / "pred.h5ad")  # the report is h5ad-serialisable
-    assert "context_estimator" not in model.predict("G1", source=source, seed=0,
-                                                    anchor=False).uns["scdit"]
+    alone = model.predict("G1", source=source, seed=0, effects="none").uns["scdit"]
+    assert "context_estimator" not in alone and alone["mean_set_by"] == {"G1": "generator"}
 
 
 def test_estimators_are_linear_in_the_effects():
@@ -185,7 +192,7 @@ def test_held_out_context_anchors_the_genes_outside_the_model(context_data):
     cols = np.setdiff1d(np.arange(model.var_names.size), model.gene_index)
     assert len(cols) == 10
     out = model.predict("G1", source=source, seed=0, representation="log1p")
-    info = model._anchor_cache[("context_info", "G1", ("D",))]
+    info = _independent_estimate(model, source)[2]
     ref = model.reference
 
     def log1p(cells):
@@ -202,7 +209,8 @@ def test_held_out_context_anchors_the_genes_outside_the_model(context_data):
     target = np.maximum(c + info["weights"] @ E + info["slope"] * (c - C.mean(0)), 0)
     X = out.X.toarray()
     np.testing.assert_allclose(X[:, cols].mean(0), target, atol=1e-4)
-    plain = model.predict("G1", source=source, seed=0, representation="log1p", anchor=False)
+    plain = model.predict("G1", source=source, seed=0, representation="log1p",
+                          effects="none")
     np.testing.assert_allclose(plain.X.toarray()[:, cols], log1p(source), atol=1e-5)
 
 
@@ -242,13 +250,9 @@ def test_held_out_context_effect_is_projected_onto_the_training_axes(context_dat
     anchored means of all genes, modelled and not, are the control mean plus the estimate
     projected onto the top axes of the stored cells' log1p expression."""
     model, source = context_data
-    monkeypatch.setattr(scdit._context, "EFFECT_RANK", 3)
-    model.__dict__.setdefault("_anchor_cache", {}).pop("effect_basis", None)
-    try:
-        out = model.predict("G1", source=source, seed=0, representation="log1p")
-        info = dict(model._anchor_cache[("context_info", "G1", ("D",))])
-    finally:
-        model._anchor_cache.pop("effect_basis", None)
+    monkeypatch.setattr(model.targets, "rank", 3)
+    out = model.predict("G1", source=source, seed=0, representation="log1p")
+    info = _independent_estimate(model, source)[2]
     assert out.uns["scdit"]["context_estimator"]["G1 | D"]["effect_rank"] == 3
     ref = model.reference
 

@@ -1,10 +1,14 @@
-"""Empirical-Bayes shrinkage of training effects (scdit._shrinkage) and its use in anchoring."""
+"""Empirical-Bayes shrinkage of training effects (scdit.effects) and its use in predict."""
 
 import numpy as np
 import pytest
 import torch
 
-from scdit._shrinkage import effect_prior, group_moments, posterior_effect
+from scdit import EffectConfig
+from scdit.effects import EffectPlan, EffectTable, effect_prior, group_moments, posterior_effect
+
+ALWAYS_SHRUNK = EffectConfig("always", shrink=True)
+ALWAYS_RAW = EffectConfig("always", shrink=False)
 
 
 def test_group_moments_hand_computed():
@@ -56,12 +60,12 @@ def _context_tokens(model, cell_type: str) -> dict[str, np.ndarray]:
         rows = np.flatnonzero((obs.condition.astype(str) == label).to_numpy()
                               & (obs.cell_type.astype(str) == cell_type).to_numpy())
         if len(rows):
-            out[label] = model._encode_cells(model.reference[rows]).double().flatten(1).numpy()
+            out[label] = model.encode(model.reference[rows]).double().flatten(1).numpy()
     return out
 
 
 def test_shrunk_anchor_is_control_plus_posterior_effect(counts_model):
-    """anchor=True, shrink=True: the seen perturbation's generated mean is the control mean plus
+    """effects="always", shrink=True: a seen perturbation's mean is the control mean plus
     Σ (Σ + N)⁻¹ d with Σ, N and d computed here from the stored reference cells."""
     std = counts_model.tokenizer.std.numpy().astype(np.float64)  # work in log1p units
     tok = {k: v[:, :len(std)] * std for k, v in _context_tokens(counts_model, "T").items()}
@@ -77,13 +81,13 @@ def test_shrunk_anchor_is_control_plus_posterior_effect(counts_model):
     expected = (c_mean + sigma @ np.linalg.pinv(sigma + np.diag(n["G1"])) @ d["G1"]) / std
     cov = {"cell_type": "T"}
     out = torch.as_tensor(counts_model.sample("G1", 25, covariates=cov, output="tokens", seed=3,
-                                              anchor=True, shrink=True)).double()
+                                              effects=ALWAYS_SHRUNK)).double()
     tk = counts_model.tokenizer
     decoded = tk.decode(out.float()).double().mean(0).numpy()
     target = np.clip(expected * std + tk.mean.numpy(), 0, None)  # the log1p mean it stands for
     np.testing.assert_allclose(decoded, target, atol=1e-4)
     raw = torch.as_tensor(counts_model.sample("G1", 25, covariates=cov, output="tokens", seed=3,
-                                              anchor=True, shrink=False)).double()
+                                              effects=ALWAYS_RAW)).double()
     # only a constant shift per coordinate differs: the spread is the model's
     d = out - raw
     torch.testing.assert_close(d - d.mean(0), torch.zeros_like(d), atol=1e-4, rtol=0)
@@ -96,32 +100,31 @@ def test_shrink_default_needs_ten_effects_and_errors(counts_model):
     def tok(label, **kw):
         return counts_model.sample(label, 10, covariates=cov, output="tokens", seed=1, **kw)
 
-    # the tiny model has fewer than ten perturbations: the default anchors to raw means
-    np.testing.assert_array_equal(tok("G2+G3"), tok("G2+G3", shrink=False))
-    assert not np.allclose(tok("G2+G3"), tok("G2+G3", shrink=True))
-    out = counts_model.predict("G2+G3", n_cells=4, covariates=cov, seed=0, shrink=True)
+    # the tiny model has fewer than ten perturbations: the default uses raw means
+    np.testing.assert_array_equal(tok("G2+G3"), tok("G2+G3", effects=EffectConfig(shrink=False)))
+    assert not np.allclose(tok("G2+G3"), tok("G2+G3", effects=EffectConfig(shrink=True)))
+    out = counts_model.predict("G2+G3", n_cells=4, covariates=cov, seed=0,
+                               effects=EffectConfig(shrink=True))
     assert out.uns["scdit"]["shrink"] is True
+    assert out.uns["scdit"]["mean_set_by"] == {"G2+G3 | B": "additive_shrunk"}
     assert counts_model.predict("G1", n_cells=3, seed=0).uns["scdit"]["shrink"] == "auto"
-    with pytest.raises(ValueError, match="shrink=True shrinks the training effects"):
-        tok("G1", anchor=False, shrink=True)
+    with pytest.raises(ValueError, match="shrink=True shrinks the effects"):
+        EffectConfig("none", shrink=True)
     with pytest.raises(ValueError, match="shrink must be None, True or False"):
-        tok("G1", anchor=True, shrink="yes")
-    # unanchored predictions ignore shrink (nothing to shrink)
-    np.testing.assert_array_equal(tok("G1"), tok("G1", shrink=True))
+        EffectConfig("always", shrink="yes")
+    # predictions without an estimate ignore shrink (nothing to shrink)
+    np.testing.assert_array_equal(tok("G1"), tok("G1", effects=EffectConfig(shrink=True)))
 
 
-def test_shrink_true_needs_a_prior(counts_model):
-    # context T with only control and one perturbation left in its statistics: no prior
-    counts_model.__dict__.setdefault("_anchor_cache", {})
-    saved = dict(counts_model._anchor_cache)
-    try:
-        stats = dict(counts_model._anchor_stats(("T",)))
-        keep = {k: v for k, v in stats.items() if k in ("ctrl", "G1")}
-        counts_model._anchor_cache = {("T",): keep}
-        with pytest.raises(ValueError, match="shrink=True needs at least two perturbations"):
-            counts_model.sample("G1", 5, covariates={"cell_type": "T"}, anchor=True, shrink=True)
-    finally:
-        counts_model._anchor_cache = saved
+def test_shrink_true_needs_a_prior():
+    # control and a single perturbation: no prior can be estimated
+    rng = np.random.default_rng(0)
+    table = EffectTable(rng.normal(size=(20, 3)), ["ctrl"] * 10 + ["G1"] * 10, [()] * 20, "ctrl")
+    plan = EffectPlan(table, ["ctrl", "G1"])
+    with pytest.raises(ValueError, match="shrink=True needs at least two perturbations"):
+        plan.resolve("G1", ("G1",), [()], EffectConfig("always", shrink=True), {}, False)
+    est = plan.resolve("G1", ("G1",), [()], EffectConfig("always"), {}, False)[()]
+    np.testing.assert_allclose(est.mean(), table.mean("G1", ()))
 
 
 def test_constant_coordinates_do_not_break_the_posterior():
@@ -139,15 +142,14 @@ def test_constant_coordinates_do_not_break_the_posterior():
 
 
 def test_default_shrink_respects_the_effect_count_and_size_limits(counts_model, monkeypatch):
-    import scdit._model as model_module
-
     cov = {"cell_type": "B"}
 
     def tok(**kw):
         return counts_model.sample("G2+G3", 10, covariates=cov, output="tokens", seed=4, **kw)
 
-    monkeypatch.setattr(model_module, "MIN_EFFECTS", 2)  # the tiny model now has "enough"
-    np.testing.assert_array_equal(tok(), tok(shrink=True))
-    monkeypatch.setattr(model_module, "MAX_DIM", 1)  # ... but its token space is "too large"
-    np.testing.assert_array_equal(tok(), tok(shrink=False))
-    assert not np.allclose(tok(), tok(shrink=True))  # shrink=True still forces it
+    plan = counts_model.targets.plan
+    monkeypatch.setattr(plan, "min_effects", 2)  # the tiny model now has "enough"
+    np.testing.assert_array_equal(tok(), tok(effects=EffectConfig(shrink=True)))
+    monkeypatch.setattr(plan, "max_dim", 1)  # ... but its token space is "too large"
+    np.testing.assert_array_equal(tok(), tok(effects=EffectConfig(shrink=False)))
+    assert not np.allclose(tok(), tok(effects=EffectConfig(shrink=True)))  # True still forces it

@@ -19,12 +19,13 @@ def test_target_prior_knocks_down_unseen_target(counts_adata, tiny):
     model = scdit.fit(train, "condition", max_steps=10, seed=0, **tiny)
     ctrl = train[train.obs.condition == "ctrl"].copy()
     on = model.predict("G3", source=ctrl, seed=0)
-    off = model.predict("G3", source=ctrl, seed=0, target_prior=False)
+    off = model.predict("G3", source=ctrl, seed=0,
+                            effects=scdit.EffectConfig(target_prior=False))
     j = list(train.var_names).index("G3")
     assert on.X[:, j].sum() < 0.4 * off.X[:, j].sum()
     others = [i for i in range(train.n_vars) if i != j]
     assert np.array_equal(on.X[:, others].toarray(), off.X[:, others].toarray())
     # seen perturbations are left to the model
     a = model.predict("G1", source=ctrl, seed=0)
-    b = model.predict("G1", source=ctrl, seed=0, target_prior=False)
+    b = model.predict("G1", source=ctrl, seed=0, effects=scdit.EffectConfig(target_prior=False))
     assert np.array_equal(a.X.toarray(), b.X.toarray())

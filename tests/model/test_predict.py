@@ -106,12 +106,13 @@ def test_unseen_combination_of_seen_atoms_uses_control_references(counts_model):
 
 
 def test_predict_is_deterministic_given_seed(counts_model):
-    a = counts_model.predict(["G1", "G3"], n_cells=25, guidance_scale=1.0, seed=0)
-    b = counts_model.predict(["G1", "G3"], n_cells=25, guidance_scale=1.0, seed=0)
+    a = counts_model.predict(["G1", "G3"], n_cells=25, seed=0)
+    b = counts_model.predict(["G1", "G3"], n_cells=25, seed=0)
     assert np.array_equal(dense(a.X), dense(b.X)) and a.obs.equals(b.obs)
-    c = counts_model.predict(["G1", "G3"], n_cells=25, guidance_scale=1.0, seed=1)
+    c = counts_model.predict(["G1", "G3"], n_cells=25, seed=1)
     assert not np.array_equal(dense(a.X), dense(c.X))
-    d = counts_model.predict(["G1", "G3"], n_cells=25, guidance_scale=3.0, seed=0)
+    d = counts_model.predict(["G1", "G3"], n_cells=25, seed=0,
+                             sampling=scdit.SamplingConfig(guidance_scale=3.0))
     assert not np.array_equal(dense(a.X), dense(d.X))
     assert d.uns["scdit"]["guidance_scale"] == 3.0
 
@@ -123,11 +124,13 @@ def test_combination_order_does_not_matter(counts_model):
 
 
 def test_solver_and_steps_are_used(log1p_model):
-    base = log1p_model.sample("G2", 10, seed=0, solver="euler", steps=2)
-    other = log1p_model.sample("G2", 10, seed=0, solver="rk4", steps=8)
+    base = log1p_model.sample("G2", 10, seed=0,
+                              sampling=scdit.SamplingConfig(solver="euler", steps=2))
+    other = log1p_model.sample("G2", 10, seed=0,
+                               sampling=scdit.SamplingConfig(solver="rk4", steps=8))
     assert not np.array_equal(base, other)
     with pytest.raises(ValueError, match="Unknown solver"):
-        log1p_model.sample("G2", 2, seed=0, solver="dopri")
+        log1p_model.sample("G2", 2, seed=0, sampling=scdit.SamplingConfig(solver="dopri"))
 
 
 def test_predict_emits_no_warnings(counts_model, ctrl_source):
@@ -138,7 +141,7 @@ def test_predict_emits_no_warnings(counts_model, ctrl_source):
 
 
 def test_predict_log1p_output_of_a_counts_model(counts_model):
-    from scdit.data._representation import detect_representation
+    from scdit.data import detect_representation
 
     counts = counts_model.predict("G1", n_cells=20, covariates={"cell_type": "B"}, seed=4)
     logs = counts_model.predict("G1", n_cells=20, covariates={"cell_type": "B"}, seed=4,
@@ -164,14 +167,16 @@ def test_predict_counts_from_a_log1p_model_is_refused(log1p_adata, tiny):
 def test_compose_zero_equals_joint_and_auto_rules(counts_model):
     m = counts_model
     kw = dict(n_cells=20, covariates={"cell_type": "T"}, seed=3)
-    joint = m.predict("G1+G2", compose=0.0, **kw)
+    joint = m.predict("G1+G2", sampling=scdit.SamplingConfig(compose=0.0), **kw)
     auto = m.predict("G1+G2", **kw)  # G1+G2 was seen in training → joint condition
     assert np.array_equal(joint.X.toarray(), auto.X.toarray())
-    composed_pred = m.predict("G1+G2", compose=1.0, **kw)
+    composed_pred = m.predict("G1+G2", sampling=scdit.SamplingConfig(compose=1.0), **kw)
     assert not np.array_equal(joint.X.toarray(), composed_pred.X.toarray())
     # unseen combination of seen singles → composition by default
-    assert m._compose_weight("G2+G3", None) == pytest.approx(1.0)
-    assert m._compose_weight("G3+G2", 0.25) == pytest.approx(0.25)
-    assert m._compose_weight("G2+G1", None) == 0.0
+    tokens = {w: m.sample("G3+G2", 8, covariates={"cell_type": "T"}, seed=1, output="tokens",
+                          effects="none", sampling=scdit.SamplingConfig(compose=w))
+              for w in (None, 1.0, 0.0)}
+    np.testing.assert_array_equal(tokens[None], tokens[1.0])  # FlowConfig.compose = 1
+    assert not np.array_equal(tokens[None], tokens[0.0])
     out = m.predict("G3+G2", **kw)
     assert out.n_obs == 20 and out.uns["scdit"]["compose"] == "auto"
