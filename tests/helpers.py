@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from scdit import TrainConfig
-from scdit.data._representation import counts_to_log1p
+from scdit.data import counts_to_log1p
 
 N_GENES = 50
 GENES = [f"G{j}" for j in range(N_GENES)]

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from scdit.data._dataset import CellDataset, make_loader
+from scdit.data import CellDataset, make_loader
 
 
 def _dataset(sparse: bool = True, n: int = 23):

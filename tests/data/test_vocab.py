@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scdit.data._vocab import ConditionVocab, CovariateVocab, parse_doses, split_label
+from scdit.data import ConditionVocab, CovariateVocab, parse_doses, split_label
 
 LABELS = ["ctrl", "A", "B", "C", "A+B", "ctrl", "A"]
 

@@ -10,7 +10,7 @@ import scdit
 
 def test_target_prior_knocks_down_unseen_target(counts_adata, tiny):
     from scdit.conditions import target_prior
-    from scdit.data._representation import counts_to_log1p
+    from scdit.data import counts_to_log1p
 
     train = counts_adata[counts_adata.obs.condition != "G3"].copy()
     prior = target_prior(counts_to_log1p(train.X), train.var_names, train.obs.condition, "ctrl")

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 from anndata import AnnData
 
-from scdit.data._representation import to_log1p
+from scdit.data import to_log1p
 from scdit.evaluate import DEFINITIONS, METRICS, baseline_predictions, evaluate, summarize
 
 G = 40

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from scdit.evaluate import _metrics as M
-from scdit.evaluate._de import group_stats, top_k_de, welch_t, welch_t_cells
+from scdit.evaluate import group_stats, top_k_de, welch_t, welch_t_cells
 
 
 def test_pearson_known_values():

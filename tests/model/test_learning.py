@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 import scdit
-from scdit.data._representation import counts_to_log1p
+from scdit.data import counts_to_log1p
 from tests.helpers import dense, make_counts_adata
 
 BLOCK = [f"G{j}" for j in range(10, 15)]  # up-regulated by G1

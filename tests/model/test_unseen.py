@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import scdit
-from scdit.data._vocab import ConditionVocab
+from scdit.data import ConditionVocab
 
 
 def test_unseen_single_perturbation_with_default_features(counts_adata, tiny):

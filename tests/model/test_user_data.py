@@ -54,7 +54,7 @@ def test_fit_and_predict_never_modify_user_data(make_adata, tiny):
 
 def test_log1p_dense_input_not_modified(make_adata, tiny):
     """Dense float32 log1p input can flow through without copies: it must still be untouched."""
-    from scdit.data._representation import counts_to_log1p
+    from scdit.data import counts_to_log1p
 
     adata = make_adata()
     adata.X = counts_to_log1p(adata.X)

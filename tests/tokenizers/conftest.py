@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import scipy.sparse as sp
 
-from scdit.data._representation import counts_to_log1p
+from scdit.data import counts_to_log1p
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import torch
 
 from scdit.tokenizers import (
     GeneTokenizer,
+    RankCodec,
 )
-from scdit.tokenizers._rank import RankCodec
 from tests.tokenizers.helpers import round_trip
 
 
@@ -56,7 +56,7 @@ def test_gene_features_initialise_identity_embeddings(data):
     assert init.shape == (50, 6)
     missing = [i for i, g in enumerate(tok.genes) if g not in feats.index]
     assert len(missing) == 10 and np.all(init[missing] == 0)
-    from scdit.models._embed import GeneTokenEmbed
+    from scdit.models import GeneTokenEmbed
 
     emb = GeneTokenEmbed(tok.n_tokens, tok.patch_size, 16, tok.n_genes)
     emb.init_identity(init)

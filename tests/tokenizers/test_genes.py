@@ -7,8 +7,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from scdit.tokenizers import TOKENIZERS, GeneTokenizer, build_tokenizer
-from scdit.tokenizers._genes import coexpression_order, select_genes
+from scdit.tokenizers import (
+    TOKENIZERS,
+    GeneTokenizer,
+    build_tokenizer,
+    coexpression_order,
+    select_genes,
+)
 
 
 @pytest.fixture

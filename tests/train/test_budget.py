@@ -7,8 +7,7 @@ import types
 import pytest
 
 import scdit
-from scdit.train import _budget
-from scdit.train._budget import TimeBudget
+from scdit.train import TimeBudget, _budget
 
 
 class _Clock:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from scdit.data._dataset import CellDataset
-from scdit.train._module import group_ids, pair_within_groups
+from scdit.train import group_ids, pair_within_groups
 
 
 def test_pair_within_groups_keeps_groups_and_lowers_cost():
