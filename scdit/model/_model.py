@@ -21,6 +21,7 @@ from ._cells import CellStore, labels_arg, n_cells_arg, take
 from ._io import read_model, write_model
 from ._output import apply_target_prior, assemble
 from ._sampler import Generator
+from ._seeds import ANCHOR, CELLS, COUNTS, LabelSeeds
 from ._targets import EffectTargets
 
 
@@ -197,7 +198,10 @@ class ScDiT:
             Dose of the perturbation(s) for models fitted with ``dose_key`` (a number, or
             ``"a+b"`` for the members of a combination).
         seed
-            Seed for reproducible output; ``None`` draws a fresh one.
+            Seed for reproducible output; ``None`` draws a fresh one. A label's cells depend
+            only on the seed and the label (its canonical form: ``"B+A"`` is ``"A+B"``), with
+            the other arguments, not on the other labels or their order in the list; a label
+            listed twice gives the same cells twice.
         effects
             What sets the mean of the generated cells (:class:`scdit.EffectConfig`; see
             :mod:`scdit.effects` and the user guide). ``"auto"`` (default): the generator,
@@ -246,31 +250,34 @@ class ScDiT:
         effects, sampling, seed = EffectConfig.coerce(effects), _sampling_arg(sampling), \
             _seed_arg(seed)
         self.vocab.encode(labels)  # clear error for unknown perturbations, before any work
-        rng = np.random.default_rng(seed)
+        base = seed if seed is not None else int(np.random.default_rng().integers(2**63))
         cells = self.cells
         src = cells.check_source(source, layer) if source is not None else None
         transport = self.config.flow.source == "control"
         parts, set_by, chosen = [], {}, {}
-        for i, label in enumerate(labels):
+        for label in labels:
+            seeds = LabelSeeds(base, cells.canonical(label))
+            rng = seeds.rng(CELLS)
             if transport and src is None:
                 ref = cells.control_cells(label, 100 if n_cells is None else n_cells_arg(n_cells),
                                           covariates, rng)
             else:
                 ref = cells.reference_cells(label, src, n_cells, covariates, rng)
-            sub_seed = int(seed) * 1000003 + i if seed is not None else int(rng.integers(2**31))
             given = None
             if transport and effects.mode != "none":
                 given = ref if src is None else take(src, np.arange(src.n_obs), covariates)
-            tokens, est, _ = self._generate(label, ref.n_obs, cells.frame(ref), dose, sub_seed,
-                                            effects, sampling,
+            tokens, est, _ = self._generate(label, ref.n_obs, cells.frame(ref), dose,
+                                            seeds.torch_seed(), effects, sampling,
                                             self.encode(ref) if transport else None, given,
                                             device)
-            part = assemble(cells, self.tokenizer, label, tokens.numpy(), ref, rng, out_rep)
-            part = self.targets.anchor_unmodelled(label, part, ref, est, out_rep, rng)
+            part = assemble(cells, self.tokenizer, label, tokens.numpy(), ref, seeds.rng(COUNTS),
+                            out_rep)
+            part = self.targets.anchor_unmodelled(label, part, ref, est, out_rep,
+                                                  seeds.rng(ANCHOR))
             by, ce = self.targets.report(label, est)
             set_by.update(by or {label: "generator"})
             chosen.update(ce)
-            parts.append(apply_target_prior(cells, self.summary, label, part, rng, out_rep)
+            parts.append(apply_target_prior(cells, self.summary, label, part, seeds, out_rep)
                          if effects.use_target_prior else part)
         out = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
         out.obs_names_make_unique()

@@ -10,6 +10,7 @@ import torch
 
 from ..data import log1p_to_counts, to_log1p
 from ._cells import LIBRARY_KEY, CellStore
+from ._seeds import PRIOR, LabelSeeds
 
 
 def assemble(cells: CellStore, tokenizer, label: str, tokens: np.ndarray, ref: ad.AnnData, rng,
@@ -46,10 +47,11 @@ def assemble(cells: CellStore, tokenizer, label: str, tokens: np.ndarray, ref: a
     return ad.AnnData(X=sp.csr_matrix(X), obs=obs, var=pd.DataFrame(index=cells.var_names))
 
 
-def apply_target_prior(cells: CellStore, summary: dict, label: str, part: ad.AnnData, rng,
-                       representation: str) -> ad.AnnData:
+def apply_target_prior(cells: CellStore, summary: dict, label: str, part: ad.AnnData,
+                       seeds: LabelSeeds, representation: str) -> ad.AnnData:
     """Scale the target genes of unseen (feature-only) members by the training prior
-    (``summary["target_prior"]``: the typical ratio of a targeted gene's mean to control)."""
+    (``summary["target_prior"]``: the typical ratio of a targeted gene's mean to control);
+    counts are resampled with one random stream per gene (``seeds``)."""
     prior = summary.get("target_prior") or {}
     if not prior or prior.get("n", 0) < 2:
         return part
@@ -66,6 +68,7 @@ def apply_target_prior(cells: CellStore, summary: dict, label: str, part: ad.Ann
     for g in targets:
         j = int(cells.var_names.get_loc(g))
         col = X[:, j]
+        rng = seeds.rng(PRIOR, j)
         if representation == "counts":
             if ratio <= 1:
                 new = rng.binomial(np.round(col).astype(np.int64), ratio)
