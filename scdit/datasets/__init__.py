@@ -13,15 +13,20 @@ Examples
 >>> table = datasets.list()                            # registry table, offline
 >>> adata = datasets.load("norman19", preprocess=True)  # doctest: +SKIP
 
-The last line downloads about 700 MB once into the cache (see :func:`cache_dir`).
+The last line downloads about 700 MB once into the cache (see :func:`cache_dir`). Every cached
+file is checked against its sha256 on each use: the one the card publishes
+(``checksum: published``), or the one recorded at the first download (``checksum: recorded``);
+:func:`clear_cache` removes a damaged copy.
 """
 
 from ._bundled import glioblastoma_panobinostat, norman19_devel, papalexi21_thp1
 from ._download import (
     ChecksumError,
+    DamagedCacheError,
     DatasetNotCachedError,
     DownloadError,
     cache_dir,
+    clear_cache,
     fetch,
     load,
 )
@@ -44,10 +49,12 @@ __all__ = [
     "CARD_SCHEMA",
     "CardValidationError",
     "ChecksumError",
+    "DamagedCacheError",
     "DatasetNotCachedError",
     "DownloadError",
     "SyntheticTruth",
     "cache_dir",
+    "clear_cache",
     "fetch",
     "get_card",
     "glioblastoma_panobinostat",

@@ -13,6 +13,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..data import split_label
+from ._checksums import sha256sum
+from ._errors import ChecksumError
 
 __all__ = [
     "CONTROL",
@@ -32,9 +34,24 @@ _GENETIC = {"CRISPRi", "CRISPRa", "CRISPR-KO"}
 
 
 def load_bundled(card: Mapping[str, Any]) -> ad.AnnData:
-    """Read a bundled card's h5ad from the installed package (a fresh object on every call)."""
+    """Read a bundled card's h5ad from the installed package (a fresh object on every call).
+
+    The file is checked against the sha256 on its card first (a few milliseconds).
+
+    Raises
+    ------
+    ChecksumError
+        The installed file is damaged; reinstall scdit.
+    """
     res = resources.files("scdit.datasets").joinpath("_data", card["source"]["filename"])
     with resources.as_file(res) as path:
+        expected = card["source"]["sha256"]
+        if expected is not None and (actual := sha256sum(path)) != expected:
+            raise ChecksumError(
+                f"{card['name']!r}: the bundled file {path} is damaged: its sha256 is {actual}, "
+                f"but the card publishes {expected}. Reinstall scdit "
+                "(pip install --force-reinstall scdit) to restore it."
+            )
         return ad.read_h5ad(path)
 
 

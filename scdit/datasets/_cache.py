@@ -46,3 +46,8 @@ def is_offline(offline: bool | None) -> bool:
 def cached_path(card: Mapping[str, Any], cache: str | os.PathLike[str] | None = None) -> Path:
     """Where the (decompressed) file of ``card`` lives in the cache: ``<cache>/<name>/<file>``."""
     return cache_dir(cache) / card["name"] / card["source"]["filename"]
+
+
+def index_path(card: Mapping[str, Any], cache: str | os.PathLike[str] | None = None) -> Path:
+    """Where the checksums recorded for ``card`` live: ``<cache>/<name>.checksums.json``."""
+    return cache_dir(cache) / f"{card['name']}.checksums.json"

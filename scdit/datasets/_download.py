@@ -1,9 +1,16 @@
-"""Downloading registered datasets into a local cache, with checksums and an offline mode."""
+"""Downloading registered datasets into a local cache, with checksums and an offline mode.
+
+Checksum policy (the card's ``source.checksum``; see :mod:`._checksums`): a ``published`` sha256
+is checked before a download is moved into the cache and on every later use; without one the
+sha256 is ``recorded`` in ``<cache>/<name>.checksums.json`` at the first download and checked on
+every later use. Unpacked (gunzipped) files get their own recorded sha256.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,30 +19,28 @@ from typing import Any
 import anndata as ad
 
 from ._bundled import load_bundled, preprocess_adata, standardise_obs
-from ._cache import ENV_DATA_DIR, ENV_OFFLINE, cache_dir, cached_path
+from ._cache import ENV_DATA_DIR, ENV_OFFLINE, cache_dir, cached_path, index_path
 from ._cache import is_offline as _offline
-from ._registry import get_card
+from ._checksums import (
+    checksum_policy,
+    clear_hint,
+    record_entry,
+    sha256sum,
+    verify_cached,
+)
+from ._errors import ChecksumError, DamagedCacheError, DatasetNotCachedError, DownloadError
+from ._registry import _all_cards, get_card
 
 __all__ = [
     "ChecksumError",
+    "DamagedCacheError",
     "DatasetNotCachedError",
     "DownloadError",
     "cache_dir",
+    "clear_cache",
     "fetch",
     "load",
 ]
-
-
-class DownloadError(OSError):
-    """A dataset could not be downloaded (network error, truncated transfer, HTTP error)."""
-
-
-class ChecksumError(DownloadError, ValueError):
-    """A downloaded or cached file does not match the sha256 recorded on its card."""
-
-
-class DatasetNotCachedError(DownloadError, FileNotFoundError):
-    """Offline mode is on and the dataset is not in the cache."""
 
 
 def _downloaded_name(card: Mapping[str, Any]) -> str:
@@ -44,37 +49,45 @@ def _downloaded_name(card: Mapping[str, Any]) -> str:
     return src["filename"] + suffix
 
 
-def sha256sum(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 digest of a file, read in chunks."""
+def _gunzip(src: Path, dest: Path, name: str) -> str:
+    """Unpack ``src`` into ``dest`` (atomically) and return the sha256 of the unpacked bytes."""
+    import gzip
+
+    tmp = dest.with_name(dest.name + ".part")
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
+    try:
+        with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
+            while chunk := fin.read(1 << 20):
+                digest.update(chunk)
+                fout.write(chunk)
+        _check_format(tmp, dest.name, name)
+        os.replace(tmp, dest)
+    except (EOFError, gzip.BadGzipFile, OSError) as exc:
+        if isinstance(exc, DownloadError):
+            raise
+        raise DownloadError(
+            f"{name!r}: the download {src} could not be unpacked with gzip "
+            f"({type(exc).__name__}: {exc}); nothing was cached. Load it again to download a "
+            "fresh copy."
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     return digest.hexdigest()
 
 
-def _verify(path: Path, expected: str | None, what: str) -> None:
-    if expected is None:
+def _check_format(path: Path, filename: str, name: str) -> None:
+    """Refuse to cache an unverified file that is not HDF5 (e.g. a server's HTML error page)."""
+    if not filename.endswith(".h5ad"):
         return
-    actual = sha256sum(path)
-    if actual != expected:
-        raise ChecksumError(
-            f"{what}: sha256 of {path} is {actual}, but the card records {expected}. The file "
-            "is corrupt, truncated or a different version; delete it and download again."
+    import h5py
+
+    if not h5py.is_hdf5(path):
+        with open(path, "rb") as fh:
+            head = fh.read(60)
+        raise DownloadError(
+            f"{name!r}: the server sent a file that is not HDF5/h5ad (it starts with {head!r}); "
+            "nothing was cached. Check the card's URLs (a login or error page?) and try again."
         )
-
-
-def _gunzip(src: Path, dest: Path) -> None:
-    import gzip
-    import shutil
-
-    tmp = dest.with_name(dest.name + ".part")
-    try:
-        with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def fetch(
@@ -85,12 +98,17 @@ def fetch(
     progressbar: bool = False,
     timeout: float = 60.0,
 ) -> Path:
-    """Make sure the file of a registered dataset is in the cache and return its path.
+    """Make sure the file of a registered dataset is in the cache, verified, and return its path.
 
     The file is streamed into a temporary name inside the cache folder (by :mod:`pooch`) and only
-    moved to its final name once the transfer finished and, when the card records one, the sha256
-    matched; a failed or corrupt transfer therefore never leaves a file that looks cached. URLs are
-    tried in the order the card lists them.
+    moved to its final name once the transfer finished and, for a ``checksum: published`` card,
+    its sha256 matched the card; a failed or corrupt transfer therefore never leaves a file that
+    looks cached. URLs are tried in the order the card lists them.
+
+    Checksums: a ``recorded`` card's first download is trusted, its sha256 is recorded in
+    ``<cache>/<name>.checksums.json`` and a warning shows it; an unpacked (gzip) file's sha256 is
+    recorded when it is unpacked. A cached file is checked against the published or recorded
+    sha256 every time it is fetched (reading it once: about a second per GB).
 
     Parameters
     ----------
@@ -107,16 +125,19 @@ def fetch(
 
     Returns
     -------
-    Path of the cached, decompressed file.
+    Path of the cached, decompressed, verified file.
 
     Raises
     ------
     DatasetNotCachedError
         Offline and the file is not cached.
     ChecksumError
-        The downloaded (or cached) file does not match the card's sha256.
+        The download does not match the published sha256, or the cached file does not match its
+        published or recorded sha256 (the message says how to clear it).
+    DamagedCacheError
+        The cache's checksum index is unreadable.
     DownloadError
-        Every URL failed.
+        Every URL failed, or the server sent something that is not the expected file.
     """
     card = get_card(name)
     src = card["source"]
@@ -125,9 +146,9 @@ def fetch(
     if card.get("out_of_core", False):
         raise NotImplementedError(_out_of_core_message(card))
     final = cached_path(card, cache_dir)
+    index = index_path(card, cache_dir)
     if final.exists():
-        if src.get("compression", "none") == "none":
-            _verify(final, src["sha256"], card["name"])
+        verify_cached(card, final, index)
         return final
     if _offline(offline):
         raise DatasetNotCachedError(
@@ -137,19 +158,53 @@ def fetch(
             f"file from {src['urls'][0] if src['urls'] else src.get('homepage')} at that path, "
             f"or point {ENV_DATA_DIR} at a folder that holds it."
         )
-    raw = _download(card, final.parent, progressbar=progressbar, timeout=timeout)
-    if raw != final:
-        _gunzip(raw, final)
-        raw.unlink()
+    raw, url = _download(card, final.parent, progressbar=progressbar, timeout=timeout)
+    _store(card, raw, final, url, index)
     return final
 
 
-def _download(card: Mapping[str, Any], folder: Path, *, progressbar: bool, timeout: float) -> Path:
+def _store(card: Mapping[str, Any], raw: Path, final: Path, url: str, index: Path) -> None:
+    """Unpack ``raw`` if needed and record the sha256 of what is cached in the index."""
+    name, policy = card["name"], checksum_policy(card)
+    published = policy == "published"
+    try:
+        raw_digest = card["source"]["sha256"] if published else sha256sum(raw)
+        entry: dict[str, Any] = {"checksum": policy, "url": url}
+        if raw != final:
+            entry["download"] = {"file": raw.name, "sha256": raw_digest}
+            digest = _gunzip(raw, final, name)
+            entry.update(sha256=digest, origin="gunzip")
+        else:
+            if not published:
+                _check_format(raw, final.name, name)
+            entry.update(sha256=raw_digest, origin="download")
+        entry["size"] = final.stat().st_size
+        record_entry(index, name, final.name, entry)
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
+    finally:
+        if raw != final:
+            raw.unlink(missing_ok=True)
+    if not published:
+        warnings.warn(
+            f"{name!r}: the card publishes no sha256 (checksum: recorded), so this first "
+            f"download from {url} was trusted as it is. Its sha256 {raw_digest} is recorded in "
+            f"{index} and every later use of the cached file is checked against it. To publish "
+            f"it, set `sha256: {raw_digest}` and `checksum: published` on the card.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _download(
+    card: Mapping[str, Any], folder: Path, *, progressbar: bool, timeout: float
+) -> tuple[Path, str]:
     import pooch
     import requests
 
     src = card["source"]
-    known = f"sha256:{src['sha256']}" if src["sha256"] else None
+    known = f"sha256:{src['sha256']}" if checksum_policy(card) == "published" else None
     fname = _downloaded_name(card)
     downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=timeout)
     errors: list[str] = []
@@ -161,21 +216,50 @@ def _download(card: Mapping[str, Any], folder: Path, *, progressbar: bool, timeo
         except (requests.exceptions.RequestException, OSError) as exc:
             errors.append(f"{url}: {type(exc).__name__}: {exc}")
         else:
-            path = Path(path)
-            if known is None:
-                warnings.warn(
-                    f"{card['name']!r}: the card records no sha256, so the download could not be "
-                    f"verified. Its sha256 is {sha256sum(path)}; add it to the card.",
-                    UserWarning,
-                    stacklevel=3,
-                )
-            return path
+            return Path(path), url
     mismatch = bool(errors) and all(": checksum mismatch (" in e for e in errors)
     cls = ChecksumError if mismatch else DownloadError
     raise cls(
         f"could not download {card['name']!r}; nothing was written to the cache "
         f"({folder}).\n  " + "\n  ".join(errors)
     )
+
+
+def clear_cache(
+    name: str | None = None, *, cache_dir: str | os.PathLike[str] | None = None
+) -> list[Path]:
+    """Delete the cached files of a dataset (or of every registered dataset).
+
+    Use it when a cached file is damaged (:class:`ChecksumError`, :class:`DamagedCacheError`):
+    the next :func:`load` downloads a fresh copy and records its checksum again.
+
+    Parameters
+    ----------
+    name
+        Card name or alias. ``None`` clears the folders of every registered downloadable
+        dataset (other files in the cache folder are left alone).
+    cache_dir
+        Cache folder; see :func:`scdit.datasets.cache_dir` for the default.
+
+    Returns
+    -------
+    What was removed: the folder ``<cache>/<name>`` and the recorded checksums
+    ``<cache>/<name>.checksums.json``; empty when nothing was cached.
+    """
+    if name is None:
+        cards = [c for c in _all_cards().values() if not c["bundled"]]
+    else:
+        cards = [get_card(name)]
+    removed = []
+    for card in cards:
+        folder, index = cached_path(card, cache_dir).parent, index_path(card, cache_dir)
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            removed.append(folder)
+        if index.exists():
+            index.unlink()
+            removed.append(index)
+    return removed
 
 
 def _out_of_core_message(card: Mapping[str, Any]) -> str:
@@ -230,6 +314,13 @@ def load(
     Returns
     -------
     A fresh AnnData object.
+
+    Raises
+    ------
+    ChecksumError
+        A cached file does not match its published or recorded sha256.
+    DamagedCacheError
+        The cached file cannot be read (truncated, damaged or not h5ad).
     """
     card = get_card(name)
     if backed and preprocess:
@@ -238,8 +329,20 @@ def load(
         adata = load_bundled(card)
     else:
         path = fetch(card["name"], cache_dir=cache_dir, offline=offline, progressbar=progressbar)
-        adata = ad.read_h5ad(path, backed="r" if backed else None)
+        adata = _read_cached(card, path, backed=backed)
     standardise_obs(adata, card)
     if preprocess:
         preprocess_adata(adata, card, n_top_genes=n_top_genes)
     return adata
+
+
+def _read_cached(card: Mapping[str, Any], path: Path, *, backed: bool) -> ad.AnnData:
+    """Read a cached h5ad, naming the file and the way to clear it when it is unreadable."""
+    try:
+        return ad.read_h5ad(path, backed="r" if backed else None)
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise DamagedCacheError(
+            f"{card['name']!r}: the cached file {path} cannot be read as h5ad "
+            f"({type(exc).__name__}: {exc}); it is truncated, damaged or not an h5ad file. "
+            + clear_hint(card["name"], path)
+        ) from exc

@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 from ._cache import cached_path
+from ._checksums import checksum_policy
 
 __all__ = [
     "CARD_SCHEMA",
@@ -81,6 +82,7 @@ CARD_SCHEMA: dict[str, Any] = {
             format={"enum": ["h5ad", "parquet"]},
             compression={"enum": ["none", "gzip"]},
             sha256={"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
+            checksum={"enum": ["published", "recorded"]},
             size_bytes=_INT_OR_NULL,
             verified={"type": "boolean"},
         ),
@@ -202,6 +204,16 @@ def validate_card(card: Mapping[str, Any]) -> None:
         src = card["source"]
         if src["verified"] and src["sha256"] is None:
             errors.append("source.verified: true requires a source.sha256")
+        if src.get("checksum") == "published" and src["sha256"] is None:
+            errors.append(
+                "source.checksum: published requires the published source.sha256; use "
+                "checksum: recorded when the source publishes none"
+            )
+        if src.get("checksum") == "recorded" and src["sha256"] is not None:
+            errors.append(
+                "source.checksum: recorded means no sha256 is published, but source.sha256 is "
+                "set; use checksum: published (or sha256: null)"
+            )
         if not card["bundled"] and not card.get("out_of_core", False) and not src["urls"]:
             errors.append("source.urls: a downloadable card needs at least one URL")
     if errors:
@@ -325,7 +337,8 @@ def list_datasets(*, cache_dir: str | os.PathLike[str] | None = None) -> pd.Data
     -------
     DataFrame with one row per card and columns ``name``, ``title``, ``size``, ``license``,
     ``cells``, ``perturbations``, ``perturbation_type``, ``organism``, ``bundled``, ``verified``,
-    ``out_of_core``, ``cached``. Counts are approximate unless ``verified``.
+    ``checksum`` (``published``, ``recorded``, or ``None`` for pointer cards), ``out_of_core``,
+    ``cached``. Counts are approximate unless ``verified``.
     """
     rows = []
     for name, card in sorted(_all_cards().items()):
@@ -342,6 +355,7 @@ def list_datasets(*, cache_dir: str | os.PathLike[str] | None = None) -> pd.Data
                 "organism": card["organism"],
                 "bundled": card["bundled"],
                 "verified": src["verified"],
+                "checksum": None if card.get("out_of_core") else checksum_policy(card),
                 "out_of_core": card.get("out_of_core", False),
                 "cached": card["bundled"] or cached_path(card, cache_dir).exists(),
             }

@@ -187,3 +187,32 @@ def test_format_size():
     assert format_size(512) == "512 B"
     assert format_size(1_142_678) == "1.1 MB"
     assert format_size(2_500_000_000, exact=False) == "~2.5 GB"
+
+
+@pytest.mark.parametrize("name", CARDS)
+def test_every_card_says_where_its_checksum_comes_from(name):
+    card = ds.get_card(name)
+    src = card["source"]
+    if card.get("out_of_core"):
+        assert "checksum" not in src  # a pointer card: nothing is downloaded
+    elif src["sha256"] is None:
+        assert src["checksum"] == "recorded"
+    else:
+        assert src["checksum"] == "published"
+    row = ds.list().set_index("name").loc[name]
+    assert row["checksum"] == src.get("checksum")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s.update(checksum="maybe"), "source.checksum: 'maybe' is not one of"),
+        (lambda s: s.update(checksum="published"), "checksum: published requires the published"),
+        (lambda s: s.update(checksum="recorded", sha256="a" * 64), "checksum: recorded means no"),
+    ],
+)
+def test_checksum_field_is_validated(edit, message):
+    card = _good()
+    edit(card["source"])
+    with pytest.raises(ds.CardValidationError, match=message):
+        ds.validate_card(card)
