@@ -6,10 +6,11 @@ estimators are small strategies over it (:func:`seen_mean`, :func:`additive`, em
 shrinkage, :class:`HeldOutContext` with its leave-one-context-out choice among mean shift,
 kernel and slope, and the projection of an estimate onto the main axes of expression); an
 :class:`EffectPlan` decides which one sets a prediction's mean (:class:`EffectConfig`).
-``scdit.evaluate``'s ``additive_shrunk`` and ``context_loco`` baselines use the same code.
+``scdit.evaluate``'s ``additive_shrunk`` and ``context_estimate`` baselines use the same code.
 """
 
 from ._context import (
+    BASIS_CELLS,
     EFFECT_RANK,
     apply_effect,
     candidates,
@@ -33,6 +34,7 @@ from ._shrinkage import MAX_DIM, MIN_EFFECTS, effect_prior, group_moments, poste
 from ._table import EffectTable
 
 __all__ = [
+    "BASIS_CELLS",
     "EFFECT_RANK",
     "MAX_DIM",
     "MIN_CONTEXTS",

@@ -55,7 +55,21 @@ class Estimate:
 
 def seen_mean(table: EffectTable, label: str, ctx: Context, *, shrink: bool = False
               ) -> Estimate | None:
-    """The reference mean of ``label`` in ``ctx`` (shrunk with ``shrink``), or ``None``."""
+    """The reference mean of a label in a context.
+
+    Parameters
+    ----------
+    table
+        Effect table of the reference cells.
+    label, ctx
+        Canonical label and context.
+    shrink
+        Use the empirical-Bayes shrunk mean (:meth:`EffectTable.shrunk_mean`).
+
+    Returns
+    -------
+    An :class:`Estimate` of kind ``"seen"``, or ``None`` without reference cells there.
+    """
     if not table.has(label, ctx):
         return None
     vec = table.shrunk_mean(label, ctx) if shrink else table.mean(label, ctx)
@@ -69,8 +83,25 @@ def additive_labels(members: tuple[str, ...], control: str) -> list[tuple[str, f
 
 def additive(table: EffectTable, members: tuple[str, ...], ctx: Context, *,
              shrink: bool = False) -> Estimate | None:
-    """``control + Σ (mean_m − control)`` over ``members`` in ``ctx`` (each member's mean shrunk
-    with ``shrink``); ``None`` unless every member and control have reference cells there."""
+    """The additive estimate ``control + Σ (mean_m − control)`` of a combination.
+
+    Parameters
+    ----------
+    table
+        Effect table of the reference cells.
+    members
+        The combination's members (two or more).
+    ctx
+        The context.
+    shrink
+        Replace each member's mean by its empirical-Bayes shrunk mean.
+
+    Returns
+    -------
+    An :class:`Estimate` of kind ``"additive"`` / ``"additive_shrunk"`` whose ``labels`` are
+    the members (+1 each) and control (``1 − k``), or ``None`` unless every member and
+    control have reference cells in ``ctx``.
+    """
     labels = additive_labels(members, table.control)
     if len(members) < 2 or any(not table.has(m, ctx) for m, _ in labels):
         return None
@@ -103,17 +134,28 @@ class HeldOutContext:
         if key not in self._bases:
             t = self.table
             rows = np.concatenate([t.rows(k, t.control) for k in pool])
-            X = t._values(rows)
-            X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
-            self._bases[key] = pc_basis(X * t.scale())
+            self._bases[key] = pc_basis(t.values(rows) * t.scale())
         return self._bases[key]
 
     def estimate(self, label: str, ctx: Context, control_mean: np.ndarray | None = None
                  ) -> Estimate | None:
-        """The estimated mean of ``label`` in ``ctx`` (``None`` with fewer than two other
-        contexts or no control mean). ``info`` holds the estimator chosen (``method``,
-        ``param``, ``loco``, ``loco_mean``, ``weights``, ``slope``), the ``pool`` of contexts,
-        the natural-unit ``effect`` and whether ``c_from_source`` (the control mean given)."""
+        """The estimated mean of a label in a context where it has no reference cells.
+
+        Parameters
+        ----------
+        label, ctx
+            Canonical label and the held-out context.
+        control_mean
+            Control mean ``(D,)`` of the context in the table's coordinates (e.g. of the cells
+            to transport); default: the table's control mean of ``ctx``.
+
+        Returns
+        -------
+        An :class:`Estimate` of kind ``"context"`` whose ``info`` holds the estimator chosen
+        (``method``, ``param``, ``loco``, ``loco_mean``, ``weights``, ``slope``), the ``pool``
+        of contexts, the natural-unit ``effect``, ``control_mean`` and ``c_from_source``;
+        ``None`` with fewer than two other contexts or no control mean.
+        """
         t = self.table
         pool = t.pool(label, exclude=ctx)
         c = control_mean if control_mean is not None else t.mean(t.control, ctx)

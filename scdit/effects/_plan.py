@@ -18,7 +18,7 @@ context with ≥ 2 contexts) and raises where none can; ``mode="none"`` is the g
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,7 +112,8 @@ class EffectPlan:
     min_effects: int = MIN_EFFECTS
     max_dim: int = MAX_DIM
 
-    def __init__(self, table: EffectTable, seen_labels: Sequence[str], describe=None):
+    def __init__(self, table: EffectTable, seen_labels: Sequence[str],
+                 describe: Callable[[Context], str] | None = None):
         self.table = table
         self.seen = set(seen_labels)
         self.context = HeldOutContext(table)
@@ -127,6 +128,8 @@ class EffectPlan:
     def applies(self, label: str, members: tuple[str, ...], contexts: list[Context],
                 source_means: Mapping[Context, np.ndarray], has_covariates: bool) -> bool:
         """Whether ``mode="auto"`` uses an estimator for ``label`` in ``contexts``."""
+        if not contexts:
+            return False
         if has_covariates and all(self._held_out(label, c, source_means) for c in contexts):
             return True
         if len(members) < 2 or label in self.seen:
@@ -149,16 +152,39 @@ class EffectPlan:
             raise ValueError(
                 f"shrink=True needs at least two perturbations with two or more training "
                 f"cells, and control cells,{self._describe(ctx)} to estimate the prior; use "
-                "shrink=None.")
+                "EffectConfig(shrink=None).")
         return False
 
     def resolve(self, label: str, members: tuple[str, ...], contexts: list[Context],
                 config: EffectConfig, source_means: Mapping[Context, np.ndarray],
                 has_covariates: bool) -> dict[Context, Estimate] | None:
-        """Per requested context, the estimate that sets the mean; ``None`` for the generator
-        alone. ``source_means`` are the control means of the cells to transport, per context
-        (used by the held-out-context estimate)."""
-        if config.mode == "none" or (config.mode == "auto" and not self.applies(
+        """Per requested context, the estimate that sets the mean of a label.
+
+        Parameters
+        ----------
+        label, members
+            Canonical label and its members (``(label,)`` for a single perturbation).
+        contexts
+            The requested contexts.
+        config
+            What the user asked for.
+        source_means
+            Per context, the control mean of the cells to transport (used by the
+            held-out-context estimate instead of the stored control cells').
+        has_covariates
+            Whether the model has covariates (held-out contexts exist only then).
+
+        Returns
+        -------
+        ``{context: Estimate}``, or ``None`` where the generator alone sets the mean.
+
+        Raises
+        ------
+        ValueError
+            With ``mode="always"`` where no estimator applies, or ``shrink=True`` where no
+            prior can be estimated.
+        """
+        if not contexts or config.mode == "none" or (config.mode == "auto" and not self.applies(
                 label, members, contexts, source_means, has_covariates)):
             return None
         out: dict[Context, Estimate] = {}

@@ -77,8 +77,14 @@ class EffectTable:
                 self._stats.setdefault(tuple(ctx), {})[lab] = m
             for ctx in self.contexts:
                 self._stats.setdefault(ctx, {})
+            self._present = {ctx: set(d) for ctx, d in self._stats.items()}
 
     # ------------------------------------------------------------------ groups
+    def values(self, rows: np.ndarray) -> np.ndarray:
+        """Coordinates ``(len(rows), D)`` of reference rows (dense float64)."""
+        X = self._values(rows)
+        return np.asarray(_dense(X), dtype=np.float64)
+
     def rows(self, ctx: Context, label: str | None = None) -> np.ndarray:
         """Reference rows of context ``ctx`` (and of ``label`` if given)."""
         mask = np.fromiter((c == ctx for c in self._row_context), bool, len(self._row_context))

@@ -102,7 +102,8 @@ class EffectSource:
         self.src = src
         self.ctrl_means = ctrl_means
         self._tables: dict = {}
-        self._basis: tuple | None = None
+        self._bases: dict = {}
+        self._estimators: dict = {}
         for key in src.keys:
             cond, ctx = key
             if cond == control:
@@ -208,20 +209,31 @@ class EffectSource:
         """The model's held-out-context estimate (:class:`scdit.effects.HeldOutContext`):
         from the other contexts with the condition and control, the LOCO-chosen mean shift,
         kernel or slope, evaluated at this context's real control mean, then projected onto
-        the top principal axes of the source cells' expression; ``None`` with fewer than two
-        such contexts."""
+        the top principal axes of the source cells' expression (the evaluated group left out
+        when the source is ``real``); ``None`` with fewer than two such contexts."""
         table = self._table(key)
         ctx = (key[1],)
         lab = canonical_label(key[0], self.control, self.separator)
         c = self.ctrl_means.get(key[1])
         if c is None:
             return None
-        est = HeldOutContext(table).estimate(lab, ctx, np.asarray(c, dtype=np.float64))
+        if id(table) not in self._estimators:
+            self._estimators[id(table)] = HeldOutContext(table)
+        est = self._estimators[id(table)].estimate(lab, ctx, np.asarray(c, dtype=np.float64))
         if est is None:
             return None
-        if self._basis is None:
-            self._basis = (expression_basis(self.src.X, EFFECT_RANK),)
-        return project_effect(est.info["effect"], self._basis[0])
+        return project_effect(est.info["effect"], self._expression_basis(key))
+
+    def _expression_basis(self, key: Key) -> np.ndarray | None:
+        """Top principal axes of the source cells (without the group ``key`` when leaving it
+        out, so that a baseline never sees the cells it is scored against); cached."""
+        exclude = key if self.leave_out else None
+        if exclude not in self._bases:
+            rows = np.arange(self.src.X.shape[0])
+            if exclude is not None and exclude in self.src.index:
+                rows = np.flatnonzero(self.src.codes != self.src.index[exclude])
+            self._bases[exclude] = expression_basis(self.src.X[rows], EFFECT_RANK)
+        return self._bases[exclude]
 
     def context_shift(self, key: Key) -> np.ndarray | None:
         """Effect of the same condition averaged over the other contexts, or None."""

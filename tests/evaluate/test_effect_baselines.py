@@ -9,11 +9,10 @@ import pandas as pd
 from scdit.evaluate import baseline_predictions
 
 
-def _contexts(n_ctx: int, seed: int = 0) -> ad.AnnData:
+def _contexts(n_ctx: int, seed: int = 0, g: int = 20) -> ad.AnnData:
     """log1p-like data: ``n_ctx`` cell types, control and ``drug`` cells in each; the drug's
     effect is the same vector in every context plus a context-specific part."""
     rng = np.random.default_rng(seed)
-    g = 20
     effect = rng.normal(0, 1, g)
     X, cond, ctx = [], [], []
     for k in range(n_ctx):
@@ -48,3 +47,19 @@ def test_context_estimate_uses_the_loco_choice_with_more_contexts():
     truth = np.asarray(real[real.obs["condition"] == "drug"].X).mean(0)
     ctrl = np.asarray(real[real.obs["condition"] == "ctrl"].X).mean(0)
     assert np.corrcoef(pred - ctrl, truth - ctrl)[0, 1] > 0.9
+
+
+def test_context_estimate_without_train_never_sees_the_scored_cells():
+    """With ``train=None`` the source is ``real`` minus the scored group, projection basis
+    included: the same as passing that reduced set as ``train``."""
+    a = _contexts(4, g=80)  # enough genes for a 50-axis expression basis
+    scored = ((a.obs["cell_type"] == "t3") & (a.obs["condition"] == "drug")).to_numpy()
+    kw = dict(control="ctrl", covariate_key="cell_type", baselines=("context_estimate",),
+              conditions=["drug"])
+    left_out = baseline_predictions(a, "condition", **kw)["context_estimate"]
+    explicit = baseline_predictions(a, "condition", train=a[~scored].copy(), **kw)
+    explicit = explicit["context_estimate"]
+    rows = (left_out.obs["cell_type"] == "t3").to_numpy()
+    np.testing.assert_allclose(np.asarray(left_out.X)[rows],
+                               np.asarray(explicit.X)[(explicit.obs["cell_type"] == "t3")
+                                                      .to_numpy()], atol=1e-5)
