@@ -35,7 +35,7 @@ QUICK_SAMPLING_STEPS = 5
 def fit_model(train: ad.AnnData, condition_key: str, *, control: str | None, seed: int,
               quick: bool, covariate_keys: Sequence[str] = (), tokenizer: str = "genes",
               tokenizer_options: dict | None = None, max_steps: int | None = None,
-              preset: str | None = None):
+              preset: str | None = None, budget: bool = True):
     """``scdit.fit`` with its defaults (full mode) or a tiny, short fit (quick mode).
 
     Parameters
@@ -50,6 +50,10 @@ def fit_model(train: ad.AnnData, condition_key: str, *, control: str | None, see
         Tokenizer name and its options (``None``: the tokenizer's defaults).
     max_steps, preset
         Override the training length / DiT preset of either mode.
+    budget
+        Keep ``scdit.fit``'s wall-time budget (default); ``False`` trains exactly the schedule
+        (``max_steps`` or the automatic one), so that the result does not depend on the
+        machine's load.
 
     Returns
     -------
@@ -63,6 +67,8 @@ def fit_model(train: ad.AnnData, condition_key: str, *, control: str | None, see
         kw.update(preset=QUICK_PRESET, max_steps=QUICK_STEPS, max_minutes=None)
     if max_steps is not None:
         kw["max_steps"] = max_steps
+    if not budget:
+        kw["max_minutes"] = None
     if preset is not None:
         kw["preset"] = preset
     if tokenizer != "genes" or tokenizer_options:  # API LINE: tokenizer kind and options

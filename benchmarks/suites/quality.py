@@ -230,7 +230,9 @@ def run_unit(name: str, setting: Setting, holdout: str, seed: int, quick: bool,
     key, cov = setting.condition_key, setting.covariate_key
     t0 = time.perf_counter()
     model = fit_model(task.train, key, control=setting.control, seed=seed, quick=quick,
-                      covariate_keys=(cov,) if cov else ())
+                      covariate_keys=(cov,) if cov else (),
+                      max_steps=getattr(opts, "max_steps", None),
+                      budget=not getattr(opts, "no_budget", False))
     fit_s = time.perf_counter() - t0
     conds = sorted(task.n_cells)
     t0 = time.perf_counter()
@@ -269,6 +271,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--holdouts", nargs="+", metavar="UNIT",
                    help="held-out units to run (patients, Kang cell types, Papalexi folds)")
     g.add_argument("--kang", metavar="H5AD", help="scGen's Kang 2018 valid.h5ad (setting kang)")
+    g.add_argument("--max-steps", type=int, metavar="N",
+                   help="training steps of every fit (default: fit's automatic schedule)")
+    g.add_argument("--no-budget", action="store_true",
+                   help="no wall-time budget: train the whole schedule, so that results do not "
+                        "depend on the machine's load (reproducible for a seed)")
 
 
 def units(quick: bool, opts: argparse.Namespace) -> list[tuple[str, str, Callable]]:
