@@ -30,6 +30,7 @@ from .data import (
     ConditionVocab,
     CovariateVocab,
     condition_labels,
+    covariate_keys_arg,
     detect_representation,
     get_matrix,
     parse_doses,
@@ -214,7 +215,8 @@ def fit(
         Label of control cells; auto-detected among common labels (``control``, ``ctrl``,
         ``non-targeting``, ...) when ``None``.
     covariate_keys
-        ``obs`` columns to condition on (cell type, cell line, batch, ...).
+        ``obs`` columns to condition on (cell type, cell line, batch, ...); a single string is
+        one column.
     layer
         Layer with the expression (default ``.X``).
     representation
@@ -290,12 +292,14 @@ def fit(
     ScDiT
         The fitted model.
     """
+    covariate_keys = covariate_keys_arg(covariate_keys, condition_key)
     preset_name, dit, conditions, flow, train = _resolve_configs(
         preset, dit, conditions, flow, train, source=source, max_steps=max_steps,
         max_minutes=max_minutes, seed=seed, covariate_keys=covariate_keys)
     seed = train.seed
     info = validate(adata, condition_key, control=control, covariate_keys=covariate_keys,
-                    layer=layer, representation=representation, min_cells=train.min_cells)
+                    layer=layer, representation=representation, min_cells=train.min_cells,
+                    separator=separator)
     if dose_key is not None and dose_key not in adata.obs:
         raise KeyError(f"dose_key {dose_key!r} is not a column of adata.obs; available: "
                        f"{list(adata.obs.columns)[:20]}.")

@@ -5,7 +5,17 @@ import to_log1p``), never from its private modules.
 """
 
 from ._dataset import CellDataset, dense_tensor, make_loader
-from ._labels import COMMON_CONTROL_LABELS, canonical_label, detect_control, preview, split_label
+from ._labels import (
+    COMMON_CONTROL_LABELS,
+    canonical_label,
+    check_labels,
+    control_like,
+    detect_control,
+    label_problem,
+    label_rules,
+    preview,
+    split_label,
+)
 from ._representation import (
     TARGET_SUM,
     Representation,
@@ -16,7 +26,17 @@ from ._representation import (
     log1p_to_counts,
     to_log1p,
 )
-from ._setup import SetupInfo, check_values, condition_labels, get_matrix, validate
+from ._setup import (
+    LOG1P_MAX,
+    LOG1P_WARN,
+    SetupInfo,
+    check_expression,
+    check_values,
+    condition_labels,
+    covariate_keys_arg,
+    get_matrix,
+    validate,
+)
 from ._split_base import LeakageError, Split, check_leakage
 from ._splits import (
     random_cells,
@@ -30,6 +50,8 @@ from ._vocab import ConditionVocab, CovariateVocab, parse_doses
 
 __all__ = [
     "COMMON_CONTROL_LABELS",
+    "LOG1P_MAX",
+    "LOG1P_WARN",
     "TARGET_SUM",
     "CellDataset",
     "ConditionVocab",
@@ -39,15 +61,21 @@ __all__ = [
     "SetupInfo",
     "Split",
     "canonical_label",
+    "check_expression",
+    "check_labels",
     "check_leakage",
     "check_values",
     "clipped_mean_shift",
     "condition_labels",
+    "control_like",
     "counts_to_log1p",
+    "covariate_keys_arg",
     "dense_tensor",
     "detect_control",
     "detect_representation",
     "get_matrix",
+    "label_problem",
+    "label_rules",
     "library_size",
     "log1p_to_counts",
     "make_loader",

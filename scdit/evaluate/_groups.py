@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ..data import canonical_label, preview, to_log1p
+from ..data import canonical_label, check_expression, get_matrix, preview, to_log1p
 from ._de import group_stats
 
 Key = tuple  # (condition, context)
@@ -116,7 +116,9 @@ def group_data(
             raise KeyError(f"`{name}.obs` has no column {key!r}.")
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"`{name}` has no layer {layer!r}; layers: {list(adata.layers)}.")
-    X = to_log1p(adata.layers[layer] if layer is not None else adata.X)
+    X = get_matrix(adata, layer, name=f"`{name}`")
+    X = to_log1p(X, check_expression(X, where=f"`{name}`.X" if layer is None
+                                     else f"`{name}`.layers[{layer!r}]"))
     cond, written = canonical_labels(adata.obs[condition_key].to_numpy(), control, separator)
     if covariate_key is None:
         ctx = np.full(len(cond), None, dtype=object)

@@ -19,8 +19,8 @@ from ..config import ScDiTConfig
 from ..data import (
     ConditionVocab,
     CovariateVocab,
+    check_expression,
     counts_to_log1p,
-    detect_representation,
     get_matrix,
     library_size,
 )
@@ -30,10 +30,27 @@ LIBRARY_KEY = "_scdit_library_size"
 
 
 def n_cells_arg(n_cells) -> int:
-    """A validated positive integer number of cells."""
-    if isinstance(n_cells, bool) or not float(n_cells).is_integer() or int(n_cells) < 1:
+    """A validated positive integer number of cells (integer-valued floats are accepted)."""
+    if isinstance(n_cells, bool) or not isinstance(n_cells, int | float | np.integer
+                                                   | np.floating):
+        raise TypeError(f"n_cells must be a positive integer, got {type(n_cells).__name__} "
+                        f"{n_cells!r}.")
+    if not float(n_cells).is_integer() or int(n_cells) < 1:
         raise ValueError(f"n_cells must be a positive integer, got {n_cells!r}.")
     return int(n_cells)
+
+
+def covariates_arg(covariates, *, frames: bool = False):
+    """``covariates`` of ``predict`` / ``sample``: ``None``, a mapping ``{key: value}`` or (with
+    ``frames``) a DataFrame with one row per cell; a clear ``TypeError`` otherwise."""
+    if covariates is None or isinstance(covariates, Mapping):
+        return covariates
+    if frames and isinstance(covariates, pd.DataFrame):
+        return covariates
+    also = " or a DataFrame with one row per cell" if frames else ""
+    raise TypeError(f"covariates must be a mapping {{key: value}} (e.g. {{'cell_type': 'T'}})"
+                    f"{also}, got {type(covariates).__name__} {covariates!r}; pass a mapping "
+                    "{key: value}.")
 
 
 def take(adata: ad.AnnData, rows: np.ndarray, covariates: Mapping[str, str] | None) -> ad.AnnData:
@@ -161,6 +178,8 @@ class CellStore:
     # ------------------------------------------------------------------ picking cells
     def check_source(self, source: ad.AnnData, layer: str | None) -> ad.AnnData:
         """``source`` cells validated and laid out like the reference cells."""
+        if not isinstance(source, ad.AnnData):
+            raise TypeError(f"source must be an AnnData of cells, got {type(source).__name__}.")
         if source.n_obs == 0:
             raise ValueError("source has no cells.")
         missing = self.var_names.difference(source.var_names)
@@ -170,8 +189,9 @@ class CellStore:
                 f"source has different genes: {len(missing)} training gene(s) are missing (e.g. "
                 f"{list(missing[:5])}) and {len(extra)} are extra. Subset/reorder source to the "
                 "training genes: source[:, model.var_names].")
-        X = get_matrix(source, layer)
-        rep, trained = detect_representation(X), self.config.data.representation
+        X = get_matrix(source, layer, name="source")
+        where = "source.X" if layer is None else f"source.layers[{layer!r}]"
+        rep, trained = check_expression(X, where=where), self.config.data.representation
         if rep != trained:
             raise ValueError(f"source holds {rep} but the model was trained on {trained}; pass "
                              "source in the training representation (layer=...).")
@@ -192,6 +212,17 @@ class CellStore:
         if unknown:
             raise KeyError(f"Unknown covariate key(s) {unknown}; the model was trained with "
                            f"{list(self.covariates.keys)} as covariate keys.")
+
+    def check_covariates(self, covariates: Mapping[str, str] | None) -> None:
+        """Clear errors for unknown covariate keys or values of a ``{key: value}`` mapping."""
+        if not covariates:
+            return
+        self._check_covariate_keys(covariates)
+        for key, value in covariates.items():
+            cats = self.covariates.categories[key]
+            if str(value) not in cats:
+                raise KeyError(f"Unknown value(s) {[str(value)]} for covariate {key!r}; values "
+                               f"seen in training: {list(cats)}.")
 
     def control_cells(self, label: str, n: int, covariates, rng) -> ad.AnnData:
         """Stored control cells to transport: of the given context, else of the contexts the

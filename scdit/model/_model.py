@@ -15,9 +15,10 @@ import torch
 from ..config import SamplingConfig, ScDiTConfig
 from ..data import ConditionVocab, CovariateVocab, to_log1p
 from ..effects import EffectConfig
+from ..flow import SOLVERS
 from ..models import VelocityField
 from ..tokenizers import Tokenizer
-from ._cells import CellStore, labels_arg, n_cells_arg, take
+from ._cells import CellStore, covariates_arg, labels_arg, n_cells_arg, take
 from ._io import read_model, write_model
 from ._output import apply_target_prior, assemble
 from ._sampler import Generator
@@ -108,7 +109,7 @@ class ScDiT:
         if output not in ("log1p", "tokens"):
             raise ValueError(f"output must be 'log1p' or 'tokens', got {output!r}.")
         self.vocab.encode([perturbation])
-        n = n_cells_arg(n_cells)
+        n, covariates = n_cells_arg(n_cells), covariates_arg(covariates, frames=True)
         x0, _, cov_df = self._generate(perturbation, n, covariates, dose, _seed_arg(seed),
                                        EffectConfig.coerce(effects), _sampling_arg(sampling),
                                        source_tokens, None, device)
@@ -249,7 +250,13 @@ class ScDiT:
         labels = labels_arg(perturbations)
         effects, sampling, seed = EffectConfig.coerce(effects), _sampling_arg(sampling), \
             _seed_arg(seed)
-        self.vocab.encode(labels)  # clear error for unknown perturbations, before any work
+        width = self.vocab.encode(labels).shape[1]  # unknown/malformed labels: before any work
+        covariates = covariates_arg(covariates)
+        self.cells.check_covariates(covariates)
+        if n_cells is not None:
+            n_cells_arg(n_cells)
+        for label in dict.fromkeys(labels):  # dose errors before any work
+            self.generator.dose_tensor(label, dose, 1, width)
         base = seed if seed is not None else int(np.random.default_rng().integers(2**63))
         cells = self.cells
         src = cells.check_source(source, layer) if source is not None else None
@@ -317,6 +324,9 @@ def _sampling_arg(sampling) -> SamplingConfig:
         return SamplingConfig()
     if not isinstance(sampling, SamplingConfig):
         raise TypeError(f"sampling must be a scdit.SamplingConfig or None, got {sampling!r}.")
+    if sampling.solver is not None and sampling.solver not in SOLVERS:
+        raise ValueError(f"Unknown solver {sampling.solver!r} in SamplingConfig; choose from "
+                         f"{list(SOLVERS)} (or None for the model's default).")
     return sampling
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from anndata import AnnData
 
 from scdit.data import canonical_label, split_label
@@ -32,7 +33,9 @@ def _cells(conditions, label=None, seed=0, n=50) -> AnnData:
 
 
 def test_labels_have_one_canonical_form():
-    assert split_label("B+A") == ("A", "B") and split_label(" B + A ") == ("A", "B")
+    assert split_label("B+A") == ("A", "B")
+    with pytest.raises(ValueError, match="Malformed condition label ' B \\+ A '"):
+        split_label(" B + A ")  # space-padded: an error, never silently repaired
     assert split_label("B+A", sort=False) == ("B", "A")
     assert canonical_label("B+A", "ctrl") == "A+B" and canonical_label("A+ctrl", "ctrl") == "A"
     assert canonical_label("ctrl", "ctrl") == "ctrl"

@@ -83,7 +83,8 @@ def test_nan_inf_negative_values_are_counted(counts_adata):
     X[3, 3] = X[4, 4] = X[5, 5] = -1.0
     counts_adata.X = X
     with pytest.raises(ValueError, match=r"adata.X holds 2 NaN, 1 infinite and 3 negative values "
-                                         r"\(first at cell 0, gene 0\)"):
+                                         r"in 6 cell\(s\) and 6 gene\(s\) \(first at cell 0, "
+                                         r"gene 0\)"):
         scdit.fit(counts_adata, "condition", preset="tiny", verbose=False)
 
 
