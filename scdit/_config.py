@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._checks import check_field
+import numpy as np
+
+from ._schema import check_json, dataclass_schema
 
 
 @dataclass(frozen=True)
@@ -174,14 +177,6 @@ class FlowConfig:
     steps: int = 20
     compose: float = 1.0
 
-    def __post_init__(self) -> None:
-        check_field(self, "steps", integer=True, low=1)
-        check_field(self, "compose", low=0.0, high=1.0,
-                    hint="0 is the joint condition, 1 the composition of the members")
-        check_field(self, "source_noise", low=0.0)
-        check_field(self, "logit_mean")
-        check_field(self, "logit_std", low=0.0, low_open=True)
-
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -211,16 +206,16 @@ class SamplingConfig:
     batch_size: int = 2048
 
     def __post_init__(self) -> None:
-        check_field(self, "steps", integer=True, low=1, none_ok=True,
-                    hint="None uses FlowConfig.steps")
-        if self.solver is not None and not isinstance(self.solver, str):
-            raise TypeError(f"SamplingConfig.solver must be a solver name or None, got "
-                            f"{self.solver!r}.")
-        check_field(self, "guidance_scale", low=0.0,
-                    hint="1 is the plain conditional model, 0 the unconditional one")
-        check_field(self, "compose", low=0.0, high=1.0, none_ok=True,
-                    hint="0 is the joint condition, 1 the composition of the members")
-        check_field(self, "batch_size", integer=True, low=1)
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(
+                self.steps, int | np.integer) or self.steps < 1):
+            raise ValueError(f"SamplingConfig.steps must be a positive integer or None, got "
+                             f"{self.steps!r}.")
+        for name in ("guidance_scale", "compose"):
+            v = getattr(self, name)
+            if v is not None and not np.isfinite(float(v)):
+                raise ValueError(f"SamplingConfig.{name} must be finite, got {v!r}.")
+        if isinstance(self.batch_size, bool) or int(self.batch_size) < 1:
+            raise ValueError(f"SamplingConfig.batch_size must be ≥ 1, got {self.batch_size!r}.")
 
 
 @dataclass(frozen=True)
@@ -256,21 +251,6 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     min_cells: int = 10
 
-    def __post_init__(self) -> None:
-        check_field(self, "max_steps", integer=True, low=1, none_ok=True,
-                    hint="None picks the length from the data")
-        check_field(self, "max_minutes", low=0.0, low_open=True, none_ok=True,
-                    hint="None disables the time budget")
-        for name in ("batch_size", "val_every", "patience"):
-            check_field(self, name, integer=True, low=1)
-        for name in ("warmup_steps", "seed", "min_cells"):
-            check_field(self, name, integer=True, low=0)
-        check_field(self, "lr", low=0.0, low_open=True)
-        check_field(self, "weight_decay", low=0.0)
-        check_field(self, "grad_clip", low=0.0, hint="0 disables clipping")
-        check_field(self, "ema_decay", low=0.0, high=1.0, high_open=True)
-        check_field(self, "val_fraction", low=0.0, high=1.0, high_open=True)
-
 
 @dataclass(frozen=True)
 class ScDiTConfig:
@@ -292,8 +272,37 @@ class ScDiTConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ScDiTConfig:
-        """Rebuild from :meth:`to_dict` output (tuples restored, unknown keys rejected)."""
+    def from_dict(cls, d: Mapping[str, Any], *, where: str = "ScDiTConfig.from_dict"
+                  ) -> ScDiTConfig:
+        """Rebuild from :meth:`to_dict` output (tuples restored), checked before anything is built.
+
+        ``d`` is validated against :func:`config_schema`: known sections and keys only, JSON types
+        of the fields (an integer field takes no string, float or bool), sizes in a plausible
+        range (:data:`SIZE_LIMITS`), no NaN.
+
+        Parameters
+        ----------
+        d
+            ``{"data": {...}, "tokenizer": {...}, ...}``; sections other than ``data`` may be
+            left out (defaults).
+        where
+            What holds ``d`` (a file path), named first in error messages.
+
+        Raises
+        ------
+        ValueError
+            Unknown sections or keys (the message lists the valid ones), missing required keys,
+            implausible sizes, options removed from scdit.
+        TypeError
+            ``d`` is not a mapping, or a value has the wrong JSON type.
+        """
+        if not isinstance(d, Mapping):
+            raise TypeError(f"{where}: the configuration must be a mapping of sections "
+                            f"({sorted(_SECTIONS)}), got {type(d).__name__}.")
+        d = dict(d)
+        if isinstance(d.get("flow"), Mapping):
+            d["flow"] = _legacy_flow(d["flow"])
+        check_json(d, config_schema(), where, root="config")
         data = dict(d["data"])
         data["covariate_keys"] = tuple(data.get("covariate_keys", ()))
         return cls(
@@ -306,7 +315,34 @@ class ScDiTConfig:
         )
 
 
-def _legacy_flow(flow: dict[str, Any]) -> dict[str, Any]:
+_SECTIONS: dict[str, type] = {"data": DataConfig, "tokenizer": TokenizerConfig,
+                              "conditions": ConditionConfig, "dit": DiTConfig,
+                              "flow": FlowConfig, "train": TrainConfig}
+
+#: Plausible ranges of the size fields of each section: a saved configuration outside them is
+#: damaged or crafted, and is refused before any model is built (the ``"large"`` preset uses
+#: ``hidden_size=768, depth=12``).
+SIZE_LIMITS: dict[str, dict[str, tuple[float, float]]] = {
+    "tokenizer": {"n_top_genes": (1, 1_000_000), "max_tokens": (1, 4096),
+                  "patch_size": (1, 1_000_000), "n_components": (1, 100_000),
+                  "n_latent": (1, 100_000)},
+    "conditions": {"n_features": (0, 1_000_000), "n_components": (1, 100_000)},
+    "dit": {"hidden_size": (1, 16384), "depth": (1, 512), "num_heads": (1, 1024),
+            "mlp_ratio": (0.01, 64), "max_tokens": (1, 4096)},
+}
+
+
+@functools.lru_cache(maxsize=1)
+def config_schema() -> dict[str, Any]:
+    """JSON Schema of :meth:`ScDiTConfig.to_dict` output, derived from the section dataclasses
+    (one property per field, no other keys; ``data`` required) and :data:`SIZE_LIMITS`."""
+    props = {name: dataclass_schema(cls, SIZE_LIMITS.get(name))
+             for name, cls in _SECTIONS.items()}
+    return {"type": "object", "properties": props, "required": ["data"],
+            "additionalProperties": False}
+
+
+def _legacy_flow(flow: Mapping[str, Any]) -> dict[str, Any]:
     """Flow settings of older model files: ``center`` (removed; measured harmful) must be off."""
     flow = dict(flow)
     if flow.pop("center", False):

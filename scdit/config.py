@@ -2,10 +2,13 @@
 
 :class:`ScDiTConfig` holds one of each section; :data:`DIT_PRESETS` maps a preset name
 (``"tiny"``, ``"small"``, ``"base"``, ``"large"``) to its :class:`DiTConfig`.
+:func:`config_schema` is the JSON Schema :meth:`ScDiTConfig.from_dict` checks (plausible sizes in
+:data:`SIZE_LIMITS`); :func:`check_json` validates a stored JSON document with readable errors.
 """
 
 from ._config import (
     DIT_PRESETS,
+    SIZE_LIMITS,
     ConditionConfig,
     DataConfig,
     DiTConfig,
@@ -14,10 +17,13 @@ from ._config import (
     ScDiTConfig,
     TokenizerConfig,
     TrainConfig,
+    config_schema,
 )
+from ._schema import check_json
 
 __all__ = [
     "DIT_PRESETS",
+    "SIZE_LIMITS",
     "ConditionConfig",
     "DataConfig",
     "DiTConfig",
@@ -26,4 +32,6 @@ __all__ = [
     "ScDiTConfig",
     "TokenizerConfig",
     "TrainConfig",
+    "check_json",
+    "config_schema",
 ]

@@ -149,13 +149,25 @@ def build_tokenizer(kind: str, **kwargs) -> Tokenizer:
 
 
 def tokenizer_from_state(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Tokenizer:
-    """Rebuild a fitted tokenizer saved with ``state()``, choosing the class by ``meta["kind"]``."""
+    """Rebuild a fitted tokenizer saved with ``state()``, choosing the class by ``meta["kind"]``.
+
+    Raises
+    ------
+    ValueError
+        An unregistered kind, or a state the class cannot rebuild from (a missing key or array,
+        a value of the wrong type: a damaged or incompatible model file).
+    """
     kind = meta.get("kind", "genes")
     if kind not in TOKENIZERS:
         raise ValueError(f"The model uses tokenizer {kind!r}, which is not registered here "
                          f"(available: {sorted(TOKENIZERS)}); import the module that registers "
                          "it before loading.")
-    return TOKENIZERS[kind].from_state(meta, arrays)
+    try:
+        return TOKENIZERS[kind].from_state(meta, arrays)
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise ValueError(f"The saved state of the {kind!r} tokenizer is incomplete or invalid "
+                         f"({type(err).__name__}: {err}); the model files are damaged or were "
+                         "written by an incompatible scdit: re-save or re-fit the model.") from err
 
 
 def token_layout(n_features: int, max_tokens: int, patch_size: int | None = None) -> tuple[int, int]:
