@@ -9,8 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from ._checks import check_field
 from ._schema import check_json, dataclass_schema
 
 
@@ -177,6 +176,14 @@ class FlowConfig:
     steps: int = 20
     compose: float = 1.0
 
+    def __post_init__(self) -> None:
+        check_field(self, "steps", integer=True, low=1)
+        check_field(self, "compose", low=0.0, high=1.0,
+                    hint="0 is the joint condition, 1 the composition of the members")
+        check_field(self, "source_noise", low=0.0)
+        check_field(self, "logit_mean")
+        check_field(self, "logit_std", low=0.0, low_open=True)
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -206,16 +213,16 @@ class SamplingConfig:
     batch_size: int = 2048
 
     def __post_init__(self) -> None:
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(
-                self.steps, int | np.integer) or self.steps < 1):
-            raise ValueError(f"SamplingConfig.steps must be a positive integer or None, got "
-                             f"{self.steps!r}.")
-        for name in ("guidance_scale", "compose"):
-            v = getattr(self, name)
-            if v is not None and not np.isfinite(float(v)):
-                raise ValueError(f"SamplingConfig.{name} must be finite, got {v!r}.")
-        if isinstance(self.batch_size, bool) or int(self.batch_size) < 1:
-            raise ValueError(f"SamplingConfig.batch_size must be ≥ 1, got {self.batch_size!r}.")
+        check_field(self, "steps", integer=True, low=1, none_ok=True,
+                    hint="None uses FlowConfig.steps")
+        if self.solver is not None and not isinstance(self.solver, str):
+            raise TypeError(f"SamplingConfig.solver must be a solver name or None, got "
+                            f"{self.solver!r}.")
+        check_field(self, "guidance_scale", low=0.0,
+                    hint="1 is the plain conditional model, 0 the unconditional one")
+        check_field(self, "compose", low=0.0, high=1.0, none_ok=True,
+                    hint="0 is the joint condition, 1 the composition of the members")
+        check_field(self, "batch_size", integer=True, low=1)
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,21 @@ class TrainConfig:
     max_minutes: float | None = 14.0
     checkpoint_dir: str | None = None
     min_cells: int = 10
+
+    def __post_init__(self) -> None:
+        check_field(self, "max_steps", integer=True, low=1, none_ok=True,
+                    hint="None picks the length from the data")
+        check_field(self, "max_minutes", low=0.0, low_open=True, none_ok=True,
+                    hint="None disables the time budget")
+        for name in ("batch_size", "val_every", "patience"):
+            check_field(self, name, integer=True, low=1)
+        for name in ("warmup_steps", "seed", "min_cells"):
+            check_field(self, name, integer=True, low=0)
+        check_field(self, "lr", low=0.0, low_open=True)
+        check_field(self, "weight_decay", low=0.0)
+        check_field(self, "grad_clip", low=0.0, hint="0 disables clipping")
+        check_field(self, "ema_decay", low=0.0, high=1.0, high_open=True)
+        check_field(self, "val_fraction", low=0.0, high=1.0, high_open=True)
 
 
 @dataclass(frozen=True)
