@@ -10,7 +10,7 @@ import torch
 
 import scdit
 from scdit.model import LIBRARY_KEY
-from tests.effects.helpers import (
+from tests.model.effect_helpers import (
     assert_constant_shift,
     decoded_mean,
     decoded_target,
