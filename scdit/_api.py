@@ -24,6 +24,7 @@ from ._config import (
     as_config,
     merge_keyword,
 )
+from ._resume import open_run, snapshot_writer
 from .conditions import check_rows, data_features, feature_table, read_features, target_prior
 from .data import (
     CellDataset,
@@ -283,7 +284,11 @@ def fit(
         :class:`~scdit.FlowConfig`: source, source noise, time sampling, default sampler.
     train
         :class:`~scdit.TrainConfig`: batch size, learning rate, schedule, precision,
-        accelerator, checkpoint folder, the minimum cells per condition before a warning, ...
+        accelerator, the minimum cells per condition before a warning, checkpoints
+        (``checkpoint_dir``, ``checkpoint_every``) and resuming an interrupted fit
+        (``TrainConfig(checkpoint_dir=..., resume=True)`` with the same data and settings
+        continues from the last complete checkpoint and ends with the model the uninterrupted
+        fit would have given), ...
     verbose
         Show the progress bar and a summary.
 
@@ -326,6 +331,7 @@ def fit(
         conditions=conditions, tokenizer=tok_cfg, dit=dit, flow=flow, train=train,
     )
     X = get_matrix(adata, layer)
+    run = open_run(cfg, adata, X, labels, verbose=verbose)  # checkpoints; resume: same run?
     X_log = to_log1p(X, info.representation)
     val = _val_rows(labels, cfg.train.val_fraction, seed)
     tr = np.setdiff1d(np.arange(adata.n_obs), val)
@@ -385,25 +391,33 @@ def fit(
         cov_drop = 0.5 if (cfg.flow.source == "control" and covariate_keys) else 0.0
         cfg = dataclasses.replace(cfg, conditions=dataclasses.replace(
             cfg.conditions, covariate_dropout=cov_drop))
-    result = train_field(field, tok, train_ds, val_ds, dit=cfg.dit, flow=cfg.flow, train=cfg.train,
-                         covariate_dropout=cov_drop,
-                         verbose=verbose, checkpoint_dir=cfg.train.checkpoint_dir)
     summary = {"n_cells": int(adata.n_obs), "n_train": int(len(tr)), "n_val": int(len(val)),
-               "n_params": int(n_params), "steps": result.steps, "max_steps": result.max_steps,
-               "budget_steps": result.budget_steps, "stopped_by_time": result.stopped_by_time,
-               "seconds": round(result.seconds, 1),
-               "best_val_loss": result.best_val_loss, "history": result.history,
-               "precision": result.precision, "accelerator": result.accelerator,
-               "n_modelled_genes": tok.n_genes, "tokenizer": tok_cfg.kind, "ceiling": ceiling}
+               "n_params": int(n_params), "n_modelled_genes": tok.n_genes,
+               "tokenizer": tok_cfg.kind, "ceiling": ceiling}
     if feat_kind != "none":
         summary["target_prior"] = target_prior(X_log, adata.var_names, labels, info.control,
                                                separator)
+    reference = make_reference(adata, X, cfg, seed=seed)
+    checkpoint = None
+    if run is not None:  # complete checkpoints (+ a loadable model) every N steps
+        run.check_inputs(tok, vocab, table, (tr, val, X_model, atoms, cov_codes, dose, context))
+        checkpoint = run.callback(snapshot_writer(
+            run.dirpath / "model", cfg, vocab, covs, tok, adata.var_names, reference, summary))
+    result = train_field(field, tok, train_ds, val_ds, dit=cfg.dit, flow=cfg.flow, train=cfg.train,
+                         covariate_dropout=cov_drop, verbose=verbose, checkpoint=checkpoint,
+                         resume_from=None if run is None else run.resume_from)
+    summary.update({"steps": result.steps, "max_steps": result.max_steps,
+                    "budget_steps": result.budget_steps, "stopped_by_time": result.stopped_by_time,
+                    "seconds": round(result.seconds, 1),
+                    "best_val_loss": result.best_val_loss, "history": result.history,
+                    "precision": result.precision, "accelerator": result.accelerator})
+    if run is not None and run.step is not None:
+        summary["resumed_from_step"] = run.step
     if verbose:
         early = "" if result.steps >= result.max_steps else \
             f" (stopped before {result.max_steps}: early stopping or the time budget)"
         print(f"scdit: trained {result.steps} steps{early} in {result.seconds:.0f} s "
               f"({result.precision}); best validation loss {result.best_val_loss:.4f}")
-    reference = make_reference(adata, X, cfg, seed=seed)
     return ScDiT(cfg, vocab, covs, tok, result.field, adata.var_names, reference, summary)
 
 

@@ -236,9 +236,18 @@ class TrainConfig:
     disables it. A run the budget does not shorten is reproducible.
 
     ``precision="auto"`` trains in bf16 mixed precision on GPUs that support it, else fp32;
-    ``accelerator="auto"`` uses a GPU when there is one. ``checkpoint_dir`` is where Lightning
-    writes checkpoints (best and last; none when ``None``). Conditions with fewer than
+    ``accelerator="auto"`` uses a GPU when there is one. Conditions with fewer than
     ``min_cells`` cells trigger a warning.
+
+    Checkpoints: with ``checkpoint_dir``, a complete checkpoint (``last.ckpt``: weights, EMA,
+    optimiser, schedule, step, random states, the data loader's position and a fingerprint of
+    the data and configuration) is written every ``checkpoint_every`` steps (``None``: every
+    ``val_every`` steps), with or without a validation split, and ``checkpoint_dir/model`` holds
+    the model as of that checkpoint (``scdit.load`` reads it). ``resume=True`` continues the run
+    whose checkpoint is in ``checkpoint_dir`` (same data and configuration, else a
+    ``ValueError`` says what differs; no checkpoint yet: a warning, and training starts); it
+    ends with the model the uninterrupted run would have given. Without ``resume``, a folder
+    that already holds a run's checkpoint is refused rather than overwritten.
     """
 
     batch_size: int = 256
@@ -257,8 +266,18 @@ class TrainConfig:
     max_minutes: float | None = 14.0
     checkpoint_dir: str | None = None
     min_cells: int = 10
+    checkpoint_every: int | None = None
+    resume: bool = False
 
     def __post_init__(self) -> None:
+        check_field(self, "checkpoint_every", integer=True, low=1, none_ok=True,
+                    hint="None writes a checkpoint every val_every steps")
+        if not isinstance(self.resume, bool):
+            raise TypeError(f"TrainConfig.resume must be True or False, got {self.resume!r}.")
+        if self.checkpoint_dir is None and (self.resume or self.checkpoint_every is not None):
+            what = "resume=True" if self.resume else f"checkpoint_every={self.checkpoint_every}"
+            raise ValueError(f"TrainConfig: {what} needs checkpoint_dir, the folder the "
+                             "checkpoints are written to (and resumed from).")
         check_field(self, "max_steps", integer=True, low=1, none_ok=True,
                     hint="None picks the length from the data")
         check_field(self, "max_minutes", low=0.0, low_open=True, none_ok=True,

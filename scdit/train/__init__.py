@@ -1,9 +1,21 @@
-"""Training: Lightning module, EMA, trainer construction."""
+"""Training: Lightning module, EMA, trainer construction, resumable checkpoints."""
 
 from ._budget import TimeBudget
+from ._checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    StepCheckpoint,
+    digest,
+    read_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 from ._ema import EMA
+from ._loader import EpochBatchSampler, ResumableLoader, eval_loader
 from ._module import FlowModule, group_ids, pair_within_groups
 from ._trainer import TrainResult, auto_max_steps, resolve_precision, train_field
 
-__all__ = ["EMA", "FlowModule", "TimeBudget", "TrainResult", "auto_max_steps", "group_ids",
-           "pair_within_groups", "resolve_precision", "train_field"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "EMA", "EpochBatchSampler", "FlowModule",
+           "ResumableLoader", "StepCheckpoint", "TimeBudget", "TrainResult", "auto_max_steps",
+           "digest", "eval_loader", "group_ids", "pair_within_groups", "read_checkpoint",
+           "resolve_precision", "rng_state", "set_rng_state", "train_field"]

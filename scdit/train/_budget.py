@@ -32,9 +32,36 @@ class TimeBudget(Callback):
         self._start: float | None = None
         self._t0: float | None = None
         self._last: tuple[int, float] | None = None
+        self._resumed: dict | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
+        now = time.perf_counter()
+        resumed, self._resumed = self._resumed, None
+        if resumed is None:
+            self._start = now
+            return
+        # a resumed run: the budget counts the time trained before the interruption
+        self._start = now - resumed["elapsed"]
+        self._t0 = None if resumed["since_t0"] is None else now - resumed["since_t0"]
+        self._last = None if resumed["last"] is None else \
+            (int(resumed["last"][0]), now - float(resumed["last"][1]))
+        if self.shortened_to is not None:
+            pl_module.max_steps = self.shortened_to
+            trainer.fit_loop.epoch_loop.max_steps = self.shortened_to
+
+    def state_dict(self) -> dict:
+        """Training time so far (seconds since the start, the probe and the last check) and the
+        shortened length, for checkpoints."""
+        now = time.perf_counter()
+        return {"elapsed": 0.0 if self._start is None else now - self._start,
+                "since_t0": None if self._t0 is None else now - self._t0,
+                "last": None if self._last is None else (self._last[0], now - self._last[1]),
+                "shortened_to": self.shortened_to}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Continue a budget saved by :meth:`state_dict` (applied when training starts)."""
+        self.shortened_to = state_dict["shortened_to"]
+        self._resumed = state_dict
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = int(trainer.global_step)

@@ -10,6 +10,7 @@ import torch
 
 from ..flow import flow_matching_loss, get_time_sampler, noise_like, ot_pairing
 from ..models import VelocityField
+from ._checkpoint import rng_state, set_rng_state
 from ._ema import EMA
 
 
@@ -47,6 +48,7 @@ class FlowModule(L.LightningModule):
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
         self._val_losses: list[torch.Tensor] = []
+        self._resume_rng: dict | None = None
 
     def _loss(self, field, batch, generator=None) -> torch.Tensor:
         x0 = self.tokenizer.encode(batch["x"])  # (B, T, P)
@@ -80,8 +82,39 @@ class FlowModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self.ema.module.to(self.device)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # the EMA follows each optimiser step here rather than in ``on_train_batch_end``, which
+        # runs after the callbacks': a checkpoint written at a step's end then holds its update
+        super().optimizer_step(*args, **kwargs)
         self.ema.update(self.field)
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        if self._resume_rng is not None:  # first step after a resume: the saved random states
+            set_rng_state(self._resume_rng)
+            self._resume_rng = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Add what Lightning does not save: the EMA, best validated state, history, random states.
+
+        The random states are those at the end of the checkpoint's step, which are those at the
+        start of the next one (nothing between two steps draws from them: loaders and
+        validation have their own generators); a resumed run restores them at its first step.
+        """
+        checkpoint["scdit_module"] = {
+            "ema": self.ema.module.state_dict(), "ema_updates": self.ema.n_updates,
+            "best_val": self.best_val, "best_state": self.best_state, "history": self.history,
+            "max_steps": self.max_steps, "rng": rng_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore what :meth:`on_save_checkpoint` added (random states: at the next step)."""
+        state = checkpoint["scdit_module"]
+        self.ema.module.load_state_dict(state["ema"])
+        self.ema.n_updates = int(state["ema_updates"])
+        self.best_val = float(state["best_val"])
+        self.best_state = state["best_state"]
+        self.history = [dict(h) for h in state["history"]]
+        self.max_steps = int(state["max_steps"])
+        self._resume_rng = state["rng"]
 
     def on_validation_epoch_start(self) -> None:
         self._val_losses = []

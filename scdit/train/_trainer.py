@@ -9,12 +9,14 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 
 from ..config import DiTConfig, FlowConfig, TrainConfig
-from ..data import CellDataset, make_loader
+from ..data import CellDataset
 from ..models import VelocityField
 from ._budget import TimeBudget
+from ._checkpoint import StepCheckpoint
+from ._loader import ResumableLoader, eval_loader
 from ._module import FlowModule
 
 
@@ -70,8 +72,16 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: CellDataset | None,
                 *, dit: DiTConfig, flow: FlowConfig, train: TrainConfig, verbose: bool = True,
-                checkpoint_dir: str | None = None, covariate_dropout: float = 0.0) -> TrainResult:
-    """Train ``field`` with :class:`FlowModule` and return its best EMA weights."""
+                checkpoint: StepCheckpoint | None = None, resume_from: str | None = None,
+                covariate_dropout: float = 0.0) -> TrainResult:
+    """Train ``field`` with :class:`FlowModule` and return its best EMA weights.
+
+    ``checkpoint`` (a :class:`StepCheckpoint`) writes complete checkpoints every N steps;
+    ``resume_from`` (a checkpoint file of the same run, e.g. ``checkpoint.path``) continues that
+    run: weights, EMA, optimiser, schedule, step, random states and the loader's position are
+    restored, so that the run ends as an uninterrupted one would (bitwise on CPU). Batches,
+    noise, times and dropout are drawn from generators seeded by ``train.seed``.
+    """
     max_steps = train.max_steps or auto_max_steps(len(train_ds), train.batch_size, flow.source)
     precision = resolve_precision(train.precision, train.accelerator)
     L.seed_everything(train.seed, workers=True, verbose=False)
@@ -83,18 +93,17 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
         val_seed=train.seed, source=flow.source, source_noise=flow.source_noise,
         covariate_dropout=covariate_dropout,
     )
-    train_loader = make_loader(train_ds, train.batch_size, shuffle=True, seed=train.seed,
-                               drop_last=True)
+    train_loader = ResumableLoader(train_ds, train.batch_size, shuffle=True, seed=train.seed,
+                                   drop_last=True)
     budget = TimeBudget(train.max_minutes, verbose=verbose) if train.max_minutes else None
     callbacks: list = [budget] if budget else []
     val_loader = None
     if val_ds is not None and len(val_ds) > 0:
-        val_loader = make_loader(val_ds, 1024, shuffle=False)
+        val_loader = eval_loader(val_ds, 1024)
         callbacks.append(EarlyStopping("val_loss", patience=train.patience, mode="min",
                                        check_finite=True))
-        if checkpoint_dir:
-            callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, monitor="val_loss",
-                                             save_top_k=1, save_last=True))
+    if checkpoint is not None:
+        callbacks.append(checkpoint)
     steps_per_epoch = len(train_loader)
     with _quiet(verbose):
         trainer = L.Trainer(
@@ -104,12 +113,13 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
             check_val_every_n_epoch=None if val_loader else 1,
             limit_val_batches=1.0 if val_loader else 0, num_sanity_val_steps=0,
             enable_progress_bar=verbose, enable_model_summary=False, logger=False,
-            enable_checkpointing=bool(checkpoint_dir and val_loader), deterministic=False,
-            default_root_dir=checkpoint_dir, log_every_n_steps=max(1, min(50, steps_per_epoch)),
+            enable_checkpointing=False, deterministic=False,
+            log_every_n_steps=max(1, min(50, steps_per_epoch)),
             max_time={"minutes": train.max_minutes} if train.max_minutes else None,
         )
         t0 = time.perf_counter()
-        trainer.fit(module, train_loader, val_loader)
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from,
+                    weights_only=True if resume_from else None)
     seconds = time.perf_counter() - t0
     planned = (budget.shortened_to if budget else None) or max_steps
     stopped = bool(train.max_minutes) and int(trainer.global_step) < planned \
