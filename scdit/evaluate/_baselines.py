@@ -291,7 +291,9 @@ def baseline_predictions(
     """Build baseline predictions as AnnData of log1p cells, one per baseline.
 
     Each output holds, for every evaluated condition (and covariate value), a copy of the real
-    control cells of that context shifted by the baseline's vector, with ``obs[condition_key]``
+    control cells of that context shifted by the baseline's vector and clipped at 0 (so the
+    means of genes a shift drives below zero differ slightly from the unclipped shift that
+    ``evaluate`` scores for its own baseline rows), with ``obs[condition_key]``
     (and ``obs[covariate_key]``) set — so it can be passed to :func:`scdit.evaluate.evaluate`
     as ``pred``. Conditions a baseline does not apply to (``additive`` for singles) are absent.
 
@@ -349,7 +351,8 @@ def baseline_predictions(
                 continue
             cells = R.X[R.cells((control, key[1]))]
             cells = np.asarray(cells.toarray() if hasattr(cells, "toarray") else cells)
-            blocks.append((cells + shift).astype(np.float32))
+            # cells, like log1p data, are never negative (evaluate refuses negative values)
+            blocks.append(np.maximum(cells + shift, 0.0).astype(np.float32))
             obs.append(pd.DataFrame({condition_key: R.label(key[0])}, index=range(len(cells))))
             if covariate_key is not None:
                 obs[-1][covariate_key] = key[1]
