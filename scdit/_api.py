@@ -424,8 +424,8 @@ def fit(
 def _check_tokenizer_input(adata: AnnData, tok, representation: str, layer: str | None,
                            covariate_keys: Sequence[str]) -> None:
     """Clear errors, before any training, for data a tokenizer cannot use."""
-    kind = getattr(tok, "kind", "?")
-    if getattr(tok, "requires_counts", False) and representation != "counts":
+    kind = tok.kind
+    if tok.requires_counts and representation != "counts":
         where = f"layer {layer!r}" if layer else "adata.X"
         layers = [k for k in adata.layers if detect_representation(adata.layers[k]) == "counts"]
         hint = (f" Layers holding counts: {layers}; pass layer={layers[0]!r}." if layers else
@@ -433,7 +433,7 @@ def _check_tokenizer_input(adata: AnnData, tok, representation: str, layer: str 
                 "'pca', which work on log-normalised data.")
         raise ValueError(f"tokenizer={kind!r} needs raw counts, but {where} holds log-normalised "
                          f"(non-integer) values.{hint}")
-    batch_key = getattr(tok, "batch_key", None)
+    batch_key = tok.batch_key
     if batch_key is not None:
         if batch_key not in adata.obs:
             raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs; available: "

@@ -131,14 +131,40 @@ def register(name: str):
     """Class decorator adding a tokenizer class to :data:`TOKENIZERS` under ``name``.
 
     Registered classes are rebuilt by :func:`scdit.load` from ``meta["kind"]`` through their
-    ``from_state(meta, arrays)`` classmethod.
+    ``from_state(meta, arrays)`` classmethod. A class must provide every member of
+    :class:`Tokenizer` (inherit :class:`BaseTokenizer` for the defaults of the optional
+    abilities); a :class:`TypeError` names what is missing.
     """
 
     def deco(cls):
+        missing = missing_members(cls)
+        if not hasattr(cls, "from_state"):
+            missing.append("from_state")
+        if missing:
+            raise TypeError(f"Tokenizer class {cls.__name__} lacks {missing} of the "
+                            "scdit.tokenizers.Tokenizer protocol; inherit "
+                            "scdit.tokenizers.BaseTokenizer for the optional abilities' defaults "
+                            "and implement the rest.")
         TOKENIZERS[name] = cls
         return cls
 
     return deco
+
+
+def missing_members(obj: Any) -> list[str]:
+    """Members of the :class:`Tokenizer` protocol that ``obj`` (a class or an instance) lacks.
+
+    Attributes set only in ``__init__`` or ``fit`` (``genes``, ``n_tokens``, ...) are not
+    visible on a class, so for a class only the methods and the declared optional abilities are
+    checked.
+    """
+    names = [n for n in Tokenizer.__annotations__ if n not in ("genes", "n_tokens",
+                                                                "patch_size", "n_features")]
+    names += [n for n in ("fit", "prepare", "encode", "decode", "units",
+                          "match_decoded_mean", "state")]
+    if not isinstance(obj, type):
+        names += ["genes", "n_tokens", "patch_size", "n_features"]
+    return [n for n in names if not hasattr(obj, n)]
 
 
 def build_tokenizer(kind: str, **kwargs) -> Tokenizer:

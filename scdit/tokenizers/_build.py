@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from ..config import TokenizerConfig
-from ._base import TOKENIZERS, Tokenizer
+from ._base import TOKENIZERS, Tokenizer, missing_members
 from ._genes import GeneTokenizer
 from ._pca import PCATokenizer
 from ._scvi import ScVITokenizer, is_scvi_model
@@ -109,9 +109,12 @@ def _check_options(cfg: TokenizerConfig, allowed: tuple[str, ...]) -> None:
 def _instance(tok: Any) -> tuple[Tokenizer, TokenizerConfig]:
     """A tokenizer object given by the user, and the config read from its attributes."""
     if not isinstance(tok, Tokenizer):
+        missing = missing_members(tok)
         raise TypeError(f"tokenizer must be a name {sorted(TOKENIZERS)}, a TokenizerConfig, a "
                         f"trained scvi.model.SCVI or a tokenizer object following "
-                        f"scdit.tokenizers.Tokenizer; got {type(tok).__name__}.")
+                        f"scdit.tokenizers.Tokenizer; got {type(tok).__name__}"
+                        f"{f', which lacks {missing}' if missing else ''} (inherit "
+                        "scdit.tokenizers.BaseTokenizer for the optional abilities' defaults).")
     kind = getattr(tok, "kind", None)
     if TOKENIZERS.get(kind) is not type(tok):
         raise ValueError(f"Register the tokenizer class with @scdit.tokenizers.register(name) "
