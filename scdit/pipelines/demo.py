@@ -82,8 +82,9 @@ def load_data(seed: int = 0):
 
 #: Cells generated per held-out condition (at least as many as it has real cells). The metrics
 #: on means compare the mean of generated cells with the real mean; with ~100 generated cells the
-#: Monte-Carlo noise of that mean dominates the small effects of weak perturbations (on the
-#: demo's model, Pearson Δ 0.86 with 100 cells vs 0.90 with 400), so the demo generates more.
+#: Monte-Carlo noise of that mean dominates the small effects of weak perturbations (measured
+#: on the demo's model: a lower Pearson Δ with 100 cells than with 400), so the demo generates
+#: more.
 CELLS_PER_CONDITION = 500
 
 

@@ -40,14 +40,12 @@ def auto_max_steps(n_cells: int, batch_size: int, source: str = "noise") -> int:
     """Default training length from the data size and the flow's source.
 
     * ``"noise"`` (generate cells from noise): ~50 passes over the data, clipped to
-      [4000, 8000] steps. On held-out Norman doubles 4,000 steps beat 1,000 and 2,000
-      (Pearson Δ 0.874 ± 0.011 vs 0.835 ± 0.081 and 0.854 ± 0.026, 3 seeds) and runs allowed
-      8,000 stopped early near 5,000 (benchmarks/archive/RESULTS.md).
+      [4000, 8000] steps. On the held-out Norman doubles benchmark 4,000 steps beat 1,000 and
+      2,000, and runs allowed 8,000 stopped early near 5,000 (benchmarks/archive/RESULTS.md).
     * ``"control"`` (transport control cells): ~15 passes, clipped to [300, 2000] steps. The
       transport is close to the identity and is learnt fast; longer training fits the training
       contexts' responses more closely and transfers worse to a held-out context (held-out
-      glioblastoma patients, H200: 300 steps beat 1,000 on Pearson Δ for 4 of 5 patients and on
-      energy distance for 4 of 5).
+      glioblastoma patients benchmark: 300 steps beat 1,000 for most patients).
 
     ``TrainConfig.max_minutes`` still bounds the wall time (:class:`~scdit.train.TimeBudget`).
     """
