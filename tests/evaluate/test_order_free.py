@@ -66,3 +66,17 @@ def test_baseline_predictions_accept_either_order():
     real = _cells(["ctrl", "A", "B", "A+B"])
     out = baseline_predictions(real, "condition", conditions=["B+A"], baselines=("additive",))
     assert set(out["additive"].obs["condition"]) == {"A+B"}
+
+
+def test_model_prediction_written_b_plus_a_is_scored_against_real_a_plus_b(log1p_model,
+                                                                            log1p_adata):
+    """The acceptance case: ``model.predict("G2+G1")`` scored by ``evaluate`` against the real
+    ``"G1+G2"`` cells gives the same rows as the prediction labelled ``"G1+G2"``."""
+    real = log1p_adata
+    pred_ba = log1p_model.predict("G2+G1", n_cells=60, seed=0)
+    pred_ab = log1p_model.predict("G1+G2", n_cells=60, seed=0)
+    kw = dict(control="ctrl", baselines=("no_change", "mean"), seed=0)
+    ba = evaluate(pred_ba, real, "condition", **kw)
+    ab = evaluate(pred_ab, real, "condition", **kw)
+    assert set(ba["condition"]) == {"G1+G2"}  # reported under the real cells' label
+    pd.testing.assert_frame_equal(ba.reset_index(drop=True), ab.reset_index(drop=True))
