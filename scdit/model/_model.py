@@ -20,10 +20,14 @@ from ..models import VelocityField
 from ..tokenizers import Tokenizer
 from ._cells import CellStore, covariates_arg, labels_arg, n_cells_arg, take
 from ._io import read_model, write_model
-from ._output import apply_target_prior, assemble
+from ._output import OutputBuilder, chunk_rows, target_prior_genes, write_cells
 from ._sampler import Generator
-from ._seeds import ANCHOR, CELLS, COUNTS, LabelSeeds
+from ._seeds import ANCHOR, CELLS, LabelSeeds
 from ._targets import EffectTargets
+
+#: Cells encoded (and token means accumulated) at a time; a multiple of the PCA tokenizer's
+#: own chunk of 4,096 cells, so that chunking does not change its output.
+ENCODE_ROWS = 8192
 
 
 class ScDiT:
@@ -79,13 +83,18 @@ class ScDiT:
                 f"covariates={list(self.covariates.keys)}, representation={self.representation!r})")
 
     def encode(self, cells: ad.AnnData) -> torch.Tensor:
-        """Tokens ``(n, T, P)`` of cells in the training genes and representation."""
-        X = cells.X
-        counts = X if self.representation == "counts" else None
-        model_in = self.tokenizer.prepare(to_log1p(X, self.representation), counts=counts,
-                                          obs=cells.obs)
-        dense = model_in.toarray() if sp.issparse(model_in) else np.asarray(model_in)
-        return self.tokenizer.encode(torch.as_tensor(np.asarray(dense, dtype=np.float32)))
+        """Tokens ``(n, T, P)`` of cells in the training genes and representation (encoded
+        :data:`ENCODE_ROWS` cells at a time)."""
+        out = torch.empty((cells.n_obs, self.tokenizer.n_tokens, self.tokenizer.patch_size))
+        for s in range(0, cells.n_obs, ENCODE_ROWS):
+            X, obs = cells.X[s:s + ENCODE_ROWS], cells.obs.iloc[s:s + ENCODE_ROWS]
+            counts = X if self.representation == "counts" else None
+            model_in = self.tokenizer.prepare(to_log1p(X, self.representation), counts=counts,
+                                              obs=obs)
+            dense = model_in.toarray() if sp.issparse(model_in) else np.asarray(model_in)
+            out[s:s + len(obs)] = self.tokenizer.encode(
+                torch.as_tensor(np.asarray(dense, dtype=np.float32)))
+        return out
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -261,7 +270,8 @@ class ScDiT:
         cells = self.cells
         src = cells.check_source(source, layer) if source is not None else None
         transport = self.config.flow.source == "control"
-        parts, set_by, chosen = [], {}, {}
+        out, set_by, chosen = OutputBuilder(self.var_names), {}, {}
+        rows = chunk_rows(sampling.batch_size, len(self.var_names))
         for label in labels:
             seeds = LabelSeeds(base, cells.canonical(label))
             rng = seeds.rng(CELLS)
@@ -277,16 +287,16 @@ class ScDiT:
                                             seeds.torch_seed(), effects, sampling,
                                             self.encode(ref) if transport else None, given,
                                             device)
-            part = assemble(cells, self.tokenizer, label, tokens.numpy(), ref, seeds.rng(COUNTS),
-                            out_rep)
-            part = self.targets.anchor_unmodelled(label, part, ref, est, out_rep,
-                                                  seeds.rng(ANCHOR))
+            anchor = self.targets.unmodelled_anchor(label, ref, est, out_rep, seeds.rng(ANCHOR))
+            prior = target_prior_genes(cells, self.summary, label) \
+                if effects.use_target_prior else None
+            write_cells(out, cells, self.tokenizer, label, tokens, ref, seeds, out_rep, rows,
+                        anchor, prior)
+            del tokens, anchor
             by, ce = self.targets.report(label, est)
             set_by.update(by or {label: "generator"})
             chosen.update(ce)
-            parts.append(apply_target_prior(cells, self.summary, label, part, seeds, out_rep)
-                         if effects.use_target_prior else part)
-        out = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0]
+        out = out.build()
         out.obs_names_make_unique()
         out.uns["scdit"] = {"guidance_scale": sampling.guidance_scale,
                             "steps": sampling.steps or self.config.flow.steps,
@@ -332,10 +342,17 @@ def _sampling_arg(sampling) -> SamplingConfig:
 
 def _context_means(cells: CellStore, tokens: torch.Tensor | None,
                    cov_df: pd.DataFrame | None) -> dict[tuple[str, ...], np.ndarray]:
-    """Per context of ``cov_df``: the mean token ``(T·P,)`` of ``tokens`` (empty without)."""
+    """Per context of ``cov_df``: the mean token ``(T·P,)`` of ``tokens`` (empty without),
+    accumulated in float64 :data:`ENCODE_ROWS` rows at a time."""
     if tokens is None:
         return {}
-    flat = torch.as_tensor(tokens).double().flatten(1).numpy()
+    flat = torch.as_tensor(tokens).flatten(1)
     ctx_of = cells.context_keys(cov_df, len(flat))
-    return {ctx: flat[[i for i, c in enumerate(ctx_of) if c == ctx]].mean(0)
-            for ctx in dict.fromkeys(ctx_of)}
+    out = {}
+    for ctx in dict.fromkeys(ctx_of):
+        rows = torch.as_tensor([i for i, c in enumerate(ctx_of) if c == ctx], dtype=torch.long)
+        total = torch.zeros(flat.shape[1], dtype=torch.float64)
+        for s in range(0, len(rows), ENCODE_ROWS):
+            total += flat[rows[s:s + ENCODE_ROWS]].double().sum(0)
+        out[ctx] = (total / len(rows)).numpy()
+    return out

@@ -91,7 +91,7 @@ class Generator:
         sigma = self.config.flow.source_noise if self.config.flow.source == "control" else 1.0
         kw = {"steps": sampling.steps or self.config.flow.steps,
               "solver": sampling.solver or self.config.flow.solver}
-        out, bs = [], int(sampling.batch_size)
+        out, bs = torch.empty((n, t, p)), int(sampling.batch_size)
         for s in range(0, n, bs):
             sl = slice(s, min(n, s + bs))
             x1 = torch.randn((sl.stop - sl.start, t, p), generator=gen)  # (b, T, P)
@@ -100,8 +100,8 @@ class Generator:
             v = self.velocity(label, atoms[sl].to(device), covs[sl].to(device),
                               sampling.guidance_scale, weight,
                               None if doses is None else doses[sl].to(device))
-            out.append(integrate(v, x1.to(device), **kw).cpu())  # (b, T, P)
-        return torch.cat(out) if out else torch.zeros((0, t, p))
+            out[sl] = integrate(v, x1.to(device), **kw).cpu()  # (b, T, P)
+        return out
 
     def covariate_codes(self, label: str, cov_df: pd.DataFrame | None, n: int,
                         seen_in_context) -> torch.Tensor:

@@ -32,6 +32,8 @@ from ._cells import LIBRARY_KEY, CellStore
 
 #: Most stored cells the expression basis of a held-out context's projection is fitted on.
 BASIS_CELLS = 3000
+#: Most values (cells × genes, float64) the unmodelled genes' shifts are solved on at a time.
+ANCHOR_VALUES = 2**21
 
 
 class EffectTargets:
@@ -168,26 +170,36 @@ class EffectTargets:
         return C, np.stack([g.mean(label, k) for k in pool]) - C
 
     # ------------------------------------------------------------------ applying them
-    def shift(self, estimates: dict, x0: torch.Tensor, cov_df: pd.DataFrame | None
-              ) -> torch.Tensor:
+    def shift(self, estimates: dict, x0: torch.Tensor, cov_df: pd.DataFrame | None,
+              rows_per_chunk: int = 4096) -> torch.Tensor:
         """Generated tokens ``x0`` ``(n, T, P)`` shifted per context so that their mean is
-        the target, then matched on the decoded scale where the tokenizer clips its output."""
+        the target, then matched on the decoded scale where the tokenizer clips its output.
+        ``x0`` is shifted in place (float64 means accumulated ``rows_per_chunk`` rows at a
+        time)."""
         c = self.cells
         ctx_of = c.context_keys(cov_df, len(x0))
         shape = x0.shape[1:]
-        shift = torch.zeros_like(x0, dtype=torch.float64)
         for ctx, est in estimates.items():
-            rows = torch.as_tensor([i for i, k in enumerate(ctx_of) if k == ctx])
-            gen_mean = x0[rows].double().mean(0)
-            shift[rows] = sum(w * (torch.as_tensor(v).reshape(shape) - gen_mean)
-                              for v, w in est.terms)
-        x0 = x0 + shift.float()
+            rows = torch.as_tensor([i for i, k in enumerate(ctx_of) if k == ctx],
+                                   dtype=torch.long)
+            if not len(rows):
+                continue
+            total = torch.zeros(shape, dtype=torch.float64)
+            for s in range(0, len(rows), rows_per_chunk):
+                total += x0[rows[s:s + rows_per_chunk]].double().sum(0)
+            gen_mean = total / len(rows)
+            shift = torch.as_tensor(sum(w * (torch.as_tensor(v).reshape(shape) - gen_mean)
+                                        for v, w in est.terms), dtype=torch.float64).float()
+            for s in range(0, len(rows), rows_per_chunk):
+                part = rows[s:s + rows_per_chunk]
+                x0[part] = x0[part] + shift
         if not self.tokenizer.clips_output:
             return x0
-        x0 = x0.clone()
         for ctx in estimates:
-            rows = torch.as_tensor([i for i, k in enumerate(ctx_of) if k == ctx])
-            x0[rows] = self.tokenizer.match_decoded_mean(x0[rows])
+            rows = torch.as_tensor([i for i, k in enumerate(ctx_of) if k == ctx],
+                                   dtype=torch.long)
+            if len(rows):
+                x0[rows] = self.tokenizer.match_decoded_mean(x0[rows])
         return x0
 
     def gene_target(self, label: str, ctx: tuple, est: Estimate, carried: np.ndarray
@@ -210,36 +222,44 @@ class EffectTargets:
         C, E = self._gene_pool(label, info["pool"])
         return c + apply_effect(info, E, C, c)
 
-    def anchor_unmodelled(self, label: str, part: ad.AnnData, ref: ad.AnnData, estimates: dict,
-                          representation: str, rng) -> ad.AnnData:
-        """Give the genes outside the model (carried over from ``ref``) the target mean of each
-        context: one shift per gene and context, solved so that the mean after clipping at 0 is
-        the target (counts: on each cell's log1p scale, then rounded as the modelled genes)."""
+    def unmodelled_anchor(self, label: str, ref: ad.AnnData, estimates: dict | None,
+                          representation: str, rng: np.random.Generator
+                          ) -> UnmodelledAnchor | None:
+        """How to give the genes outside the model (carried over from ``ref``) the target mean
+        of each context: one shift per gene and context, solved over all the context's cells
+        so that the mean after clipping at 0 is the target (counts: on each cell's log1p
+        scale, then rounded as the modelled genes, with ``rng``). ``None`` where nothing is
+        anchored. The shifts are solved a block of genes at a time (at most
+        :data:`ANCHOR_VALUES` values); :meth:`UnmodelledAnchor.apply` applies them per chunk
+        of cells."""
         c = self.cells
         cols = c.unmodelled
         if not estimates or not len(cols):
-            return part
-        counts = c.config.data.representation == "counts"
-        lib = ref.obs[LIBRARY_KEY].to_numpy() if counts else None
-        X = c.log1p_columns(ref)
-        X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
-        ctx_of = c.context_keys(c.frame(ref), len(X))
-        canon, changed = c.canonical(label), False
+            return None
+        X = sp.csr_matrix(c.log1p_columns(ref), dtype=np.float32)  # (n, U) log1p
+        ctx_of = c.context_keys(c.frame(ref), X.shape[0])
+        canon = c.canonical(label)
+        codes, shifts = np.full(X.shape[0], -1), []
         for ctx, est in estimates.items():
-            rows = np.array([i for i, k in enumerate(ctx_of) if k == ctx])
-            target = self.gene_target(canon, ctx, est, X[rows].mean(0)) if len(rows) else None
+            rows = np.array([i for i, k in enumerate(ctx_of) if k == ctx], dtype=np.int64)
+            if not len(rows):
+                continue
+            block = X[rows].tocsc()
+            width = max(1, ANCHOR_VALUES // len(rows))
+            spans = [slice(a, a + width) for a in range(0, len(cols), width)]
+            carried = np.concatenate([_dense(block, sl).mean(0) for sl in spans])
+            target = self.gene_target(canon, ctx, est, carried)
             if target is None:
                 continue
-            X[rows] = np.maximum(X[rows] + clipped_mean_shift(X[rows], target), 0.0)
-            changed = True
-        if not changed:
-            return part
-        if representation == "counts":
-            X = log1p_to_counts(X, lib, rng=rng)
-        out = part.X.toarray() if sp.issparse(part.X) else np.array(part.X)
-        out[:, cols] = X.astype(out.dtype)
-        part.X = sp.csr_matrix(out) if sp.issparse(part.X) else out
-        return part
+            shifts.append(np.concatenate([clipped_mean_shift(_dense(block, sl), target[sl])
+                                          for sl in spans]))
+            codes[rows] = len(shifts) - 1
+        if not shifts:
+            return None
+        lib = ref.obs[LIBRARY_KEY].to_numpy() if c.config.data.representation == "counts" \
+            else None
+        return UnmodelledAnchor(cols, X, codes, np.stack(shifts), lib,
+                                rng if representation == "counts" else None)
 
     def report(self, label: str, estimates: dict | None) -> tuple[dict, dict]:
         """``(mean_set_by, context_estimator)`` for ``uns["scdit"]``: per ``"label | context"``
@@ -263,3 +283,45 @@ class EffectTargets:
                 "n_contexts": int(len(info.get("weights", []))),
                 "effect_rank": int(info.get("effect_rank", 0))}
         return set_by, chosen
+
+
+def _dense(block: sp.csc_matrix, cols: slice) -> np.ndarray:
+    """Columns ``cols`` of a sparse block as a dense float64 array."""
+    return np.asarray(block[:, cols].toarray(), dtype=np.float64)
+
+
+class UnmodelledAnchor:
+    """The anchoring of the unmodelled genes of one prediction, applied a chunk at a time.
+
+    Parameters
+    ----------
+    cols
+        Output columns of the unmodelled genes ``(U,)``.
+    X
+        Their log1p values in the reference cells, CSR ``(n, U)``.
+    codes
+        Per cell, the row of ``shifts`` of its context (-1: not anchored).
+    shifts
+        One shift per anchored context and gene ``(k, U)`` (log1p).
+    lib
+        Library sizes of the reference cells (counts models), else ``None``.
+    rng
+        Generator of the counts rounding; ``None`` for log1p output.
+    """
+
+    def __init__(self, cols: np.ndarray, X: sp.csr_matrix, codes: np.ndarray,
+                 shifts: np.ndarray, lib: np.ndarray | None, rng: np.random.Generator | None):
+        self.cols, self.X, self.codes, self.shifts = cols, X, codes, shifts
+        self.lib, self.rng = lib, rng
+
+    def apply(self, out: np.ndarray, start: int, stop: int) -> None:
+        """Write the anchored unmodelled genes of cells ``start:stop`` into the chunk ``out``
+        ``(stop - start, n_vars)``; call for consecutive chunks in order (counts rounding
+        draws from one stream)."""
+        u = np.asarray(self.X[start:stop].toarray(), dtype=np.float64)
+        code = self.codes[start:stop]
+        has = code >= 0
+        u[has] = np.maximum(u[has] + self.shifts[code[has]], 0.0)
+        if self.rng is not None:
+            u = log1p_to_counts(u, self.lib[start:stop], rng=self.rng)
+        out[:, self.cols] = u.astype(out.dtype)
