@@ -6,6 +6,8 @@ import contextlib
 
 import numpy as np
 import torch
+from scipy.linalg import eigh
+from scipy.sparse.linalg import LinearOperator, eigsh
 
 from . import _metrics as M
 
@@ -26,28 +28,51 @@ def subsample(rows: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(rows, size=m, replace=False))
 
 
-def fit_pca(X: np.ndarray, n_pcs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+#: Largest side (genes, or cells when fewer) whose covariance or Gram matrix ``fit_pca``
+#: eigen-decomposes exactly; beyond it the top components come from Lanczos iterations.
+EXACT_PCA_MAX = 3000
+
+
+def fit_pca(X: np.ndarray, n_pcs: int, seed: int | None = None, *,
+            exact_max: int = EXACT_PCA_MAX) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(center, components (n_genes, k))`` of a PCA of the rows of ``X``.
 
-    Exact (eigen-decomposition) when the smaller side has ≤ 500 entries, else a seeded
-    randomised SVD (``torch.svd_lowrank``, 6 power iterations).
+    Deterministic: an exact eigen-decomposition of the genes × genes covariance, or of the
+    cells × cells Gram matrix when there are fewer cells, when that side has at most
+    ``exact_max`` entries; else Lanczos iterations (ARPACK ``eigsh`` on the implicit
+    covariance, fixed start vector) converged to machine precision. A randomised SVD is not
+    used: on the flat spectra of single-cell data it does not converge, and scores computed in
+    its PCA would depend on its seed. Each component's sign makes its largest loading positive.
+
+    Parameters
+    ----------
+    X
+        Cells × genes, dense.
+    n_pcs
+        Components wanted (at most ``min(n_cells - 1, n_genes)`` are returned).
+    seed
+        Unused; accepted for compatibility (the PCA has no random part).
+    exact_max
+        Largest smaller side decomposed exactly (default :data:`EXACT_PCA_MAX`).
     """
     center = X.mean(0)
     Xc = X - center
-    k = int(min(n_pcs, X.shape[0] - 1, X.shape[1]))
+    n, g = Xc.shape
+    k = int(min(n_pcs, n - 1, g))
     if k < 1:
-        return center, np.zeros((X.shape[1], 0))
-    if min(Xc.shape) <= 500:
-        if Xc.shape[1] <= Xc.shape[0]:
-            _, v = np.linalg.eigh(Xc.T @ Xc)
-            return center, np.ascontiguousarray(v[:, ::-1][:, :k])
-        w, u = np.linalg.eigh(Xc @ Xc.T)
-        u, w = u[:, ::-1][:, :k], np.sqrt(np.maximum(w[::-1][:k], 1e-300))
-        return center, np.ascontiguousarray((Xc.T @ u) / w)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        _, _, v = torch.svd_lowrank(torch.from_numpy(Xc), q=min(k + 10, min(Xc.shape)), niter=6)
-    return center, np.ascontiguousarray(v[:, :k].numpy())
+        return center, np.zeros((g, 0))
+    if min(n, g) > exact_max and k < min(n, g) - 1:
+        op = LinearOperator((g, g), matvec=lambda v: Xc.T @ (Xc @ v), dtype=np.float64)
+        w, v = eigsh(op, k=k, which="LA", v0=np.ones(g) / np.sqrt(g))
+        v = v[:, np.argsort(w)[::-1]]
+    elif g <= n:
+        v = eigh(Xc.T @ Xc, subset_by_index=[g - k, g - 1])[1][:, ::-1]
+    else:
+        w, u = eigh(Xc @ Xc.T, subset_by_index=[n - k, n - 1])
+        v = (Xc.T @ u[:, ::-1]) / np.sqrt(np.maximum(w[::-1], 1e-300))
+    top = np.abs(v).argmax(0)
+    v = v * np.where(v[top, np.arange(v.shape[1])] < 0, -1.0, 1.0)
+    return center, np.ascontiguousarray(v)
 
 
 def few_threads(small: bool):
@@ -110,8 +135,8 @@ def distribution_scores(
 ) -> tuple[dict[str, dict[str, np.ndarray]], int]:
     """Energy distance, E-distance (squared) and MMD per group for every method.
 
-    Cells are subsampled (≤ ``max_cells`` per group, seeded) and projected on a PCA fitted once
-    on the real control and evaluated cells. A shift baseline is the control cells of the
+    Cells are subsampled (≤ ``max_cells`` per group, seeded) and projected on an exact PCA
+    (:func:`fit_pca`) fitted once on the real control and evaluated cells. A shift baseline is the control cells of the
     context plus its shift (so its within-set terms are the control's). MMD bandwidths are
     :data:`~scdit.evaluate._metrics.MMD_SCALES` × the median pairwise distance of the real cells
     of the context (control + evaluated), the same kernel for every method.
@@ -129,7 +154,8 @@ def distribution_scores(
     method_name
         Name of the prediction.
     n_pcs, max_cells, seed
-        PCA size, cells per group and seed.
+        PCA size, cells per group and the seed of the subsampling (of groups above
+        ``max_cells``, of the MMD bandwidth's cells, of the ceiling's halves).
     halves
         Optional ``key → (rows_a, rows_b)`` of ``R`` for the split-half ``ceiling``.
 
@@ -148,7 +174,7 @@ def distribution_scores(
         ctrl_x = {c: dense_rows(R.X, r) for c, r in ctrl_rows.items()}
         real_x = {k: dense_rows(R.X, r) for k, r in real_rows.items()}
         fit = np.vstack(list(ctrl_x.values()) + list(real_x.values()))
-        center, comps = fit_pca(fit, n_pcs, seed)
+        center, comps = fit_pca(fit, n_pcs)
         del fit
 
         def proj(A: np.ndarray) -> np.ndarray:

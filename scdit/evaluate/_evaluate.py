@@ -163,7 +163,11 @@ def evaluate(
     max_cells_energy
         Cells per group (seeded subsample) for the distribution metrics and the PCA fit.
     seed
-        Seed of the subsampling and of the ceiling's halves.
+        Seed of the random choices that remain: the subsample of cells of groups larger than
+        ``max_cells_energy`` (distribution metrics and their PCA), the 1,000 cells of a
+        context from which the MMD bandwidth is taken when it has more real cells, and the
+        ceiling's halves. The PCA itself is exact (:func:`~scdit.evaluate.fit_pca`), so
+        without subsampling the scores do not depend on ``seed`` (except ``ceiling``).
     method_name
         Name of the prediction in the ``method`` column.
     layer
