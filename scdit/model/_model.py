@@ -20,14 +20,14 @@ from ..models import VelocityField
 from ..tokenizers import Tokenizer
 from ._cells import CellStore, covariates_arg, labels_arg, n_cells_arg, take
 from ._io import read_model, write_model
-from ._output import OutputBuilder, chunk_rows, target_prior_genes, write_cells
+from ._output import CellWriter, OutputBuilder, chunk_rows, target_prior_genes
 from ._sampler import Generator
 from ._seeds import ANCHOR, CELLS, LabelSeeds
 from ._targets import EffectTargets
 
-#: Cells encoded (and token means accumulated) at a time; a multiple of the PCA tokenizer's
-#: own chunk of 4,096 cells, so that chunking does not change its output.
-ENCODE_ROWS = 8192
+#: Cells encoded (and token means accumulated) at a time; the PCA tokenizer's own chunk of
+#: 4,096 cells, so that chunking does not change its output.
+ENCODE_ROWS = 4096
 
 
 class ScDiT:
@@ -138,9 +138,12 @@ class ScDiT:
     def _generate(self, label: str, n: int, covariates, dose, seed: int | None,
                   effects: EffectConfig, sampling: SamplingConfig,
                   source_tokens: torch.Tensor | None, source_cells: ad.AnnData | None,
-                  device: str | None) -> tuple[torch.Tensor, dict | None, pd.DataFrame | None]:
+                  device: str | None, sink=None
+                  ) -> tuple[torch.Tensor | None, dict | None, pd.DataFrame | None]:
         """Generated tokens ``(n, T, P)`` (shifted to the effect targets), the estimates that
-        set their means per context (``None``: the generator alone) and the covariate frame."""
+        set their means per context (``None``: the generator alone) and the covariate frame.
+        With ``sink`` and no estimate, the tokens go to ``sink(first_row, tokens)`` batch by
+        batch as they are integrated and ``None`` is returned in their place."""
         dev = self._device(device)
         self.field.to(dev)
         gen = torch.Generator().manual_seed(int(seed) if seed is not None else
@@ -155,7 +158,8 @@ class ScDiT:
             source_tokens, covariates = self.encode(ref), cells.frame(ref)
         cov_df = cells.covariate_frame(covariates, n)
         if source_tokens is not None:
-            source_tokens = torch.as_tensor(source_tokens)
+            if not isinstance(source_tokens, EncodedCells):
+                source_tokens = torch.as_tensor(source_tokens)
             if len(source_tokens) != n:
                 raise ValueError(f"source_tokens has {len(source_tokens)} rows for {n} cells.")
         if self.config.data.dose_key is not None and effects.mode != "none":
@@ -164,14 +168,16 @@ class ScDiT:
                                  "dose_key (training means depend on dose); use effects='none'.")
             effects = EffectConfig(mode="none", target_prior=effects.use_target_prior)
         if source_cells is not None and source_tokens is not None and effects.mode != "none":
-            means = _context_means(cells, self.encode(source_cells), cells.frame(source_cells))
+            means = _context_means(cells, EncodedCells(self.encode, source_cells),
+                                   cells.frame(source_cells))
         else:
             means = _context_means(cells, source_tokens, cov_df)
         estimates = self.targets.resolve(label, cov_df, effects, means, source_cells)
         covs = self.generator.covariate_codes(label, cov_df, n, cells.seen_in_context)
         weight = self.generator.compose_weight(label, sampling.compose, self._seen)
         x0 = self.generator.generate(label, n, covs, gen=gen, sampling=sampling, weight=weight,
-                                     dose=dose, source_tokens=source_tokens, device=dev)
+                                     dose=dose, source_tokens=source_tokens, device=dev,
+                                     sink=None if estimates else sink)
         if estimates and len(x0):
             x0 = self.targets.shift(estimates, x0, cov_df)
         return x0, estimates, cov_df
@@ -231,7 +237,10 @@ class ScDiT:
         sampling
             ODE integration (:class:`scdit.SamplingConfig`: ``steps``, ``solver``,
             ``guidance_scale``, ``compose``, ``batch_size``); default: the model's
-            :class:`~scdit.FlowConfig` values.
+            :class:`~scdit.FlowConfig` values. ``batch_size`` cells (at most 2^21 values) are
+            also decoded and converted at a time, so that the memory beyond the output grows
+            only with the cells carried over (reference cells, and the generated tokens where
+            an effect estimate sets the mean).
         representation
             ``None`` (default): the training representation. ``"log1p"``: log1p(normalize_total
             1e4) expression as the model generates it, also for a model trained on counts (the
@@ -270,7 +279,10 @@ class ScDiT:
         cells = self.cells
         src = cells.check_source(source, layer) if source is not None else None
         transport = self.config.flow.source == "control"
-        out, set_by, chosen = OutputBuilder(self.var_names), {}, {}
+        per_label = n_cells_arg(n_cells) if n_cells is not None else \
+            src.n_obs if src is not None else 100
+        out = OutputBuilder(self.var_names, per_label * len(labels))
+        set_by, chosen = {}, {}
         rows = chunk_rows(sampling.batch_size, len(self.var_names))
         for label in labels:
             seeds = LabelSeeds(base, cells.canonical(label))
@@ -283,16 +295,21 @@ class ScDiT:
             given = None
             if transport and effects.mode != "none":
                 given = ref if src is None else take(src, np.arange(src.n_obs), covariates)
-            tokens, est, _ = self._generate(label, ref.n_obs, cells.frame(ref), dose,
-                                            seeds.torch_seed(), effects, sampling,
-                                            self.encode(ref) if transport else None, given,
-                                            device)
-            anchor = self.targets.unmodelled_anchor(label, ref, est, out_rep, seeds.rng(ANCHOR))
             prior = target_prior_genes(cells, self.summary, label) \
                 if effects.use_target_prior else None
-            write_cells(out, cells, self.tokenizer, label, tokens, ref, seeds, out_rep, rows,
-                        anchor, prior)
-            del tokens, anchor
+            writer = CellWriter(out, cells, self.tokenizer, label, ref, seeds, out_rep, rows,
+                                prior)
+            tokens, est, _ = self._generate(label, ref.n_obs, cells.frame(ref), dose,
+                                            seeds.torch_seed(), effects, sampling,
+                                            EncodedCells(self.encode, ref) if transport
+                                            else None, given,
+                                            device, sink=writer.write)
+            if tokens is not None:  # estimates set the means: all tokens were needed first
+                writer.anchor = self.targets.unmodelled_anchor(label, ref, est, out_rep,
+                                                               seeds.rng(ANCHOR))
+                writer.write(0, tokens)
+            writer.finish()
+            del tokens, writer
             by, ce = self.targets.report(label, est)
             set_by.update(by or {label: "generator"})
             chosen.update(ce)
@@ -340,19 +357,47 @@ def _sampling_arg(sampling) -> SamplingConfig:
     return sampling
 
 
-def _context_means(cells: CellStore, tokens: torch.Tensor | None,
+class EncodedCells:
+    """The tokens of ``cells``, encoded when a range of rows is read (``tokens[a:b]``), so that
+    the tokens of all the cells never need to be held at once.
+
+    Parameters
+    ----------
+    encode
+        ``AnnData -> (n, T, P)`` tokens (:meth:`ScDiT.encode`).
+    cells
+        The cells, in the training genes and representation.
+    """
+
+    def __init__(self, encode, cells: ad.AnnData):
+        self.encode, self.cells = encode, cells
+
+    def __len__(self) -> int:
+        return self.cells.n_obs
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        if not isinstance(rows, slice):
+            raise TypeError("EncodedCells are read by ranges of rows (tokens[a:b]).")
+        return self.encode(self.cells[rows])
+
+
+def _context_means(cells: CellStore, tokens: torch.Tensor | EncodedCells | None,
                    cov_df: pd.DataFrame | None) -> dict[tuple[str, ...], np.ndarray]:
     """Per context of ``cov_df``: the mean token ``(T·P,)`` of ``tokens`` (empty without),
-    accumulated in float64 :data:`ENCODE_ROWS` rows at a time."""
+    accumulated in float64 over :data:`ENCODE_ROWS` consecutive rows at a time."""
     if tokens is None:
         return {}
-    flat = torch.as_tensor(tokens).flatten(1)
-    ctx_of = cells.context_keys(cov_df, len(flat))
-    out = {}
-    for ctx in dict.fromkeys(ctx_of):
-        rows = torch.as_tensor([i for i, c in enumerate(ctx_of) if c == ctx], dtype=torch.long)
-        total = torch.zeros(flat.shape[1], dtype=torch.float64)
-        for s in range(0, len(rows), ENCODE_ROWS):
-            total += flat[rows[s:s + ENCODE_ROWS]].double().sum(0)
-        out[ctx] = (total / len(rows)).numpy()
-    return out
+    n = len(tokens)
+    ctx_of = cells.context_keys(cov_df, n)
+    order = {ctx: i for i, ctx in enumerate(dict.fromkeys(ctx_of))}
+    code = np.array([order[c] for c in ctx_of], dtype=np.int64)
+    sums: list[torch.Tensor | None] = [None] * len(order)
+    for s in range(0, n, ENCODE_ROWS):
+        flat = torch.as_tensor(tokens[s:s + ENCODE_ROWS]).flatten(1)
+        part = code[s:s + ENCODE_ROWS]
+        for i in np.unique(part):
+            rows = flat if (part == i).all() else flat[torch.as_tensor(np.flatnonzero(part == i))]
+            add = rows.double().sum(0)
+            sums[i] = add if sums[i] is None else sums[i] + add
+    counts = np.bincount(code, minlength=len(order))
+    return {ctx: (sums[i] / int(counts[i])).numpy() for ctx, i in order.items()}

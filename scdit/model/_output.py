@@ -30,26 +30,53 @@ def chunk_rows(batch_size: int, n_vars: int) -> int:
 
 
 class OutputBuilder:
-    """The rows of ``predict``'s output, appended chunk by chunk, assembled once as CSR float32.
+    """The rows of ``predict``'s output, appended chunk by chunk into one CSR float32 matrix.
 
-    Each chunk is kept as its CSR arrays; :meth:`build` copies them into the final arrays one at
-    a time and frees each, so that assembling costs about one chunk beyond the output.
+    The CSR arrays are reserved for the densest possible output (``n_rows`` × genes values):
+    pages never written are never resident, so the memory used is the output's own, and
+    :meth:`build` shrinks the arrays in place (no copy). Where that reservation is refused, or
+    more rows arrive than announced, the arrays grow by copying.
 
     Parameters
     ----------
     var_names
         The output's genes.
+    n_rows
+        The number of rows that will be added (a hint; more are accepted).
     """
 
-    def __init__(self, var_names: pd.Index):
+    def __init__(self, var_names: pd.Index, n_rows: int):
         self.var_names = var_names
-        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        g = max(len(var_names), 1)
+        self._idx = np.int32 if max(int(n_rows), 1) * g < 2**31 else np.int64
+        try:
+            cap = int(n_rows) * g
+            self._data, self._indices = np.empty(cap, np.float32), np.empty(cap, self._idx)
+        except MemoryError:  # no address space for the worst case: grow as needed
+            self._data, self._indices = np.empty(0, np.float32), np.empty(0, self._idx)
+        self._row_nnz: list[np.ndarray] = []
+        self._nnz = 0
         self._obs: list[pd.DataFrame] = []
+
+    def _reserve(self, need: int) -> None:
+        if need <= len(self._data):
+            return
+        cap = max(need, int(1.5 * len(self._data)))
+        if self._idx is np.int32 and cap >= 2**31:
+            self._idx = np.int64
+        data, indices = np.empty(cap, np.float32), np.empty(cap, self._idx)
+        data[:self._nnz], indices[:self._nnz] = self._data[:self._nnz], self._indices[:self._nnz]
+        self._data, self._indices = data, indices
 
     def add(self, X: np.ndarray) -> None:
         """Append the dense rows ``X`` ``(b, n_vars)`` (stored sparse)."""
         m = sp.csr_matrix(np.asarray(X, dtype=np.float32))
-        self._chunks.append((m.data, m.indices, np.diff(m.indptr)))
+        k = m.nnz
+        self._reserve(self._nnz + k)
+        self._data[self._nnz:self._nnz + k] = m.data
+        self._indices[self._nnz:self._nnz + k] = m.indices
+        self._row_nnz.append(np.diff(m.indptr))
+        self._nnz += k
 
     def add_obs(self, obs: pd.DataFrame) -> None:
         """Append the ``obs`` rows of the cells added since the last call."""
@@ -57,22 +84,16 @@ class OutputBuilder:
 
     def build(self) -> ad.AnnData:
         """The output AnnData (CSR float32 ``X``); the builder is emptied."""
-        nnz = sum(len(d) for d, _, _ in self._chunks)
-        n = sum(len(r) for _, _, r in self._chunks)
-        idx = np.int32 if max(nnz, len(self.var_names)) < 2**31 else np.int64
-        data, indices = np.empty(nnz, np.float32), np.empty(nnz, idx)
-        indptr = np.zeros(n + 1, idx)
-        pos = row = 0
-        self._chunks.reverse()
-        while self._chunks:  # pop in order, freeing each chunk once copied
-            d, i, r = self._chunks.pop()
-            data[pos:pos + len(d)], indices[pos:pos + len(d)] = d, i
-            indptr[row + 1:row + 1 + len(r)] = r
-            pos, row = pos + len(d), row + len(r)
-        np.cumsum(indptr, out=indptr)
-        X = sp.csr_matrix((data, indices, indptr), shape=(n, len(self.var_names)))
+        data, indices, nnz = self._data, self._indices, self._nnz
+        self._data = self._indices = None
+        data.resize(nnz, refcheck=False)  # shrinking in place: no copy, unused pages released
+        indices.resize(nnz, refcheck=False)
+        counts = np.concatenate(self._row_nnz) if self._row_nnz else np.zeros(0, np.int64)
+        indptr = np.zeros(len(counts) + 1, indices.dtype)
+        np.cumsum(counts, out=indptr[1:])
+        X = sp.csr_matrix((data, indices, indptr), shape=(len(counts), len(self.var_names)))
         obs = pd.concat(self._obs) if len(self._obs) > 1 else self._obs[0]
-        self._obs = []
+        self._obs, self._row_nnz = [], []
         return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=self.var_names))
 
 
@@ -116,26 +137,69 @@ def output_obs(cells: CellStore, label: str, ref: ad.AnnData) -> pd.DataFrame:
     return obs
 
 
-def write_cells(out: OutputBuilder, cells: CellStore, tokenizer, label: str,
-                tokens: torch.Tensor, ref: ad.AnnData, seeds: LabelSeeds, representation: str,
-                rows: int, anchor=None, prior: tuple[float, list[int]] | None = None) -> None:
-    """Decode ``label``'s generated ``tokens`` ``(n, T, P)`` (one per cell of ``ref``) ``rows``
-    cells at a time, anchor their unmodelled genes (``anchor.apply``, see
-    :meth:`EffectTargets.unmodelled_anchor`), apply the target ``prior`` (see
-    :func:`target_prior_genes`) and append them to ``out``."""
-    counts_rng = seeds.rng(COUNTS)
-    ratio, genes = prior if prior is not None else (1.0, [])
-    prior_rngs = [(j, seeds.rng(PRIOR, j)) for j in genes]
-    for s in range(0, ref.n_obs, rows):
-        e = min(ref.n_obs, s + rows)
-        X = decode_chunk(cells, tokenizer, tokens[s:e], ref.X[s:e], ref.obs.iloc[s:e],
-                         counts_rng, representation)
-        if anchor is not None:
-            anchor.apply(X, s, e)
-        for j, rng in prior_rngs:
-            X[:, j] = _prior_column(X[:, j], ratio, rng, representation)
-        out.add(X)
-    out.add_obs(output_obs(cells, label, ref))
+class CellWriter:
+    """Writes one label's generated cells into an :class:`OutputBuilder`, in order.
+
+    Tokens arrive in consecutive row ranges (the whole prediction at once, or batch by batch
+    as the generator integrates them); each range is decoded ``rows`` cells at a time, its
+    unmodelled genes anchored (:attr:`anchor`, see :meth:`EffectTargets.unmodelled_anchor`)
+    and the target ``prior`` applied (see :func:`target_prior_genes`). The random streams are
+    drawn in row order, so how the rows are split does not change the output.
+
+    Parameters
+    ----------
+    out
+        The output being built.
+    cells, tokenizer
+        The model's cell store and tokenizer.
+    label
+        The perturbation.
+    ref
+        The reference cells, one per generated cell.
+    seeds
+        The label's random streams.
+    representation
+        Output representation.
+    rows
+        Cells decoded at a time (see :func:`chunk_rows`).
+    prior
+        ``(ratio, gene columns)`` of the target prior, or ``None``.
+    """
+
+    def __init__(self, out: OutputBuilder, cells: CellStore, tokenizer, label: str,
+                 ref: ad.AnnData, seeds: LabelSeeds, representation: str, rows: int,
+                 prior: tuple[float, list[int]] | None = None):
+        self.out, self.cells, self.tokenizer, self.label = out, cells, tokenizer, label
+        self.ref, self.representation, self.rows = ref, representation, int(rows)
+        self.anchor = None
+        self._counts_rng = seeds.rng(COUNTS)
+        self._ratio, genes = prior if prior is not None else (1.0, [])
+        self._prior_rngs = [(j, seeds.rng(PRIOR, j)) for j in genes]
+        self._next = 0
+
+    def write(self, start: int, tokens: torch.Tensor) -> None:
+        """Write the cells ``start : start + len(tokens)`` from their tokens ``(b, T, P)``."""
+        if start != self._next:
+            raise RuntimeError(f"cells must be written in order: expected row {self._next}, "
+                               f"got {start}.")
+        ref = self.ref
+        for s in range(0, len(tokens), self.rows):
+            a, e = start + s, min(start + len(tokens), start + s + self.rows)
+            X = decode_chunk(self.cells, self.tokenizer, tokens[s:s + self.rows], ref.X[a:e],
+                             ref.obs.iloc[a:e], self._counts_rng, self.representation)
+            if self.anchor is not None:
+                self.anchor.apply(X, a, e)
+            for j, rng in self._prior_rngs:
+                X[:, j] = _prior_column(X[:, j], self._ratio, rng, self.representation)
+            self.out.add(X)
+        self._next = start + len(tokens)
+
+    def finish(self) -> None:
+        """Append the ``obs`` of the label's cells (all of them must have been written)."""
+        if self._next != self.ref.n_obs:
+            raise RuntimeError(f"{self._next} of {self.ref.n_obs} cells of {self.label!r} were "
+                               "written.")
+        self.out.add_obs(output_obs(self.cells, self.label, self.ref))
 
 
 def target_prior_genes(cells: CellStore, summary: dict, label: str

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import torch
@@ -81,17 +83,19 @@ class Generator:
 
     def generate(self, label: str, n: int, covs: torch.Tensor, *, gen: torch.Generator,
                  sampling: SamplingConfig, weight: float, dose=None,
-                 source_tokens: torch.Tensor | None = None, device: torch.device) -> torch.Tensor:
+                 source_tokens: torch.Tensor | None = None, device: torch.device,
+                 sink: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor | None:
         """Generated tokens ``(n, T, P)`` of ``label`` with covariate codes ``covs`` ``(n, K)``,
         integrated from Gaussian noise (``gen``) or from ``source_tokens`` plus
-        ``FlowConfig.source_noise`` × noise for a control-source model."""
+        ``FlowConfig.source_noise`` × noise for a control-source model. With ``sink``, each
+        batch is passed to ``sink(first_row, tokens)`` instead of being kept (returns None)."""
         t, p = self.shape
         atoms = torch.as_tensor(self.vocab.encode([label] * n))
         doses = self.dose_tensor(label, dose, n, atoms.shape[1])
         sigma = self.config.flow.source_noise if self.config.flow.source == "control" else 1.0
         kw = {"steps": sampling.steps or self.config.flow.steps,
               "solver": sampling.solver or self.config.flow.solver}
-        out, bs = torch.empty((n, t, p)), int(sampling.batch_size)
+        out, bs = None if sink is not None else torch.empty((n, t, p)), int(sampling.batch_size)
         for s in range(0, n, bs):
             sl = slice(s, min(n, s + bs))
             x1 = torch.randn((sl.stop - sl.start, t, p), generator=gen)  # (b, T, P)
@@ -100,7 +104,11 @@ class Generator:
             v = self.velocity(label, atoms[sl].to(device), covs[sl].to(device),
                               sampling.guidance_scale, weight,
                               None if doses is None else doses[sl].to(device))
-            out[sl] = integrate(v, x1.to(device), **kw).cpu()  # (b, T, P)
+            x0 = integrate(v, x1.to(device), **kw).cpu()  # (b, T, P)
+            if sink is not None:
+                sink(sl.start, x0)
+            else:
+                out[sl] = x0
         return out
 
     def covariate_codes(self, label: str, cov_df: pd.DataFrame | None, n: int,
