@@ -53,14 +53,59 @@ def covariates_arg(covariates, *, frames: bool = False):
                     "{key: value}.")
 
 
-def take(adata: ad.AnnData, rows: np.ndarray, covariates: Mapping[str, str] | None) -> ad.AnnData:
+class CellRows:
+    """Rows of an AnnData (repeats allowed) with their own ``obs``, whose expression is read a
+    range of rows at a time instead of being copied (``n`` cells drawn from a few hundred
+    stored ones would repeat them).
+
+    ``cells[a:b]`` or ``cells[rows]`` is an AnnData of those rows; :meth:`columns` some genes
+    of every row; :attr:`X` copies every row (avoid for large ``n``).
+
+    Parameters
+    ----------
+    source
+        The AnnData the rows are read from.
+    rows
+        Row positions in ``source``, one per cell.
+    obs
+        The cells' ``obs`` (one row each).
+    """
+
+    def __init__(self, source: ad.AnnData, rows: np.ndarray, obs: pd.DataFrame):
+        self.source, self.rows, self.obs = source, np.asarray(rows, dtype=np.int64), obs
+
+    @property
+    def n_obs(self) -> int:
+        """Number of cells."""
+        return len(self.rows)
+
+    @property
+    def var_names(self) -> pd.Index:
+        """The genes."""
+        return self.source.var_names
+
+    @property
+    def X(self):
+        """Expression of every cell (a copy)."""
+        return self.source.X[self.rows]
+
+    def __getitem__(self, idx) -> ad.AnnData:
+        return ad.AnnData(X=self.source.X[self.rows[idx]], obs=self.obs.iloc[idx],
+                          var=pd.DataFrame(index=self.source.var_names))
+
+    def columns(self, cols: np.ndarray):
+        """Expression of the genes ``cols`` of every cell ``(n, len(cols))``."""
+        return self.source.X[:, cols][self.rows]
+
+
+def take(adata: ad.AnnData, rows: np.ndarray, covariates: Mapping[str, str] | None) -> CellRows:
     """Rows of ``adata`` (repeats allowed) with unique names; originals in ``reference_cell``."""
     obs = adata.obs.iloc[rows].copy()
     obs["reference_cell"] = adata.obs_names[rows].to_numpy()
     obs.index = [str(i) for i in range(len(rows))]
     for k, v in (covariates or {}).items():
         obs[k] = str(v)
-    return ad.AnnData(X=adata.X[rows], obs=obs, var=adata.var.copy())
+    return CellRows(adata, rows, obs)
 
 
 def make_reference(adata: ad.AnnData, X, cfg: ScDiTConfig, *, max_per_group: int = 300,
@@ -165,7 +210,8 @@ class CellStore:
     def log1p_columns(self, cells: ad.AnnData, cols: np.ndarray | None = None):
         """log1p expression of the columns ``cols`` of ``cells`` (default: the unmodelled
         genes), sparse if ``cells.X`` is (counts normalised by each cell's whole library)."""
-        X = cells.X[:, self.unmodelled if cols is None else cols]
+        cols = self.unmodelled if cols is None else cols
+        X = cells.columns(cols) if isinstance(cells, CellRows) else cells.X[:, cols]
         if self.config.data.representation == "counts":
             X = counts_to_log1p(X, lib=cells.obs[LIBRARY_KEY].to_numpy())
         return X

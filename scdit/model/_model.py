@@ -87,7 +87,8 @@ class ScDiT:
         :data:`ENCODE_ROWS` cells at a time)."""
         out = torch.empty((cells.n_obs, self.tokenizer.n_tokens, self.tokenizer.patch_size))
         for s in range(0, cells.n_obs, ENCODE_ROWS):
-            X, obs = cells.X[s:s + ENCODE_ROWS], cells.obs.iloc[s:s + ENCODE_ROWS]
+            part = cells[s:s + ENCODE_ROWS]
+            X, obs = part.X, part.obs
             counts = X if self.representation == "counts" else None
             model_in = self.tokenizer.prepare(to_log1p(X, self.representation), counts=counts,
                                               obs=obs)

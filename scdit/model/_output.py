@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import torch
 
 from ..data import log1p_to_counts, to_log1p
-from ._cells import LIBRARY_KEY, CellStore
+from ._cells import LIBRARY_KEY, CellRows, CellStore
 from ._seeds import COUNTS, PRIOR, LabelSeeds
 
 #: Most values (cells × genes) decoded at a time (float32; the counts conversion works on
@@ -127,7 +127,7 @@ def decode_chunk(cells: CellStore, tokenizer, tokens: torch.Tensor, X, obs: pd.D
     return X
 
 
-def output_obs(cells: CellStore, label: str, ref: ad.AnnData) -> pd.DataFrame:
+def output_obs(cells: CellStore, label: str, ref: CellRows) -> pd.DataFrame:
     """``obs`` of the generated cells of ``label``: label, covariates, reference cell."""
     key = cells.config.data.condition_key
     obs = pd.DataFrame({key: label}, index=[f"{label}-{i}" for i in range(ref.n_obs)])
@@ -167,7 +167,7 @@ class CellWriter:
     """
 
     def __init__(self, out: OutputBuilder, cells: CellStore, tokenizer, label: str,
-                 ref: ad.AnnData, seeds: LabelSeeds, representation: str, rows: int,
+                 ref: CellRows, seeds: LabelSeeds, representation: str, rows: int,
                  prior: tuple[float, list[int]] | None = None):
         self.out, self.cells, self.tokenizer, self.label = out, cells, tokenizer, label
         self.ref, self.representation, self.rows = ref, representation, int(rows)
@@ -185,8 +185,9 @@ class CellWriter:
         ref = self.ref
         for s in range(0, len(tokens), self.rows):
             a, e = start + s, min(start + len(tokens), start + s + self.rows)
-            X = decode_chunk(self.cells, self.tokenizer, tokens[s:s + self.rows], ref.X[a:e],
-                             ref.obs.iloc[a:e], self._counts_rng, self.representation)
+            part = ref[a:e]
+            X = decode_chunk(self.cells, self.tokenizer, tokens[s:s + self.rows], part.X,
+                             part.obs, self._counts_rng, self.representation)
             if self.anchor is not None:
                 self.anchor.apply(X, a, e)
             for j, rng in self._prior_rngs:

@@ -28,7 +28,7 @@ from ..effects import (
     expression_basis,
     project_effect,
 )
-from ._cells import LIBRARY_KEY, CellStore
+from ._cells import LIBRARY_KEY, CellRows, CellStore
 
 #: Most stored cells the expression basis of a held-out context's projection is fitted on.
 BASIS_CELLS = 3000
@@ -222,7 +222,7 @@ class EffectTargets:
         C, E = self._gene_pool(label, info["pool"])
         return c + apply_effect(info, E, C, c)
 
-    def unmodelled_anchor(self, label: str, ref: ad.AnnData, estimates: dict | None,
+    def unmodelled_anchor(self, label: str, ref: CellRows, estimates: dict | None,
                           representation: str, rng: np.random.Generator
                           ) -> UnmodelledAnchor | None:
         """How to give the genes outside the model (carried over from ``ref``) the target mean
