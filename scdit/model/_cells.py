@@ -19,6 +19,7 @@ from ..config import ScDiTConfig
 from ..data import (
     ConditionVocab,
     CovariateVocab,
+    canonical_label,
     check_expression,
     counts_to_log1p,
     get_matrix,
@@ -156,7 +157,7 @@ class CellStore:
     # ------------------------------------------------------------------ labels and contexts
     def canonical(self, label: str) -> str:
         """Canonical form of a label: sorted members joined, or the control label."""
-        return self.vocab.separator.join(self.vocab.members(str(label))) or self.vocab.control
+        return canonical_label(str(label), self.vocab.control, self.vocab.separator)
 
     def canonical_labels(self) -> np.ndarray:
         """Canonical label of every reference cell."""
@@ -199,6 +200,9 @@ class CellStore:
             if missing:
                 raise KeyError(f"covariates lacks column(s) {missing}; the model was trained "
                                f"with {keys}.")
+            if len(covariates) != n:
+                raise ValueError(f"covariates has {len(covariates)} rows for {n} cells; pass "
+                                 "one row per cell, or a mapping for one context.")
             return covariates.reset_index(drop=True)
         covariates = dict(covariates or {})
         missing = [k for k in keys if k not in covariates]

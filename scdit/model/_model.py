@@ -120,9 +120,12 @@ class ScDiT:
             raise ValueError(f"output must be 'log1p' or 'tokens', got {output!r}.")
         self.vocab.encode([perturbation])
         n, covariates = n_cells_arg(n_cells), covariates_arg(covariates, frames=True)
-        x0, _, cov_df = self._generate(perturbation, n, covariates, dose, _seed_arg(seed),
-                                       EffectConfig.coerce(effects), _sampling_arg(sampling),
-                                       source_tokens, None, device)
+        seed = _seed_arg(seed)
+        if seed is not None:  # the flow noise predict(perturbation, seed=seed) uses
+            seed = LabelSeeds(seed, self.cells.canonical(perturbation)).torch_seed()
+        x0, _, cov_df = self._generate(perturbation, n, covariates, dose, seed,
+                                       self._model_effects(EffectConfig.coerce(effects)),
+                                       _sampling_arg(sampling), source_tokens, None, device)
         if output == "tokens":
             return x0.numpy()
         dev = self._device(device)
@@ -132,6 +135,16 @@ class ScDiT:
                for s in range(0, n, bs)]
         return np.concatenate(out) if out else np.zeros((0, len(self.tokenizer.genes)),
                                                          np.float32)
+
+    def _model_effects(self, effects: EffectConfig) -> EffectConfig:
+        """``effects`` as this model can apply them: models fitted with ``dose_key`` use the
+        generator alone (training means depend on dose; ``"always"`` is an error)."""
+        if self.config.data.dose_key is None or effects.mode == "none":
+            return effects
+        if effects.mode == "always":
+            raise ValueError("Effect estimates are not available for models fitted with "
+                             "dose_key (training means depend on dose); use effects='none'.")
+        return EffectConfig(mode="none", target_prior=effects.use_target_prior)
 
     def _device(self, device: str | None) -> torch.device:
         return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -163,11 +176,6 @@ class ScDiT:
                 source_tokens = torch.as_tensor(source_tokens)
             if len(source_tokens) != n:
                 raise ValueError(f"source_tokens has {len(source_tokens)} rows for {n} cells.")
-        if self.config.data.dose_key is not None and effects.mode != "none":
-            if effects.mode == "always":
-                raise ValueError("Effect estimates are not available for models fitted with "
-                                 "dose_key (training means depend on dose); use effects='none'.")
-            effects = EffectConfig(mode="none", target_prior=effects.use_target_prior)
         if source_cells is not None and source_tokens is not None and effects.mode != "none":
             means = _context_means(cells, EncodedCells(self.encode, source_cells),
                                    cells.frame(source_cells))
@@ -218,7 +226,8 @@ class ScDiT:
             Seed for reproducible output; ``None`` draws a fresh one. A label's cells depend
             only on the seed and the label (its canonical form: ``"B+A"`` is ``"A+B"``), with
             the other arguments, not on the other labels or their order in the list; a label
-            listed twice gives the same cells twice.
+            listed twice gives the same cells twice. ``uns["scdit"]["seed"]`` records the seed
+            used (the drawn one for ``None``), so any prediction can be repeated.
         effects
             What sets the mean of the generated cells (:class:`scdit.EffectConfig`; see
             :mod:`scdit.effects` and the user guide). ``"auto"`` (default): the generator,
@@ -267,8 +276,8 @@ class ScDiT:
             raise ValueError("representation='counts' needs a model trained on counts; this one "
                              "was trained on log1p data (use representation=None or 'log1p').")
         labels = labels_arg(perturbations)
-        effects, sampling, seed = EffectConfig.coerce(effects), _sampling_arg(sampling), \
-            _seed_arg(seed)
+        effects, sampling, seed = self._model_effects(EffectConfig.coerce(effects)), \
+            _sampling_arg(sampling), _seed_arg(seed)
         width = self.vocab.encode(labels).shape[1]  # unknown/malformed labels: before any work
         covariates = covariates_arg(covariates)
         self.cells.check_covariates(covariates)
@@ -318,7 +327,7 @@ class ScDiT:
         out.obs_names_make_unique()
         out.uns["scdit"] = {"guidance_scale": sampling.guidance_scale,
                             "steps": sampling.steps or self.config.flow.steps,
-                            "solver": sampling.solver or self.config.flow.solver, "seed": seed,
+                            "solver": sampling.solver or self.config.flow.solver, "seed": base,
                             "compose": "auto" if sampling.compose is None else sampling.compose,
                             "representation": out_rep, "effects": effects.mode,
                             "shrink": "auto" if effects.shrink is None else effects.shrink,

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from ..config import SamplingConfig, ScDiTConfig
-from ..data import ConditionVocab, CovariateVocab, parse_doses
+from ..data import ConditionVocab, CovariateVocab, canonical_label, parse_doses
 from ..flow import composed, guided, integrate
 from ..models import VelocityField
 
@@ -38,7 +38,7 @@ class Generator:
         ``FlowConfig.compose`` for unseen ones (``seen``: canonical training labels)."""
         if compose is not None:
             return float(compose)
-        canonical = self.vocab.separator.join(self.vocab.members(label)) or self.vocab.control
+        canonical = canonical_label(label, self.vocab.control, self.vocab.separator)
         return 0.0 if canonical in seen else self.config.flow.compose
 
     def velocity(self, label: str, atoms: torch.Tensor, covs: torch.Tensor, scale: float,
