@@ -8,7 +8,10 @@ import dataclasses
 import itertools
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ import torch
 from torch.utils.data import BatchSampler, RandomSampler
 
 import scdit
-from scdit.train import CHECKPOINT_NAME, EpochBatchSampler, FlowModule, read_checkpoint
+from scdit.train import CHECKPOINT_NAME, EpochBatchSampler, read_checkpoint
 from tests.helpers import dense, make_counts_adata
 
 SMALL = {"ctrl": 60, "G1": 30, "G2": 30, "G1+G2": 30}  # 150 cells: no validation split
@@ -33,52 +36,67 @@ def _same_weights(a, b) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def _wait_for_checkpoint(path, step: int, pid: int, timeout: float = 300.0) -> None:
+def _wait_for_checkpoint(path, step: int, child: subprocess.Popen,
+                         timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists() and read_checkpoint(path)["step"] == step:
             return
-        done, status = os.waitpid(pid, os.WNOHANG)
-        assert done == 0, f"the training process ended (status {status}) before step {step}"
+        if child.poll() is not None:
+            err = path.parent / "child_error.txt"
+            pytest.fail(f"the training process ended (status {child.returncode}) before step "
+                        f"{step}: {err.read_text() if err.exists() else 'no output'}")
         time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
     pytest.fail(f"no checkpoint of step {step} after {timeout:.0f} s")
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+_CHILD = """
+import sys, time
+import scdit
+from scdit.train import FlowModule
+from tests.helpers import make_counts_adata
+
+step = FlowModule.training_step
+
+
+def hold(self, batch, batch_idx):
+    while self.global_step == 16:
+        time.sleep(1.0)
+    return step(self, batch, batch_idx)
+
+
+FlowModule.training_step = hold
+train = scdit.TrainConfig(batch_size=64, val_every=10, checkpoint_dir=sys.argv[1],
+                          checkpoint_every=7)
+scdit.fit(make_counts_adata(), "condition", train=train, covariate_keys=["cell_type"],
+          preset="tiny", max_steps=40, max_minutes=None, seed=0, verbose=False)
+"""
+
+
 def test_sigkilled_fit_resumes_bitwise(tmp_path):
     """A child process trains (control source: loader, source draws and global random states
-    all matter), checkpoints every 7 steps and is stopped at step 16, inside the third epoch
+    all matter), checkpoints every 7 steps and is held at step 16, inside the third epoch
     (5 batches per epoch); the parent kills it with SIGKILL once the step-14 checkpoint (mid
     epoch) exists, resumes in-process and must end with the uninterrupted run's weights,
-    bitwise, and predict the same cells. (The child is forked rather than started afresh, to
-    skip a second import of torch and Lightning; it holds at step 16 so that the kill always
-    lands between two checkpoints.)"""
+    bitwise, and predict the same cells. The child is a fresh interpreter (a forked copy of a
+    pytest process that has started threads can deadlock)."""
     adata = make_counts_adata()
     base = scdit.TrainConfig(batch_size=64, val_every=10)
     ckpt = dataclasses.replace(base, checkpoint_dir=str(tmp_path), checkpoint_every=7)
-    pid = os.fork()
-    if pid == 0:  # the child: train until step 16, then wait for the kill
-        try:
-            step = FlowModule.training_step
-
-            def hold(self, batch, batch_idx):
-                while self.global_step == 16:
-                    time.sleep(1.0)
-                return step(self, batch, batch_idx)
-
-            FlowModule.training_step = hold
-            _fit(adata, ckpt)
-        finally:
-            os._exit(1)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get(
+        "PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    log = open(tmp_path / "child_error.txt", "w")
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path)], env=env, cwd=root,
+                             stdout=subprocess.DEVNULL, stderr=log)
     try:
         uninterrupted = _fit(adata, base)  # meanwhile, in the parent
-        _wait_for_checkpoint(tmp_path / CHECKPOINT_NAME, 14, pid)
+        _wait_for_checkpoint(tmp_path / CHECKPOINT_NAME, 14, child)
     finally:
-        os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        child.kill()  # SIGKILL
+        status = child.wait()
+        log.close()
+    assert status == -signal.SIGKILL
     assert read_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 14
     resumed = _fit(adata, dataclasses.replace(ckpt, resume=True))
     assert resumed.summary["resumed_from_step"] == 14
