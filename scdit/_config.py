@@ -12,6 +12,28 @@ from typing import Any
 from ._checks import check_field
 from ._schema import check_json, dataclass_schema
 
+#: Plausible ranges of the size fields of each section: a configuration outside them is refused
+#: when it is built (so ``fit`` never trains a model that ``load`` would refuse) and a saved one
+#: as damaged or crafted, before any model is built (the ``"large"`` preset uses
+#: ``hidden_size=768, depth=12``).
+SIZE_LIMITS: dict[str, dict[str, tuple[float, float]]] = {
+    "tokenizer": {"n_top_genes": (1, 1_000_000), "max_tokens": (1, 65536),
+                  "patch_size": (1, 1_000_000), "n_components": (1, 100_000),
+                  "n_latent": (1, 100_000)},
+    "conditions": {"n_features": (0, 1_000_000), "n_components": (1, 100_000)},
+    "dit": {"hidden_size": (1, 16384), "depth": (1, 512), "num_heads": (1, 1024),
+            "mlp_ratio": (0.01, 64), "max_tokens": (1, 65536)},
+}
+
+def _check_sizes(config: Any, section: str) -> None:
+    """Raise if a size field of ``config`` is outside :data:`SIZE_LIMITS` ``[section]``."""
+    for name, (low, high) in SIZE_LIMITS[section].items():
+        value = getattr(config, name)
+        if isinstance(value, int | float) and not isinstance(value, bool) \
+                and not low <= value <= high:
+            raise ValueError(f"{type(config).__name__}.{name} = {value!r} is outside its "
+                             f"plausible range [{low}, {high}].")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -39,7 +61,7 @@ class DataConfig:
     condition_key: str
     control: str
     covariate_keys: tuple[str, ...] = ()
-    separator: str = "+"
+    separator: str | None = "+"
     layer: str | None = None
     representation: str = "log1p"
     dose_key: str | None = None
@@ -102,6 +124,9 @@ class TokenizerConfig:
     gene_features: bool = False
     pretrained: bool = False
 
+    def __post_init__(self) -> None:
+        _check_sizes(self, "tokenizer")
+
 
 @dataclass(frozen=True)
 class ConditionConfig:
@@ -134,6 +159,9 @@ class ConditionConfig:
     residual_dropout: float = 0.3
     covariate_dropout: float | None = None
 
+    def __post_init__(self) -> None:
+        _check_sizes(self, "conditions")
+
 
 @dataclass(frozen=True)
 class DiTConfig:
@@ -145,6 +173,9 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     cond_dropout: float = 0.1
     max_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        _check_sizes(self, "dit")
 
 
 @dataclass(frozen=True)
@@ -359,19 +390,6 @@ class ScDiTConfig:
 _SECTIONS: dict[str, type] = {"data": DataConfig, "tokenizer": TokenizerConfig,
                               "conditions": ConditionConfig, "dit": DiTConfig,
                               "flow": FlowConfig, "train": TrainConfig}
-
-#: Plausible ranges of the size fields of each section: a saved configuration outside them is
-#: damaged or crafted, and is refused before any model is built (the ``"large"`` preset uses
-#: ``hidden_size=768, depth=12``).
-SIZE_LIMITS: dict[str, dict[str, tuple[float, float]]] = {
-    "tokenizer": {"n_top_genes": (1, 1_000_000), "max_tokens": (1, 4096),
-                  "patch_size": (1, 1_000_000), "n_components": (1, 100_000),
-                  "n_latent": (1, 100_000)},
-    "conditions": {"n_features": (0, 1_000_000), "n_components": (1, 100_000)},
-    "dit": {"hidden_size": (1, 16384), "depth": (1, 512), "num_heads": (1, 1024),
-            "mlp_ratio": (0.01, 64), "max_tokens": (1, 4096)},
-}
-
 
 @functools.lru_cache(maxsize=1)
 def config_schema() -> dict[str, Any]:

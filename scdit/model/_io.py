@@ -75,7 +75,7 @@ META_SCHEMA: dict[str, Any] = {
         "config": {"type": "object"},
         "vocab": {"type": "object", "additionalProperties": False,
                   "required": ["control", "separator", "atoms", "conditions"],
-                  "properties": {"control": {"type": "string"}, "separator": {"type": "string"},
+                  "properties": {"control": {"type": "string"}, "separator": {"type": ["string", "null"]},
                                  "atoms": _STRINGS, "conditions": _STRINGS,
                                  "featured": _STRINGS}},
         "covariates": {"type": "object", "additionalProperties": _STRINGS},

@@ -309,3 +309,25 @@ def test_format_1_without_hashes_still_loads(saved, model_dir):
         del meta["files"]
     _edit_config(model_dir, to_format_1)
     assert np.array_equal(_predict(scdit.load(model_dir)), saved["before"])
+
+
+def test_what_fit_accepts_save_and_load_round_trip(tmp_path):
+    """Settings fit accepts are never refused by load: no combinations (separator=None) and a
+    large token budget; sizes outside the plausible ranges are refused when the config is
+    built, before any training."""
+    from tests.helpers import TINY, make_counts_adata
+
+    singles = make_counts_adata()
+    singles = singles[singles.obs["condition"] != "G1+G2"].copy()
+    model = scdit.fit(singles, "condition", separator=None, max_steps=2, **TINY)
+    model.save(tmp_path / "nosep")
+    assert scdit.load(tmp_path / "nosep").vocab.separator is None
+    dit = scdit.DiTConfig(hidden_size=32, depth=2, num_heads=2, max_tokens=5000)
+    kw = {k: v for k, v in TINY.items() if k != "preset"}
+    model = scdit.fit(make_counts_adata(), "condition", dit=dit, max_steps=2, **kw)
+    model.save(tmp_path / "wide")
+    assert scdit.load(tmp_path / "wide").config.dit.max_tokens == 5000
+    with pytest.raises(ValueError, match="plausible range"):
+        scdit.DiTConfig(hidden_size=20000)
+    with pytest.raises(ValueError, match="plausible range"):
+        scdit.TokenizerConfig(max_tokens=10**6)
