@@ -38,7 +38,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .common import fit_model, predict_cells
+from .common import fit_model, norman_doubles_split, predict_cells
 
 NAME = "quality"
 #: Metric columns of the table (means over the unit's held-out conditions).
@@ -102,15 +102,7 @@ def _task(train, test, source, key, n_min: int, with_source: bool = False) -> Ta
 
 # --------------------------------------------------------------------------- settings
 def _norman(holdout: str, quick: bool, opts) -> Task:
-    import scdit
-    from scdit.splits import split_combinations
-
-    a = scdit.datasets.norman19_devel()
-    a = a[a.obs["cell_type"].astype(str) == "k562"].copy()
-    a.obs["perturbation"] = a.obs["perturbation"].astype(str)
-    a.obs_names_make_unique()
-    split = split_combinations(a, "perturbation", seen=2, control="control", seed=0)
-    train, test = split.subset(a)
+    train, test = norman_doubles_split()
     return _task(train, test, _controls(train, "perturbation", "control"), "perturbation",
                  50 if quick else 500)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
-from .common import fit_model, peak_rss_mib, predict_cells
+from .common import fit_model, norman_doubles_split, peak_rss_mib, predict_cells
 
 NAME = "tokenizers"
 TOKENIZERS = ("genes", "pca", "scvi")
@@ -43,7 +43,7 @@ SUMMARY = ("ceiling_pearson_delta", "pearson_delta", "mse", "fit_s", "peak_rss_m
 def _data(dataset: str, patient: str):
     """``(train, real, source, key, control, covariate_keys, conditions, n_cells)``."""
     import scdit
-    from scdit.splits import split_combinations, split_covariate_context
+    from scdit.splits import split_covariate_context
 
     if dataset == "glioblastoma":
         a = scdit.datasets.glioblastoma_panobinostat()
@@ -53,12 +53,7 @@ def _data(dataset: str, patient: str):
         source = a[a.obs_names.isin(split.params["source_obs_names"])].copy()
         key, control, covs, n = "condition", "ctrl", ("patient_id",), None
     else:
-        a = scdit.datasets.norman19_devel()
-        a = a[a.obs["cell_type"].astype(str) == "k562"].copy()
-        a.obs["perturbation"] = a.obs["perturbation"].astype(str)
-        a.obs_names_make_unique()
-        split = split_combinations(a, "perturbation", seen=2, control="control", seed=0)
-        train, test = split.subset(a)
+        train, test = norman_doubles_split()
         key, control, covs, n = "perturbation", "control", (), 500
         source = train[train.obs[key] == control].copy()
     real = ad.concat([test, source], merge="same")
