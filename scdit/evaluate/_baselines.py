@@ -7,6 +7,11 @@ control cells of ``ctx`` shifted by a vector in log1p space:
 * ``mean``: the centroid-average of the perturbation effects ``δ_q = x̄_q − x̄_ctrl`` of the
   source's non-control groups (same context if it has any, else all contexts);
 * ``mean_cell_weighted``: as ``mean`` but each group weighted by its number of cells;
+* ``seen_mean`` (the condition was seen in the source): the condition's own effect, from the
+  same context if the source has it there, else averaged over the contexts that have it —
+  what a model reproducing a perturbation's training mean predicts; absent when the source
+  does not have the condition (always so when the source is ``real``, whose evaluated group is
+  left out);
 * ``additive`` (combinations ``A+B[+C]``): ``Σ δ_member``, each member's effect from the same
   context if available, else averaged over the contexts that have it;
 * ``additive_shrunk``: as ``additive`` but each member's effect replaced by its empirical-Bayes
@@ -57,6 +62,7 @@ ALL_BASELINES: tuple[str, ...] = (
     "no_change",
     "mean",
     "mean_cell_weighted",
+    "seen_mean",
     "additive",
     "additive_shrunk",
     "context_shift",
@@ -235,6 +241,15 @@ class EffectSource:
             self._bases[exclude] = expression_basis(self.src.X[rows], EFFECT_RANK)
         return self._bases[exclude]
 
+    def seen_shift(self, key: Key) -> np.ndarray | None:
+        """The condition's own effect (same context first, else averaged over contexts)."""
+        members = split_label(key[0], self.control, self.separator)
+        keys = [k for k in self.by_members.get(members, []) if not self._excluded(k, key)]
+        same = [k for k in keys if k[1] == key[1]]
+        if not (same or keys):
+            return None
+        return np.mean([self.effects[k] for k in same or keys], axis=0)
+
     def context_shift(self, key: Key) -> np.ndarray | None:
         """Effect of the same condition averaged over the other contexts, or None."""
         members = split_label(key[0], self.control, self.separator)
@@ -252,6 +267,8 @@ class EffectSource:
             return self.mean_shift(key)
         if kind == "mean_cell_weighted":
             return self.mean_shift(key, weighted=True)
+        if kind == "seen_mean":
+            return self.seen_shift(key)
         if kind == "additive":
             return self.additive_shift(key)
         if kind == "additive_shrunk":
@@ -304,8 +321,8 @@ def baseline_predictions(
     condition_key, control, train, conditions, covariate_key, separator, layer
         As in :func:`scdit.evaluate.evaluate`.
     baselines
-        Any of ``"no_change"``, ``"mean"``, ``"mean_cell_weighted"``, ``"additive"``,
-        ``"linear"`` (not ``"ceiling"``, which only :func:`~scdit.evaluate.evaluate` computes).
+        Any of ``"no_change"``, ``"mean"``, ``"mean_cell_weighted"``, ``"seen_mean"``,
+        ``"additive"``, ``"linear"`` (not ``"ceiling"``, which only :func:`~scdit.evaluate.evaluate` computes).
     perturbation_embedding, linear
         Embedding and keyword arguments (``n_pcs``, ``ridge``) of the linear baseline.
 

@@ -150,7 +150,9 @@ def evaluate(
         the target genes.
     baselines
         Baselines to report next to the prediction: any of ``no_change``, ``mean``,
-        ``mean_cell_weighted``, ``additive`` (only for combinations whose members all have known
+        ``mean_cell_weighted``, ``seen_mean`` (the condition's own effect in ``train``: the
+        baseline of seen perturbations; needs ``train``), ``additive`` (only for combinations
+        whose members all have known
         effects; other rows are skipped), ``additive_shrunk`` (additive from empirical-Bayes
         shrunk member effects, opt-in), ``linear`` (Ahlmann-Eltze ridge model; only where every
         member has an embedding) and ``ceiling`` (split-half agreement: half of the real cells of

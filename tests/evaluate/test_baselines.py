@@ -184,3 +184,37 @@ def test_normalized_scores_by_hand():
     assert n["r2_de"].isna().all()  # ceiling not better than the baseline
     with pytest.raises(ValueError, match="linear"):
         normalized_scores(df, baseline="linear")
+
+
+def test_seen_mean_is_the_conditions_own_training_effect():
+    """``seen_mean`` shifts the real control cells by the condition's training effect."""
+    rng = np.random.default_rng(3)
+    base = np.full(N_GENES, 5.0)
+    effects = {"ctrl": np.zeros(N_GENES), "A": rng.normal(0, 1, N_GENES),
+               "B": rng.normal(0, 1, N_GENES)}
+
+    def cells(seed, shift_scale=1.0):
+        r = np.random.default_rng(seed)
+        blocks, labels = [], []
+        for c, d in effects.items():
+            eps = r.normal(0, 0.3, (50, N_GENES))
+            eps -= eps.mean(0)
+            blocks.append(base + shift_scale * d + eps)
+            labels += [c] * 50
+        obs = pd.DataFrame({"condition": labels}, index=[f"s{seed}_{i}" for i in range(150)])
+        return AnnData(np.vstack(blocks), obs=obs,
+                       var=pd.DataFrame(index=[f"g{i}" for i in range(N_GENES)]))
+
+    train, real = cells(1), cells(2, shift_scale=0.5)  # held-out cells: half the effect
+    preds = baseline_predictions(real, "condition", control="ctrl", train=train,
+                                 baselines=("seen_mean",))["seen_mean"]
+    for c in ("A", "B"):
+        got = preds[preds.obs["condition"] == c].X.mean(0) - base
+        np.testing.assert_allclose(got, effects[c], atol=1e-5)  # float32 cells
+    df = evaluate(real, real, "condition", control="ctrl", train=train,
+                  baselines=("seen_mean", "mean"))
+    row = df[(df["method"] == "seen_mean") & (df["condition"] == "A")]
+    assert row["pearson_delta"].iloc[0] == pytest.approx(1.0)  # same direction, half the size
+    # without train the group itself is left out of real: the baseline does not apply
+    df2 = evaluate(real, real, "condition", control="ctrl", baselines=("seen_mean",))
+    assert "seen_mean" not in set(df2["method"])
