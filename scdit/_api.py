@@ -148,9 +148,14 @@ def _resolve_configs(preset: str, dit, conditions, flow, train, *, source: str,
     if dit is None:
         dit = DIT_PRESETS[preset]
     elif _given(preset) and dit != DIT_PRESETS[preset]:
-        raise ValueError(f"preset={preset!r} and dit= disagree; give the architecture in one "
-                         "place: a preset name, or a DiTConfig as dit= (without preset=).")
-    name = next((k for k, v in DIT_PRESETS.items() if v == dit), "custom")
+        raise ValueError(
+            f"preset={preset!r} and dit= disagree; give the architecture in one place: a preset "
+            "name, or a DiTConfig as dit= (without preset=). A preset with another backbone: "
+            f"dit=dataclasses.replace(scdit.config.DIT_PRESETS[{preset!r}], backbone='mlp').")
+    as_dit = dataclasses.replace(dit, backbone="dit")
+    name = next((k for k, v in DIT_PRESETS.items() if v == as_dit), "custom")
+    if dit.backbone != "dit":
+        name = f"{name}, {dit.backbone} backbone"
     conditions = as_config(conditions, ConditionConfig, "conditions") or ConditionConfig()
     if (conditions.features, conditions.n_features) != ("none", 0):
         raise ValueError("ConditionConfig.features and n_features are set by fit from "
@@ -277,7 +282,10 @@ def fit(
         Seed of everything random in the fit (``train.seed``): validation split, tokenizer,
         initial weights, batches.
     dit
-        Architecture (:class:`~scdit.DiTConfig`) instead of a preset.
+        Architecture (:class:`~scdit.DiTConfig`) instead of a preset; its ``backbone``
+        (``"dit"`` or the attention-free ``"mlp"``) picks the velocity network. A preset's
+        sizes with the MLP: ``dataclasses.replace(scdit.config.DIT_PRESETS["tiny"],
+        backbone="mlp")``.
     conditions
         :class:`~scdit.ConditionConfig`: feature PCs, residual and covariate dropout.
     flow

@@ -163,9 +163,15 @@ class ConditionConfig:
         _check_sizes(self, "conditions")
 
 
+#: Backbones of the velocity field (:attr:`DiTConfig.backbone`).
+BACKBONES = ("dit", "mlp")
+
+
 @dataclass(frozen=True)
 class DiTConfig:
-    """Diffusion Transformer architecture (Peebles & Xie, 2023) with adaLN-Zero blocks."""
+    """Diffusion Transformer (Peebles & Xie, 2023) with adaLN-Zero blocks; ``backbone="mlp"``:
+    the attention-free :class:`scdit.models.MLPVelocity` instead (``depth`` residual blocks, same
+    conditioning, width matched to the DiT's parameter count, ``num_heads`` unused)."""
 
     hidden_size: int = 128
     depth: int = 4
@@ -173,9 +179,13 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     cond_dropout: float = 0.1
     max_tokens: int = 16
+    backbone: str = "dit"
 
     def __post_init__(self) -> None:
         _check_sizes(self, "dit")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"DiTConfig.backbone = {self.backbone!r} is not a backbone; choose "
+                             f"from {list(BACKBONES)} (the DiT, or the attention-free MLP).")
 
 
 @dataclass(frozen=True)
@@ -397,6 +407,7 @@ def config_schema() -> dict[str, Any]:
     (one property per field, no other keys; ``data`` required) and :data:`SIZE_LIMITS`."""
     props = {name: dataclass_schema(cls, SIZE_LIMITS.get(name))
              for name, cls in _SECTIONS.items()}
+    props["dit"]["properties"]["backbone"]["enum"] = list(BACKBONES)
     return {"type": "object", "properties": props, "required": ["data"],
             "additionalProperties": False}
 

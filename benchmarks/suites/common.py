@@ -7,6 +7,7 @@ Only scdit's public API is used.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import platform
@@ -35,7 +36,7 @@ QUICK_SAMPLING_STEPS = 5
 def fit_model(train: ad.AnnData, condition_key: str, *, control: str | None, seed: int,
               quick: bool, covariate_keys: Sequence[str] = (), tokenizer: str = "genes",
               tokenizer_options: dict | None = None, max_steps: int | None = None,
-              preset: str | None = None, budget: bool = True):
+              preset: str | None = None, budget: bool = True, backbone: str = "dit"):
     """``scdit.fit`` with its defaults (full mode) or a tiny, short fit (quick mode).
 
     Parameters
@@ -54,6 +55,9 @@ def fit_model(train: ad.AnnData, condition_key: str, *, control: str | None, see
         Keep ``scdit.fit``'s wall-time budget (default); ``False`` trains exactly the schedule
         (``max_steps`` or the automatic one), so that the result does not depend on the
         machine's load.
+    backbone
+        Velocity network: ``"dit"`` (default) or ``"mlp"`` (the preset's sizes with
+        ``DiTConfig.backbone="mlp"``).
 
     Returns
     -------
@@ -71,6 +75,9 @@ def fit_model(train: ad.AnnData, condition_key: str, *, control: str | None, see
         kw["max_minutes"] = None
     if preset is not None:
         kw["preset"] = preset
+    if backbone != "dit":  # API LINE: the preset's sizes with another backbone
+        name = kw.pop("preset", "small")
+        kw["dit"] = dataclasses.replace(scdit.config.DIT_PRESETS[name], backbone=backbone)
     if tokenizer != "genes" or tokenizer_options:  # API LINE: tokenizer kind and options
         kw["tokenizer"] = scdit.TokenizerConfig(kind=tokenizer, **(tokenizer_options or {}))
     return scdit.fit(train, condition_key, control=control, **kw)

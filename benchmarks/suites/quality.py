@@ -22,7 +22,10 @@ Settings (``--settings``; held-out units with ``--holdouts``):
 Methods per unit: ``scdit`` (``predict`` defaults), ``scdit_generator`` (the generator alone: no
 effect estimate sets its mean), ``scdit_log1p`` (glioblastoma: the counts model's log1p output),
 the baselines of ``scdit.evaluate`` that fit the setting (each only when this scdit has it) and
-the split-half ``ceiling`` of the real cells.
+the split-half ``ceiling`` of the real cells. ``--backbone mlp`` fits the attention-free MLP
+velocity network (``DiTConfig.backbone="mlp"``, the preset's sizes) instead of the DiT; its rows
+are named ``scdit_mlp``, ``scdit_mlp_generator`` and ``scdit_mlp_log1p``, so that they sit beside
+the DiT's in one table (the ablation "DiT vs MLP backbone").
 Quick mode: tiny fits on subsets (one unit per setting) that check the pipeline, not quality.
 """
 
@@ -220,21 +223,24 @@ def run_unit(name: str, setting: Setting, holdout: str, seed: int, quick: bool,
 
     task = setting.make(holdout, quick, opts)
     key, cov = setting.condition_key, setting.covariate_key
+    backbone = getattr(opts, "backbone", "dit")
+    ours = "scdit" if backbone == "dit" else f"scdit_{backbone}"  # method name of the model
     t0 = time.perf_counter()
     model = fit_model(task.train, key, control=setting.control, seed=seed, quick=quick,
                       covariate_keys=(cov,) if cov else (),
                       max_steps=getattr(opts, "max_steps", None),
-                      budget=not getattr(opts, "no_budget", False))
+                      budget=not getattr(opts, "no_budget", False), backbone=backbone)
     fit_s = time.perf_counter() - t0
     conds = sorted(task.n_cells)
     t0 = time.perf_counter()
     pred = predict_cells(model, conds, task.n_cells, task.source, seed=seed, quick=quick)
     predict_s = time.perf_counter() - t0
     common = dict(control=setting.control, train=task.train, covariate_key=cov, seed=seed)
-    frames = [scdit.evaluate(pred, task.real, key, baselines=setting.baselines, **common)]
-    extras = {"scdit_generator": {"generator_only": True}}
+    frames = [scdit.evaluate(pred, task.real, key, baselines=setting.baselines,
+                             method_name=ours, **common)]
+    extras = {f"{ours}_generator": {"generator_only": True}}
     if setting.log1p_output and getattr(model, "representation", None) == "counts":
-        extras["scdit_log1p"] = {"representation": "log1p"}
+        extras[f"{ours}_log1p"] = {"representation": "log1p"}
     for method, kw in extras.items():
         cells = predict_cells(model, conds, task.n_cells, task.source, seed=seed, quick=quick,
                               **kw)
@@ -250,7 +256,7 @@ def run_unit(name: str, setting: Setting, holdout: str, seed: int, quick: bool,
     rows["n_train"] = task.train.n_obs
     rows["steps"] = np.where(is_model, model.summary.get("steps", np.nan), np.nan)
     rows["fit_s"] = np.where(is_model, round(fit_s, 1), np.nan)
-    rows["predict_s"] = np.where(rows["method"] == "scdit", round(predict_s, 1), np.nan)
+    rows["predict_s"] = np.where(rows["method"] == ours, round(predict_s, 1), np.nan)
     return rows
 
 
@@ -268,6 +274,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-budget", action="store_true",
                    help="no wall-time budget: train the whole schedule, so that results do not "
                         "depend on the machine's load (reproducible for a seed)")
+    g.add_argument("--backbone", choices=("dit", "mlp"), default="dit",
+                   help="velocity network of the fits: the DiT (default) or the attention-free "
+                        "MLP at the preset's sizes (rows scdit_mlp, scdit_mlp_generator, ...)")
 
 
 def units(quick: bool, opts: argparse.Namespace) -> list[tuple[str, str, Callable]]:

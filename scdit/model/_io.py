@@ -6,7 +6,9 @@ On-disk format (``format_version`` 2)
 
 - ``format_version``: 2 (an integer);
 - ``config``: :meth:`scdit.ScDiTConfig.to_dict` (sections ``data``, ``tokenizer``,
-  ``conditions``, ``dit``, ``flow``, ``train``);
+  ``conditions``, ``dit``, ``flow``, ``train``); ``dit.backbone`` names the velocity network
+  (``"dit"`` or ``"mlp"``; files written before the option hold DiT weights and lack the key,
+  which then defaults to ``"dit"``);
 - ``vocab``, ``covariates``: the condition and covariate vocabularies;
 - ``tokenizer``: the tokenizer's JSON state (``kind``, ``genes``, token layout, ...);
 - ``var_names``: the training genes; ``summary``: the fit summary;
@@ -53,7 +55,7 @@ import torch
 from ..conditions import ConditionEncoder
 from ..config import ScDiTConfig, check_json
 from ..data import ConditionVocab, CovariateVocab
-from ..models import DiT, VelocityField
+from ..models import DiT, MLPVelocity, VelocityField
 from ..tokenizers import Tokenizer, tokenizer_from_state
 
 FORMAT_VERSION = 2
@@ -102,11 +104,18 @@ def build_field(cfg: ScDiTConfig, tokenizer: Tokenizer, vocab: ConditionVocab,
     made for ``load_state_dict`` to fill.
     """
     d = cfg.dit
-    dit = DiT(tokenizer.n_tokens, tokenizer.patch_size, tokenizer.n_features, d.hidden_size,
-              d.depth, d.num_heads, d.mlp_ratio)
+    layout = (tokenizer.n_tokens, tokenizer.patch_size, tokenizer.n_features)
     gene_init = tokenizer.gene_embedding_init  # user gene features (fit only)
-    if gene_init is not None:
-        dit.embed.init_identity(gene_init)
+    if d.backbone == "mlp":
+        dit = MLPVelocity(*layout, d.hidden_size, d.depth, mlp_ratio=d.mlp_ratio)
+        if gene_init is not None:
+            warnings.warn("The gene features passed to the tokenizer initialise the DiT's gene "
+                          "identity embeddings; the MLP backbone (DiTConfig.backbone='mlp') has "
+                          "none, so they are not used.", UserWarning, stacklevel=2)
+    else:
+        dit = DiT(*layout, d.hidden_size, d.depth, d.num_heads, d.mlp_ratio)
+        if gene_init is not None:
+            dit.embed.init_identity(gene_init)
     c = cfg.conditions
     if features is None and c.features != "none":
         features = np.zeros((len(vocab.atoms) + len(vocab.featured), c.n_features), np.float32)
@@ -448,7 +457,8 @@ def _check_shapes(expected: dict[str, tuple], actual: dict[str, tuple], cfg: ScD
         parts.append(f"{len(extra)} unexpected tensor(s) ({extra[:3]})")
     d = cfg.dit
     raise ValueError(
-        f"{weights} does not match {cfg_file}: {'; '.join(parts)} (configuration: hidden_size="
-        f"{d.hidden_size}, depth={d.depth}, num_heads={d.num_heads}, mlp_ratio={d.mlp_ratio}; "
+        f"{weights} does not match {cfg_file}: {'; '.join(parts)} (configuration: backbone="
+        f"{d.backbone!r}, hidden_size={d.hidden_size}, depth={d.depth}, num_heads={d.num_heads}, "
+        f"mlp_ratio={d.mlp_ratio}; "
         f"{tok.n_tokens} tokens of {tok.patch_size}). The files do not belong together: restore "
         "the original config.json, or re-save the model.")

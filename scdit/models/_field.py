@@ -1,4 +1,5 @@
-"""Velocity field = condition encoder + DiT, with the call signature the flow code expects."""
+"""Velocity field = condition encoder + backbone (DiT or MLP), with the call signature the flow
+code expects."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ import torch
 from torch import nn
 
 from ..conditions import ConditionEncoder
-from ._dit import DiT
 
 
 class VelocityField(nn.Module):
     """``v(x, t, cond)`` where ``cond`` is a dict with ``atoms``, ``covariates``, ``drop`` and
-    optionally ``dose``."""
+    optionally ``dose``.
 
-    def __init__(self, dit: DiT, encoder: ConditionEncoder):
+    ``dit`` is the backbone: a :class:`~scdit.models.DiT` or a :class:`~scdit.models.MLPVelocity`
+    (any module mapping tokens ``(B, T, P)``, times ``(B,)`` and the encoder's conditioning
+    ``(B, hidden)`` to ``(B, T, P)``); its weights are saved under ``dit.*`` either way.
+    """
+
+    def __init__(self, dit: nn.Module, encoder: ConditionEncoder):
         super().__init__()
         self.dit = dit
         self.encoder = encoder
