@@ -244,7 +244,12 @@ class SamplingConfig:
         ``v = (1 − w) v_AB + w (v_A + v_B − v_control)``. ``None``: 0 for combinations seen in
         training, ``FlowConfig.compose`` for unseen ones.
     batch_size
-        Cells integrated at a time.
+        Cells integrated at a time (does not change the cells).
+    center_noise
+        Centre the Gaussian draws of each block of up to :data:`scdit.model.NOISE_BLOCK` cells
+        and rescale them by ``sqrt(b / (b − 1))``: each cell's noise stays exactly standard
+        normal, the block's noise sums to zero. A variance-reduction device: the generated
+        population's mean carries less Monte-Carlo noise. ``False``: independent draws.
     """
 
     steps: int | None = None
@@ -252,6 +257,7 @@ class SamplingConfig:
     guidance_scale: float = 1.0
     compose: float | None = None
     batch_size: int = 2048
+    center_noise: bool = True
 
     def __post_init__(self) -> None:
         check_field(self, "steps", integer=True, low=1, none_ok=True,
@@ -264,6 +270,9 @@ class SamplingConfig:
         check_field(self, "compose", low=0.0, high=1.0, none_ok=True,
                     hint="0 is the joint condition, 1 the composition of the members")
         check_field(self, "batch_size", integer=True, low=1)
+        if not isinstance(self.center_noise, bool):
+            raise TypeError(f"SamplingConfig.center_noise must be True or False, got "
+                            f"{self.center_noise!r}.")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,46 @@ from ..data import ConditionVocab, CovariateVocab, canonical_label, parse_doses
 from ..flow import composed, guided, integrate
 from ..models import VelocityField
 
+#: Most cells whose Gaussian draws are centred together (``SamplingConfig.center_noise``).
+NOISE_BLOCK = 1024
+
+
+class NoiseStream:
+    """Gaussian draws for ``n`` cells, read in consecutive slices of any size.
+
+    The draws come in blocks that do not depend on the slices read (``n`` split into
+    ``ceil(n / NOISE_BLOCK)`` blocks of near-equal size), so that a prediction's cells do not
+    depend on ``SamplingConfig.batch_size``. With ``center``, each block of ``b ≥ 2`` cells is
+    centred per coordinate and rescaled by ``sqrt(b / (b − 1))``: every cell's draw is still
+    exactly standard normal, and the block's draws sum to zero.
+    """
+
+    def __init__(self, n: int, shape: tuple[int, ...], gen: torch.Generator, center: bool):
+        self.shape, self.gen, self.center = tuple(shape), gen, bool(center)
+        k = max(1, -(-n // NOISE_BLOCK))
+        sizes = [n // k + (i < n % k) for i in range(k)]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self._block, self._first, self._stop = None, 0, 0
+
+    def _next_block(self) -> None:
+        i = int(np.searchsorted(self.starts, self._stop, side="right")) - 1
+        b = int(self.starts[i + 1] - self.starts[i])
+        x = torch.randn((b, *self.shape), generator=self.gen)
+        if self.center and b >= 2:
+            x = (x - x.mean(0, keepdim=True)) * float(np.sqrt(b / (b - 1)))
+        self._block, self._first, self._stop = x, int(self.starts[i]), int(self.starts[i + 1])
+
+    def take(self, start: int, stop: int) -> torch.Tensor:
+        """Draws of cells ``start .. stop − 1`` (slices read in increasing order)."""
+        parts = []
+        while start < stop:
+            if self._block is None or start >= self._stop:
+                self._next_block()
+            end = min(stop, self._stop)
+            parts.append(self._block[start - self._first:end - self._first])
+            start = end
+        return torch.cat(parts) if len(parts) != 1 else parts[0]
+
 
 class Generator:
     """Tokens of cells under a condition, from the trained velocity field alone.
@@ -86,8 +126,8 @@ class Generator:
                  source_tokens: torch.Tensor | None = None, device: torch.device,
                  sink: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor | None:
         """Generated tokens ``(n, T, P)`` of ``label`` with covariate codes ``covs`` ``(n, K)``,
-        integrated from Gaussian noise (``gen``) or from ``source_tokens`` plus
-        ``FlowConfig.source_noise`` × noise for a control-source model. With ``sink``, each
+        integrated from Gaussian noise (``gen``, drawn by :class:`NoiseStream`) or from
+        ``source_tokens`` plus ``FlowConfig.source_noise`` × noise for a control-source model. With ``sink``, each
         batch is passed to ``sink(first_row, tokens)`` instead of being kept (returns None)."""
         t, p = self.shape
         atoms = torch.as_tensor(self.vocab.encode([label] * n))
@@ -96,9 +136,10 @@ class Generator:
         kw = {"steps": sampling.steps or self.config.flow.steps,
               "solver": sampling.solver or self.config.flow.solver}
         out, bs = None if sink is not None else torch.empty((n, t, p)), int(sampling.batch_size)
+        noise = NoiseStream(n, (t, p), gen, sampling.center_noise)
         for s in range(0, n, bs):
             sl = slice(s, min(n, s + bs))
-            x1 = torch.randn((sl.stop - sl.start, t, p), generator=gen)  # (b, T, P)
+            x1 = noise.take(sl.start, sl.stop)  # (b, T, P)
             if source_tokens is not None:
                 x1 = source_tokens[sl].float() + sigma * x1
             v = self.velocity(label, atoms[sl].to(device), covs[sl].to(device),
