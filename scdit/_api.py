@@ -117,10 +117,6 @@ class _DefaultInt(_Unset, int):
     pass
 
 
-class _DefaultFloat(_Unset, float):
-    pass
-
-
 class _DefaultStr(_Unset, str):
     pass
 
@@ -128,7 +124,14 @@ class _DefaultStr(_Unset, str):
 _SOURCE = _DefaultStr(FlowConfig.source)
 _PRESET = _DefaultStr("small")
 _SEED = _DefaultInt(TrainConfig.seed)
-_MAX_MINUTES = _DefaultFloat(TrainConfig.max_minutes)
+class _DefaultNone(_Unset):
+    """``None`` as a keyword's default (not given); a given ``None`` is a choice."""
+
+    def __repr__(self) -> str:
+        return "None"
+
+
+_MAX_MINUTES = _DefaultNone()  # TrainConfig.max_minutes: None, no wall-time budget
 _SOURCES = ("noise", "control", "auto")
 
 
@@ -273,11 +276,12 @@ def fit(
         cells and the source (:func:`scdit.train.auto_max_steps`: noise ≥ 4,000 steps,
         control ≥ 300).
     max_minutes
-        Wall-time budget of training (``train.max_minutes``; default 14 min, so that a default
-        fit ends within 15 minutes on a small CPU). A run that would overrun it is shortened
-        early on, its learning-rate schedule included (``summary["budget_steps"]``); a hard stop
-        at the budget remains as a backstop (``summary["stopped_by_time"]``, with a warning,
-        when it ends a run before its schedule). ``None`` disables it.
+        Opt-in wall-time budget of training in minutes (``train.max_minutes``; default
+        ``None``: none, so that a fit depends only on its data, settings and seed, not on the
+        machine's load). A run that would overrun a budget is shortened early on, its
+        learning-rate schedule included (``summary["budget_steps"]``); a hard stop at the budget
+        remains as a backstop (``summary["stopped_by_time"]``, with a warning, when it ends a
+        run before its schedule). A shortened run depends on the machine's speed and load.
     seed
         Seed of everything random in the fit (``train.seed``): validation split, tokenizer,
         initial weights, batches.

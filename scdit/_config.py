@@ -280,10 +280,10 @@ class TrainConfig:
     """Optimisation settings.
 
     ``max_steps=None`` picks a length from the data size and the flow's source
-    (:func:`scdit.train.auto_max_steps`). ``max_minutes`` is a wall-time budget: a run that
-    would overrun it is shortened, schedule included (:class:`scdit.train.TimeBudget`), and
-    training stops at the budget in any case (the best EMA weights so far are kept); ``None``
-    disables it. A run the budget does not shorten is reproducible.
+    (:func:`scdit.train.auto_max_steps`). ``max_minutes`` is an opt-in wall-time budget (default
+    ``None``: none, so a fit is reproducible for a seed whatever the machine's load): a run
+    that would overrun it is shortened, schedule included (:class:`scdit.train.TimeBudget`),
+    and training stops at the budget in any case (the best EMA weights so far are kept).
 
     ``precision="auto"`` trains in bf16 mixed precision on GPUs that support it, else fp32;
     ``accelerator="auto"`` uses a GPU when there is one. Conditions with fewer than
@@ -313,7 +313,7 @@ class TrainConfig:
     precision: str = "auto"
     accelerator: str = "auto"
     seed: int = 0
-    max_minutes: float | None = 14.0
+    max_minutes: float | None = None
     checkpoint_dir: str | None = None
     min_cells: int = 10
     checkpoint_every: int | None = None

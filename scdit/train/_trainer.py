@@ -47,7 +47,8 @@ def auto_max_steps(n_cells: int, batch_size: int, source: str = "noise") -> int:
       contexts' responses more closely and transfers worse to a held-out context (held-out
       glioblastoma patients benchmark: 300 steps beat 1,000 for most patients).
 
-    ``TrainConfig.max_minutes`` still bounds the wall time (:class:`~scdit.train.TimeBudget`).
+    A fixed length, so that a fit depends only on the data, settings and seed; an opt-in
+    ``TrainConfig.max_minutes`` bounds the wall time (:class:`~scdit.train.TimeBudget`).
     """
     if source == "control":
         return int(min(2000, max(300, round(15 * n_cells / batch_size))))

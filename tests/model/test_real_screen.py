@@ -21,7 +21,7 @@ def test_unseen_knockouts_beat_the_mean_baseline_on_a_real_screen():
                                        seed=0)
     train, test = split.subset(adata)
     model = scdit.fit(train, "perturbation", control="control", seed=0, verbose=False,
-                      max_minutes=6)
+                      max_steps=1200)
     assert set(HELD) <= set(model.vocab.featured)  # data-derived features of measured targets
     controls = train[train.obs["perturbation"] == "control"].copy()
     pred = ad.concat([model.predict(p, n_cells=300, source=controls, seed=i)
