@@ -57,20 +57,19 @@ def _val_rows(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.asarray(rows, dtype=np.int64))
 
 
-#: The data-derived features are the default when at least this share of the seen perturbations
-#: (and at least two) are measured genes. Gene panels of real screens are often filtered (highly
-#: variable genes, downsampled panels), so a minority of targets may be measured; the others keep
-#: their learned embedding.
-MIN_MEASURED_SHARE = 0.2
-
-
 def _resolve_features(features, vocab: ConditionVocab, var_names) -> tuple[pd.DataFrame | None, str]:
-    """(user table or None, kind) from the ``perturbation_features`` argument."""
+    """(user table or None, kind) from the ``perturbation_features`` argument.
+
+    The default (``None``) is ``"data"`` as soon as one perturbation seen in training is a
+    measured gene, whatever their share: the data-derived table has a row for every measured
+    gene, so any measured gene can then be predicted (gene panels of real screens are often
+    filtered, so a minority of targets may be measured; the others keep their learned
+    embedding). With none measured (e.g. a drug screen) there is nothing for the feature
+    projection to learn from, and the default is no features.
+    """
     measured = set(map(str, var_names))
     if features is None:
-        n = sum(a in measured for a in vocab.atoms)
-        use = n >= 2 and n >= MIN_MEASURED_SHARE * len(vocab.atoms)
-        return None, ("data" if use else "none")
+        return None, ("data" if any(a in measured for a in vocab.atoms) else "none")
     if features is False or (isinstance(features, str) and features == "none"):
         return None, "none"
     if isinstance(features, str) and features in ("data", "auto"):
@@ -240,10 +239,10 @@ def fit(
         from the data (for genetic perturbations of measured genes: each target gene's
         correlation with the top principal components of the training cells, plus its mean and
         SD; every measured gene becomes predictable); ``False`` for none (a learned embedding
-        per perturbation only). Default (``None``): ``"data"`` when at least 20 % (and at least
-        two) of the perturbations seen in training are measured genes (the others keep only
-        their learned embedding), else none. Seen perturbations also keep a learned residual
-        embedding.
+        per perturbation only). Default (``None``): ``"data"`` when at least one perturbation
+        seen in training is a measured gene, whatever their share (the others keep only their
+        learned embedding), so that every measured gene can be predicted; else none. Seen
+        perturbations also keep a learned residual embedding.
     dose_key
         Numeric ``obs`` column with the dose of each perturbation (``"a+b"`` strings for one dose
         per member of a combination); used as a continuous input.

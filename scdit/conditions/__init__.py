@@ -1,7 +1,14 @@
 """Condition encoders for perturbations and covariates, and perturbation features."""
 
 from ._encoder import ConditionEncoder
-from ._features import check_rows, data_features, feature_table, read_features, target_prior
+from ._features import (
+    check_rows,
+    data_features,
+    feature_table,
+    read_features,
+    target_prior,
+    unknown_message,
+)
 
 __all__ = ["ConditionEncoder", "check_rows", "data_features", "feature_table", "read_features",
-           "target_prior"]
+           "target_prior", "unknown_message"]

@@ -200,3 +200,56 @@ def target_prior(X_log, var_names: Sequence[str], labels: Sequence[str], control
     r = np.asarray(ratios)
     return {"log_ratio": float(np.median(r)), "n": int(len(r)),
             "q25": float(np.quantile(r, 0.25)), "q75": float(np.quantile(r, 0.75))}
+
+
+def unknown_message(missing: Sequence[str], kind: str, var_names: Sequence[str],
+                    seen: Sequence[str]) -> str:
+    """Why a model cannot place perturbations it neither saw nor has features for, and the fix.
+
+    Parameters
+    ----------
+    missing
+        The unknown perturbations (members of combinations separately).
+    kind
+        The model's perturbation features: ``"data"``, ``"table"`` or ``"none"``.
+    var_names
+        The model's genes (the rows of data-derived features).
+    seen
+        The perturbations seen in training (listed in the message).
+
+    Returns
+    -------
+    A message starting ``Unknown perturbation(s) [...]``.
+    """
+    import difflib
+
+    genes = [str(g) for g in var_names]
+    they = "it is" if len(missing) == 1 else "they are"
+    if kind == "data":
+        upper = {g.upper(): g for g in genes}
+        close = [upper.get(m.upper()) or next(iter(difflib.get_close_matches(m, genes, 1)), None)
+                 for m in missing]
+        close = [c for c in close if c is not None]
+        why = (("it is not a measured gene" if len(missing) == 1 else "they are not measured "
+                "genes") + " of the model: its perturbation features describe a "
+               "perturbation by its target gene's expression, so every one of its "
+               f"{len(genes)} genes can be predicted, but only those")
+        how = (f"Check the spelling{f' (did you mean {close[:5]}?)' if close else ''}; to "
+               "predict other perturbations, refit with a perturbation feature table "
+               "(perturbation_features=<table with a row per perturbation, those seen in "
+               "training included>)")
+    elif kind == "table":
+        why = f"{they} not in the model's perturbation feature table either"
+        how = "Refit with a perturbation_features table that has rows for them"
+    else:
+        measured = [m for m in missing if m in set(genes)]
+        why = ("the model has no perturbation features (it was fitted with "
+               "perturbation_features=False, or none of the perturbations seen in training is "
+               "a measured gene), so it cannot place a perturbation it never saw"
+               + (f", even a measured gene such as {measured[0]!r}" if measured else ""))
+        how = ("Refit with perturbation_features='data' (each measured target gene described by "
+               "its expression; needs at least one measured-gene perturbation in training) or "
+               "with a table that has a row per perturbation" if measured else
+               "Refit with fit(..., perturbation_features=<table with a row per perturbation>)")
+    return (f"Unknown perturbation(s) {list(missing)}: not seen in training, and {why}. {how}. "
+            f"Seen perturbations: {list(seen)[:20]}{' ...' if len(seen) > 20 else ''}.")

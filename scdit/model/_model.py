@@ -12,6 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from ..conditions import unknown_message
 from ..config import SamplingConfig, ScDiTConfig
 from ..data import ConditionVocab, CovariateVocab, to_log1p
 from ..effects import EffectConfig
@@ -118,7 +119,7 @@ class ScDiT:
         """
         if output not in ("log1p", "tokens"):
             raise ValueError(f"output must be 'log1p' or 'tokens', got {output!r}.")
-        self.vocab.encode([perturbation])
+        self._check_known([perturbation])
         n, covariates = n_cells_arg(n_cells), covariates_arg(covariates, frames=True)
         seed = _seed_arg(seed)
         if seed is not None:  # the flow noise predict(perturbation, seed=seed) uses
@@ -135,6 +136,14 @@ class ScDiT:
                for s in range(0, n, bs)]
         return np.concatenate(out) if out else np.zeros((0, len(self.tokenizer.genes)),
                                                          np.float32)
+
+    def _check_known(self, labels: Sequence[str]) -> None:
+        """``KeyError`` naming the labels' members that were neither seen in training nor are
+        known through the model's perturbation features, why, and how to predict them."""
+        missing = self.vocab.unknown_atoms(labels)
+        if missing:
+            raise KeyError(unknown_message(missing, self.config.conditions.features,
+                                           self.var_names, self.vocab.atoms))
 
     def _model_effects(self, effects: EffectConfig) -> EffectConfig:
         """``effects`` as this model can apply them: models fitted with ``dose_key`` use the
@@ -278,7 +287,8 @@ class ScDiT:
         labels = labels_arg(perturbations)
         effects, sampling, seed = self._model_effects(EffectConfig.coerce(effects)), \
             _sampling_arg(sampling), _seed_arg(seed)
-        width = self.vocab.encode(labels).shape[1]  # unknown/malformed labels: before any work
+        self._check_known(labels)  # unknown labels: before any work, saying why and the fix
+        width = self.vocab.encode(labels).shape[1]  # malformed labels: before any work
         covariates = covariates_arg(covariates)
         self.cells.check_covariates(covariates)
         if n_cells is not None:

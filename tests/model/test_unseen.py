@@ -54,7 +54,7 @@ def test_user_feature_table(counts_adata, tiny, tmp_path):
         scdit.fit(drugs, "condition", perturbation_features="data", **tiny)
 
 
-def test_auto_features_need_a_fifth_of_seen_perturbations_measured():
+def test_auto_features_need_one_measured_seen_perturbation():
     from scdit._api import _resolve_features
 
     genes = [f"G{i}" for i in range(30)]
@@ -62,8 +62,43 @@ def test_auto_features_need_a_fifth_of_seen_perturbations_measured():
     def kind(labels):
         return _resolve_features(None, ConditionVocab.build(["ctrl", *labels], "ctrl"), genes)[1]
 
-    drugs = [f"drug{i}" for i in range(8)]
-    assert kind(["G1", "G2", *drugs]) == "data"  # 2 of 10 measured
-    assert kind(["G1", "G2", *drugs, "drug8"]) == "none"  # 2 of 11 < 20 %
-    assert kind(["G1", "drug0"]) == "none"  # one measured gene is not enough
-    assert kind(["G1", "G2+G3", "drug0"]) == "data"  # members count (3 of 4)
+    drugs = [f"drug{i}" for i in range(30)]
+    assert kind(["G1", *drugs]) == "data"  # 1 of 31 measured: whatever the share
+    assert kind(["G1", "drug0"]) == "data"
+    assert kind(["drug1+G2", "drug0"]) == "data"  # members count
+    assert kind(drugs) == "none"  # nothing for the feature projection to learn from
+
+
+def _few_measured(counts_adata):
+    """G1 and 11 seen knock-outs of unmeasured genes (1 of 12 measured); no G3 cells."""
+    a = counts_adata.copy()
+    labels = a.obs.condition.astype(str).to_numpy()
+    other = np.flatnonzero(~np.isin(labels, ["ctrl", "G1"]))
+    labels[other] = [f"KO{i % 11}" for i in range(len(other))]  # 11 unmeasured, 16-17 cells
+    a.obs["condition"] = labels
+    return a
+
+
+def test_few_measured_targets_still_predict_unseen_measured_genes(counts_adata, tiny):
+    model = scdit.fit(_few_measured(counts_adata), "condition", max_steps=10, seed=0, **tiny)
+    assert model.config.conditions.features == "data"
+    assert {"G3", "G49"} <= set(model.vocab.featured)
+    pred = model.predict(["G3", "KO4", "G1+G3"], n_cells=6, seed=0)
+    assert pred.obs.condition.tolist() == ["G3"] * 6 + ["KO4"] * 6 + ["G1+G3"] * 6
+    assert pred.uns["scdit"]["mean_set_by"]["G3"] == "generator"
+    with pytest.raises(KeyError, match=r"Unknown perturbation\(s\) \['KO99'\]: not seen in "
+                                       r"training, and it is not a measured gene.*50 genes.*"
+                                       r"perturbation_features=<table"):
+        model.predict(["G3", "KO99"])
+    with pytest.raises(KeyError, match=r"\['g3'\].*did you mean \['G3'\]"):
+        model.sample("g3", n_cells=2)
+
+
+def test_unseen_measured_gene_without_any_measured_seen_target(counts_adata, tiny):
+    a = _few_measured(counts_adata)
+    a.obs["condition"] = a.obs["condition"].replace({"G1": "KO11"})
+    model = scdit.fit(a, "condition", max_steps=2, seed=0, **tiny)
+    assert model.config.conditions.features == "none"
+    with pytest.raises(KeyError, match=r"\['G3'\].*no perturbation features.*even a measured "
+                                       r"gene such as 'G3'.*perturbation_features='data'"):
+        model.predict("G3")
