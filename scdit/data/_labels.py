@@ -225,7 +225,7 @@ def control_like(labels: Iterable[str]) -> list[str]:
 
 
 def preview(values, n: int = 20) -> str:
-    """``'a', 'b', ... (+k more)``: the first ``n`` of ``values`` (sorted) for error messages."""
+    """The first ``n`` of ``values``, sorted and quoted, then ``(+k more)``: for error messages."""
     vals = sorted(map(str, values))
     more = f" ... (+{len(vals) - n} more)" if len(vals) > n else ""
     return ", ".join(repr(v) for v in vals[:n]) + more

@@ -158,7 +158,7 @@ def evaluate(
         member has an embedding) and ``ceiling`` (split-half agreement: half of the real cells of
         each group, seeded, scored against the other half, which then plays the real group).
     top_k_de
-        Number of DE genes (real p vs real control, Welch t, ranked by |t|) for the ``*_de``
+        Number of DE genes (real p vs real control, Welch t, ranked by ``|t|``) for the ``*_de``
         metrics and direction accuracy.
     n_pcs
         PCA components for the distribution metrics (energy distance, E-distance, MMD).

@@ -43,7 +43,7 @@ class NoiseStream:
         self._block, self._first, self._stop = x, int(self.starts[i]), int(self.starts[i + 1])
 
     def take(self, start: int, stop: int) -> torch.Tensor:
-        """Draws of cells ``start .. stop − 1`` (slices read in increasing order)."""
+        """Draws of cells ``start`` to ``stop − 1`` (slices read in increasing order)."""
         parts = []
         while start < stop:
             if self._block is None or start >= self._stop:

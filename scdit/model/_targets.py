@@ -98,7 +98,7 @@ class EffectTargets:
         return self._genes
 
     def describe(self, ctx: tuple) -> str:
-        """`` in context {...}`` for messages (empty without covariates)."""
+        """The suffix ``" in context {...}"`` for messages (empty without covariates)."""
         keys = self.cells.covariates.keys
         return f" in context {dict(zip(keys, ctx, strict=True))}" if ctx else ""
 

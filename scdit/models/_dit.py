@@ -12,15 +12,15 @@ from ._embed import GeneTokenEmbed, TimestepEmbedder
 class DiT(nn.Module):
     """DiT over gene-patch tokens predicting the rectified-flow velocity.
 
+    ``forward(x, t, c)`` takes tokens ``(B, T, P)``, times ``(B,)`` and a conditioning vector
+    ``(B, hidden_size)`` (from :class:`scdit.conditions.ConditionEncoder`), returns ``(B, T, P)``.
+
     Parameters
     ----------
     n_tokens, patch_size, n_genes
         Token layout from the tokenizer.
     hidden_size, depth, num_heads, mlp_ratio
-        Transformer size (see :data:`scdit._config.DIT_PRESETS`).
-
-    ``forward(x, t, c)`` takes tokens ``(B, T, P)``, times ``(B,)`` and a conditioning vector
-    ``(B, hidden_size)`` (from :class:`scdit.conditions.ConditionEncoder`), returns ``(B, T, P)``.
+        Transformer size (see :data:`scdit.config.DIT_PRESETS`).
     """
 
     def __init__(self, n_tokens: int, patch_size: int, n_genes: int, hidden_size: int = 128,

@@ -57,6 +57,8 @@ class MLPVelocity(nn.Module):
     through dense layers only.
 
     The time embedding is the DiT's (:class:`~scdit.models.TimestepEmbedder`, added to ``c``).
+    ``forward(x, t, c)`` takes tokens ``(B, T, P)``, times ``(B,)`` and a conditioning vector
+    ``(B, hidden_size)``, returns ``(B, T, P)``.
 
     Parameters
     ----------
@@ -70,9 +72,6 @@ class MLPVelocity(nn.Module):
         Units of the residual stream; ``None`` picks :meth:`matched_width` for ``mlp_ratio``.
     mlp_ratio
         Only used to pick ``width`` when it is ``None`` (the DiT this one is sized against).
-
-    ``forward(x, t, c)`` takes tokens ``(B, T, P)``, times ``(B,)`` and a conditioning vector
-    ``(B, hidden_size)``, returns ``(B, T, P)``.
     """
 
     def __init__(self, n_tokens: int, patch_size: int, n_genes: int, hidden_size: int = 128,

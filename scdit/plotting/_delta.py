@@ -84,7 +84,7 @@ def delta_scatter(
     layer
         Layer of ``real`` to use instead of ``.X``.
     label_genes
-        Annotate the this many genes with the largest real |Δ| in each panel.
+        Annotate this many genes, those with the largest real ``|Δ|``, in each panel.
     ncols, panel_size, point_size
         Grid columns, size of a panel (inches) and marker size.
     ax

@@ -43,6 +43,9 @@ def pca_components(X, n_components: int) -> tuple[np.ndarray, np.ndarray, np.nda
 class PCATokenizer(StandardTokens):
     """Principal components of log1p expression of selected genes, several per token.
 
+    Decoding is the inverse transform ``scores @ components + mean``, clipped at 0: variation
+    outside the kept components is lost, which the reconstruction ceiling quantifies.
+
     Parameters
     ----------
     n_components
@@ -54,9 +57,6 @@ class PCATokenizer(StandardTokens):
         a token.
     patch_size
         Components per token; overrides ``max_tokens``.
-
-    Decoding is the inverse transform ``scores @ components + mean``, clipped at 0: variation
-    outside the kept components is lost, which the reconstruction ceiling quantifies.
     """
 
     kind = "pca"
