@@ -1,6 +1,7 @@
 """Evaluation of perturbation predictions: metrics, baselines, :func:`evaluate` and summaries.
 
-See ``EVALUATION.md`` for the metric definitions; :data:`DEFINITIONS` holds one line per metric.
+See ``docs/evaluation.md`` for the metric and baseline definitions; :data:`DEFINITIONS` holds
+one line per metric.
 Conditions are matched order-free (``"B+A"`` is ``"A+B"``). The benchmark runner and its report
 are pipelines (:func:`scdit.benchmark`, :func:`scdit.write_report`).
 """

@@ -44,9 +44,10 @@ DEFINITIONS: dict[str, str] = {
     "energy_distance": "Energy distance 2E‖x−y‖ − E‖x−x′‖ − E‖y−y′‖ with Euclidean (not "
     "squared) norms, V-statistic, between predicted and real cells in a PCA (n_pcs) fitted once "
     "on the real control + evaluated cells; ≤ max_cells_energy cells per group.",
-    "energy_distance_sq": "E-distance of scPerturb/pertpy: squared Euclidean distances, within-set "
-    "means over distinct pairs, = 2‖x̄−ȳ‖² − 2s_x/(n_x−1) − 2s_y/(n_y−1) (can be < 0), same PCA "
-    "and cells as energy_distance.",
+    "energy_distance_sq": "E-distance of scPerturb (Peidli et al. 2024): squared Euclidean "
+    "distances, within-set means over distinct pairs, = 2‖x̄−ȳ‖² − 2s_x/(n_x−1) − 2s_y/(n_y−1) "
+    "(can be < 0), same PCA and cells as energy_distance. Not pertpy ≥ 1.0's Edistance, which "
+    "is the Euclidean energy_distance.",
     "mmd": "Biased MMD² (V-statistic) with Gaussian RBF kernels averaged over bandwidths "
     "{0.5, 1, 2, 4} × the median pairwise distance of the context's real cells, same PCA and "
     "cells as energy_distance.",
@@ -149,14 +150,18 @@ def evaluate(
         and reported under the label written in ``real``); also used by ``additive`` and for
         the target genes.
     baselines
-        Baselines to report next to the prediction: any of ``no_change``, ``mean``,
+        Baselines to report next to the prediction (default :data:`BASELINES`; all are in
+        :data:`ALL_BASELINES` and ``docs/evaluation.md``): any of ``no_change``, ``mean``,
         ``mean_cell_weighted``, ``seen_mean`` (the condition's own effect in ``train``: the
         baseline of seen perturbations; needs ``train``), ``additive`` (only for combinations
-        whose members all have known
-        effects; other rows are skipped), ``additive_shrunk`` (additive from empirical-Bayes
-        shrunk member effects, opt-in), ``linear`` (Ahlmann-Eltze ridge model; only where every
-        member has an embedding) and ``ceiling`` (split-half agreement: half of the real cells of
-        each group, seeded, scored against the other half, which then plays the real group).
+        whose members all have known effects; other rows are skipped), ``additive_shrunk``
+        (additive from empirical-Bayes shrunk member effects), ``context_shift`` (the
+        condition's effect in the other contexts: the mean shift for a held-out context),
+        ``context_estimate`` (the held-out-context estimate that sets a model's mean by
+        default), ``linear`` (Ahlmann-Eltze ridge model; only where every member has an
+        embedding) and ``ceiling`` (split-half agreement: half of the real cells of each group,
+        seeded, scored against the other half, which then plays the real group). A baseline
+        that does not apply to a condition has no rows for it.
     top_k_de
         Number of DE genes (real p vs real control, Welch t, ranked by ``|t|``) for the ``*_de``
         metrics and direction accuracy.

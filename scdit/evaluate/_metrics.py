@@ -278,10 +278,11 @@ def energy_distance(
     ``squared=False`` (default): ``2 E‖x − y‖ − E‖x − x′‖ − E‖y − y′‖`` with Euclidean norms
     over all pairs of rows (including ``i = j``, a V-statistic), which is ≥ 0 and exactly 0 for
     identical sets. In 1-D it equals ``2 ∫ (F − G)²``, i.e. the square of
-    ``scipy.stats.energy_distance``.
+    ``scipy.stats.energy_distance``. This is the convention of pertpy ≥ 1.0
+    (``pertpy.tools.Distance("edistance")``, Euclidean distances over all pairs).
 
-    ``squared=True``: the scPerturb / pertpy E-distance with *squared* Euclidean distances and
-    within-set means over distinct pairs (``i ≠ j``), computed in closed form as
+    ``squared=True``: the E-distance of scPerturb (Peidli et al. 2024) with *squared* Euclidean
+    distances and within-set means over distinct pairs (``i ≠ j``), computed in closed form as
     ``2‖x̄ − ȳ‖² − 2 s_x/(n_x − 1) − 2 s_y/(n_y − 1)`` with ``s = mean ‖x_i − x̄‖²``. It compares
     means only (corrected for sampling noise), can be slightly negative, and is on a squared
     scale: orders of magnitude apart from the Euclidean version.
