@@ -6,7 +6,9 @@ generator alone sets the mean.
 
 Rules of ``mode="auto"`` (the default), per label over all requested contexts:
 
-* a label with reference cells in the context: the generator alone (its mean is learned);
+* a label seen in training with reference cells in every requested context: its training
+  mean (shrunk where the context has enough effects), so that a seen perturbation is never
+  predicted worse than its own training mean;
 * an unseen combination whose members and control all have reference cells in every
   context: the additive estimate, shrunk where the context has enough effects;
 * a label never seen in any requested context but seen, with control, in at least
@@ -37,8 +39,8 @@ class EffectConfig:
     Attributes
     ----------
     mode
-        ``"auto"``: estimators where the generator alone is the weaker predictor (unseen
-        combinations, held-out contexts; see :mod:`scdit.effects`); ``"always"``: an estimator
+        ``"auto"``: estimators where the generator alone is the weaker predictor (seen
+        perturbations, unseen combinations, held-out contexts; see :mod:`scdit.effects`); ``"always"``: an estimator
         for every label (error where none applies); ``"none"``: the generator alone.
     shrink
         Use empirical-Bayes shrunk training effects in the seen-mean and additive estimates.
@@ -132,9 +134,11 @@ class EffectPlan:
             return False
         if has_covariates and all(self._held_out(label, c, source_means) for c in contexts):
             return True
+        t = self.table
+        if label in self.seen and all(t.has(label, c) for c in contexts):
+            return True  # a seen perturbation: its (shrunk) training mean
         if len(members) < 2 or label in self.seen:
             return False
-        t = self.table
         return all(t.has(m, c) for c in contexts for m in (*members, t.control))
 
     def shrink_in(self, ctx: Context, shrink: bool | None) -> bool:

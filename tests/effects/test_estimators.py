@@ -131,7 +131,8 @@ def test_plan_auto_rules():
     t = _table(X, labels)
     plan = EffectPlan(t, seen_labels=["ctrl", "A", "B", "A+C"])
     auto = EffectConfig()
-    assert plan.resolve("A", ("A",), [()], auto, {}, False) is None  # seen: the generator
+    assert plan.resolve("A", ("A",), [()], auto, {}, False)[()].kind == "seen"  # training mean
+    assert plan.resolve("A", ("A",), [()], EffectConfig("none"), {}, False) is None
     est = plan.resolve("A+B", ("A", "B"), [()], auto, {}, False)[()]
     assert est.kind == "additive"  # 2 effects: too few for the default shrinkage
     assert plan.resolve("A+B", ("A", "B"), [()], EffectConfig("none"), {}, False) is None

@@ -86,9 +86,9 @@ def test_held_out_context_is_anchored_to_the_loco_estimate(context_data):
 def test_held_out_context_pool_and_default(context_data, tmp_path):
     model, source = context_data
     assert model.targets.plan.table.pool("G1", exclude=("D",)) == [("A",), ("B",), ("C",)]
-    # a seen context keeps the generator alone; the held-out one gets the estimate
+    # a seen context gets the training mean; the held-out one the held-out-context estimate
     seen = model.predict("G1", n_cells=10, covariates={"cell_type": "A"}, seed=0)
-    assert seen.uns["scdit"]["mean_set_by"] == {"G1": "generator"}
+    assert seen.uns["scdit"]["mean_set_by"] == {"G1 | A": "seen"}
     out = model.predict("G1", source=source, seed=0)
     assert out.uns["scdit"]["effects"] == "auto"
     report = out.uns["scdit"]["context_estimator"]["G1 | D"]

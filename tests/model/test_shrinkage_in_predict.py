@@ -69,8 +69,9 @@ def test_shrink_default_needs_ten_effects_and_errors(counts_model):
         EffectConfig("none", shrink=True)
     with pytest.raises(ValueError, match="shrink must be None, True or False"):
         EffectConfig("always", shrink="yes")
-    # predictions without an estimate ignore shrink (nothing to shrink)
-    np.testing.assert_array_equal(tok("G1"), tok("G1", effects=EffectConfig(shrink=True)))
+    # a seen label's training mean: raw by default here too, shrunk when asked
+    np.testing.assert_array_equal(tok("G1"), tok("G1", effects=EffectConfig(shrink=False)))
+    assert not np.allclose(tok("G1"), tok("G1", effects=EffectConfig(shrink=True)))
 
 
 def test_default_shrink_respects_the_effect_count_and_size_limits(counts_model, monkeypatch):
