@@ -109,8 +109,14 @@ def take(adata: ad.AnnData, rows: np.ndarray, covariates: Mapping[str, str] | No
     return CellRows(adata, rows, obs)
 
 
-def make_reference(adata: ad.AnnData, X, cfg: ScDiTConfig, *, max_per_group: int = 300,
-                   seed: int = 0) -> ad.AnnData:
+#: Most training cells per (condition × covariates) group a model stores as reference cells.
+#: The effect estimates (seen means, additive, held-out contexts) are means over them, so their
+#: standard errors shrink with this number; the model file grows with it.
+REFERENCE_CELLS = 1000
+
+
+def make_reference(adata: ad.AnnData, X, cfg: ScDiTConfig, *,
+                   max_per_group: int = REFERENCE_CELLS, seed: int = 0) -> ad.AnnData:
     """Up to ``max_per_group`` training cells per (condition × covariates) group, in the training
     representation, with their library sizes (counts)."""
     keys = [cfg.data.condition_key, *cfg.data.covariate_keys]
