@@ -195,7 +195,7 @@ def _baselines(*wanted: str, context: bool = False) -> tuple[str, ...]:
 
 def settings() -> dict[str, Setting]:
     """Every setting of the suite, by name."""
-    seen = _baselines("no_change", "mean")
+    seen = _baselines("no_change", "mean", "seen_mean")
     context = _baselines("no_change", "mean", context=True)
     return {
         "norman_doubles": Setting("perturbation", "control", None,
