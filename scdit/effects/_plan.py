@@ -7,8 +7,8 @@ generator alone sets the mean.
 Rules of ``mode="auto"`` (the default), per label over all requested contexts:
 
 * a label seen in training with reference cells in every requested context: its training
-  mean (shrunk where the context has enough effects), so that a seen perturbation is never
-  predicted worse than its own training mean;
+  mean over the reference cells (shrunk where the context has enough effects), rather than the
+  generator's less precise mean;
 * an unseen combination whose members and control all have reference cells in every
   context: the additive estimate, shrunk where the context has enough effects;
 * a label never seen in any requested context but seen, with control, in at least
@@ -40,8 +40,9 @@ class EffectConfig:
     ----------
     mode
         ``"auto"``: estimators where the generator alone is the weaker predictor (seen
-        perturbations, unseen combinations, held-out contexts; see :mod:`scdit.effects`); ``"always"``: an estimator
-        for every label (error where none applies); ``"none"``: the generator alone.
+        perturbations, unseen combinations, held-out contexts; see :mod:`scdit.effects`);
+        ``"always"``: an estimator for every label (error where none applies); ``"none"``: the
+        generator alone.
     shrink
         Use empirical-Bayes shrunk training effects in the seen-mean and additive estimates.
         ``None``: where the context has at least :data:`~scdit.effects.MIN_EFFECTS` effects

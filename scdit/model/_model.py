@@ -239,14 +239,17 @@ class ScDiT:
             used (the drawn one for ``None``), so any prediction can be repeated.
         effects
             What sets the mean of the generated cells (:class:`scdit.EffectConfig`; see
-            :mod:`scdit.effects` and the user guide). ``"auto"`` (default): the generator,
-            except for combinations unseen in training whose members and control have training
-            cells in the context (the additive estimate of the members' training effects,
-            empirical-Bayes shrunk where the context has enough perturbations) and for
-            perturbations never seen in the context but seen in ≥ 3 others (a held-out context:
-            its control mean plus the effect estimated from the other contexts by mean shift,
-            kernel or slope, chosen by leave-one-context-out; with the genes tokenizer
-            projected onto the top principal axes of expression). The generator then supplies
+            :mod:`scdit.effects` and the user guide). ``"auto"`` (default): an effect estimate
+            for labels seen in training with training cells in every requested context (their
+            training mean, empirical-Bayes shrunk where the context has enough perturbations;
+            control included), for combinations unseen in training whose members and control
+            have training cells in the context (the additive estimate of the members' training
+            effects, shrunk likewise) and for perturbations never seen in the context but seen
+            in ≥ 3 others (a held-out context: its control mean plus the effect estimated from
+            the other contexts by mean shift, kernel or slope, chosen by leave-one-context-out;
+            with the genes tokenizer projected onto the top principal axes of expression); the
+            generator alone for the rest (e.g. an unseen single known through its features,
+            or a label seen in some but not all of the requested contexts). The generator supplies
             the spread: each context's generated cells are shifted by one constant per
             coordinate so that their mean is the estimate; genes outside the model are shifted
             alike. ``"none"``: **the generator alone**. ``"always"``: an estimate for every
@@ -255,11 +258,12 @@ class ScDiT:
             docs/results.md report the default beside the generator alone.
         sampling
             ODE integration (:class:`scdit.SamplingConfig`: ``steps``, ``solver``,
-            ``guidance_scale``, ``compose``, ``batch_size``); default: the model's
-            :class:`~scdit.FlowConfig` values. ``batch_size`` cells (at most 2^21 values) are
-            also decoded and converted at a time, so that the memory beyond the output grows
-            only with the cells carried over (reference cells, and the generated tokens where
-            an effect estimate sets the mean).
+            ``guidance_scale``, ``compose``, ``batch_size``, ``center_noise``); default: the
+            model's :class:`~scdit.FlowConfig` values. ``batch_size`` cells (at most 2^21
+            values) are also decoded and converted at a time, so that the memory beyond the
+            output grows only with the cells carried over (reference cells, and a label's
+            generated tokens where an effect estimate sets its mean: by default every label
+            seen in training).
         representation
             ``None`` (default): the training representation. ``"log1p"``: log1p(normalize_total
             1e4) expression as the model generates it, also for a model trained on counts (the
