@@ -10,8 +10,9 @@ control cells of ``ctx`` shifted by a vector in log1p space:
 * ``seen_mean`` (the condition was seen in the source): the condition's own effect, from the
   same context if the source has it there, else averaged over the contexts that have it —
   what a model reproducing a perturbation's training mean predicts; absent when the source
-  does not have the condition (always so when the source is ``real``, whose evaluated group is
-  left out);
+  does not have the condition (when the source is ``real``, whose evaluated group is left out,
+  only the condition's other contexts remain: then it is ``context_shift``, or absent without
+  covariates);
 * ``additive`` (combinations ``A+B[+C]``): ``Σ δ_member``, each member's effect from the same
   context if available, else averaged over the contexts that have it;
 * ``additive_shrunk``: as ``additive`` but each member's effect replaced by its empirical-Bayes

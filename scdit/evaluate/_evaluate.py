@@ -153,7 +153,8 @@ def evaluate(
         Baselines to report next to the prediction (default :data:`BASELINES`; all are in
         :data:`ALL_BASELINES` and ``docs/evaluation.md``): any of ``no_change``, ``mean``,
         ``mean_cell_weighted``, ``seen_mean`` (the condition's own effect in ``train``: the
-        baseline of seen perturbations; needs ``train``), ``additive`` (only for combinations
+        baseline of seen perturbations; without ``train`` only the condition's other contexts
+        in ``real`` remain, i.e. ``context_shift``), ``additive`` (only for combinations
         whose members all have known effects; other rows are skipped), ``additive_shrunk``
         (additive from empirical-Bayes shrunk member effects), ``context_shift`` (the
         condition's effect in the other contexts: the mean shift for a held-out context),

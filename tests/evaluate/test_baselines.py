@@ -219,3 +219,21 @@ def test_seen_mean_is_the_conditions_own_training_effect():
     # without train the group itself is left out of real: the baseline does not apply
     df2 = evaluate(real, real, "condition", control="ctrl", baselines=("seen_mean",))
     assert "seen_mean" not in set(df2["method"])
+
+
+def test_seen_mean_without_train_is_the_context_shift():
+    """Without ``train`` the evaluated group is left out of ``real``: with covariates only the
+    condition's other contexts remain, so ``seen_mean`` is ``context_shift`` (docs/evaluation.md)."""
+    rng = np.random.default_rng(4)
+    rows, X = [], []
+    for ct, gain in (("T", 1.0), ("B", 2.0), ("M", 3.0)):
+        for c in ("ctrl", "A"):
+            X.append(rng.normal(5.0 + gain * (c == "A"), 0.3, (30, N_GENES)))
+            rows += [(c, ct)] * 30
+    obs = pd.DataFrame(rows, columns=["condition", "ct"], index=[f"c{i}" for i in range(90 * 2)])
+    real = AnnData(np.vstack(X), obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(N_GENES)]))
+    df = evaluate(real, real, "condition", control="ctrl", covariate_key="ct",
+                  baselines=("seen_mean", "context_shift"))
+    wide = df.pivot_table(index=["condition", "covariate", "metric"], columns="method", values="value")
+    assert len(wide["seen_mean"].dropna()) > 0
+    np.testing.assert_allclose(wide["seen_mean"], wide["context_shift"])
