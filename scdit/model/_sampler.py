@@ -33,6 +33,7 @@ class NoiseStream:
         sizes = [n // k + (i < n % k) for i in range(k)]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self._block, self._first, self._stop = None, 0, 0
+        self._next = 0  # the first cell of the next slice
 
     def _next_block(self) -> None:
         i = int(np.searchsorted(self.starts, self._stop, side="right")) - 1
@@ -43,7 +44,16 @@ class NoiseStream:
         self._block, self._first, self._stop = x, int(self.starts[i]), int(self.starts[i + 1])
 
     def take(self, start: int, stop: int) -> torch.Tensor:
-        """Draws of cells ``start`` to ``stop − 1`` (slices read in increasing order)."""
+        """Draws of cells ``start`` to ``stop − 1`` (each slice starts where the last one
+        stopped, the first at 0)."""
+        n = int(self.starts[-1])
+        if start != self._next or not start <= stop <= n:
+            raise ValueError(f"NoiseStream reads consecutive slices of its {n} cells: the next "
+                             f"one starts at {self._next} and ends at most at {n}, got "
+                             f"{start}:{stop}.")
+        self._next = stop
+        if start == stop:
+            return torch.empty((0, *self.shape))
         parts = []
         while start < stop:
             if self._block is None or start >= self._stop:

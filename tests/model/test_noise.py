@@ -42,6 +42,17 @@ def test_single_cell_is_a_plain_draw():
     assert torch.equal(x, y)
 
 
+def test_slices_must_be_consecutive():
+    s = NoiseStream(3000, (2,), torch.Generator().manual_seed(0), True)
+    assert s.take(0, 0).shape == (0, 2)
+    assert s.take(0, 10).shape == (10, 2)
+    for start, stop in ((2500, 2510), (5, 20), (10, 3001)):  # a gap, a step back, past the end
+        with pytest.raises(ValueError, match=r"consecutive slices of its 3000 cells: the next "
+                                             r"one starts at 10"):
+            s.take(start, stop)
+    assert s.take(10, 3000).shape == (2990, 2)
+
+
 def test_center_noise_checked():
     with pytest.raises(TypeError, match="center_noise must be True or False"):
         scdit.SamplingConfig(center_noise="yes")
