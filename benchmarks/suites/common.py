@@ -52,9 +52,9 @@ def fit_model(train: ad.AnnData, condition_key: str, *, control: str | None, see
     max_steps, preset
         Override the training length / DiT preset of either mode.
     budget
-        Keep ``scdit.fit``'s wall-time budget (default); ``False`` trains exactly the schedule
-        (``max_steps`` or the automatic one), so that the result does not depend on the
-        machine's load.
+        Leave ``max_minutes`` to ``scdit.fit`` (default; it has no wall-time budget by default,
+        so the fit trains its whole schedule); ``False`` passes ``max_minutes=None``
+        explicitly, which makes no difference with the current defaults.
     backbone
         Velocity network: ``"dit"`` (default) or ``"mlp"`` (the preset's sizes with
         ``DiTConfig.backbone="mlp"``).

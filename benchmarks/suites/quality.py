@@ -272,8 +272,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-steps", type=int, metavar="N",
                    help="training steps of every fit (default: fit's automatic schedule)")
     g.add_argument("--no-budget", action="store_true",
-                   help="no wall-time budget: train the whole schedule, so that results do not "
-                        "depend on the machine's load (reproducible for a seed)")
+                   help="pass max_minutes=None explicitly: train the whole schedule (fit's "
+                        "default too, since it has no wall-time budget by default)")
     g.add_argument("--backbone", choices=("dit", "mlp"), default="dit",
                    help="velocity network of the fits: the DiT (default) or the attention-free "
                         "MLP at the preset's sizes (rows scdit_mlp, scdit_mlp_generator, ...)")
