@@ -93,7 +93,11 @@ class ConditionEncoder(nn.Module):
         res = self.atoms(torch.where(seen, atoms, torch.zeros_like(atoms)))  # (B, M, D)
         if self.proj is not None:
             if self.training and self.residual_dropout > 0:
-                keep = torch.rand(atoms.shape, device=atoms.device) >= self.residual_dropout
+                # only atoms with a feature row learn to do without their own embedding; the
+                # others (all-zero row: e.g. a target that is not a measured gene) keep it
+                featured = self.features[atoms].abs().sum(-1) > 0  # (B, M)
+                keep = (torch.rand(atoms.shape, device=atoms.device) >= self.residual_dropout) \
+                    | ~featured
                 res = res * keep[..., None].to(res.dtype)
             f = self.proj(self.features[atoms])  # (B, M, D)
             e = (f + res) * (atoms > 0)[..., None].to(f.dtype)

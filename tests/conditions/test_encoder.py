@@ -61,3 +61,20 @@ def test_encoder_feature_only_rows_and_residual():
     assert torch.allclose(out[1, 0], proj)
     c = enc(atoms)
     assert c.shape == (3, 8)
+
+
+def test_residual_dropout_spares_atoms_without_features():
+    """In training, only atoms with a feature row lose their own embedding now and then; an
+    atom whose row is all zero (e.g. a target that is not a measured gene) always keeps it."""
+    feats = np.zeros((3, 3), dtype=np.float32)  # rows: atoms 1..3 (padding added by the encoder)
+    feats[0] = [1.0, 0.5, -0.2]  # atom 1 has features, atom 2 has none
+    torch.manual_seed(0)
+    enc = ConditionEncoder(3, [], 8, features=feats, residual_dropout=0.5).train()
+    torch.nn.init.normal_(enc.atoms.weight)
+    atoms = torch.tensor([[1], [2]]).repeat(200, 1)  # (400, 1)
+    out = enc.member_embeddings(atoms)[:, 0]
+    with_res_1 = enc.proj(enc.features[1]) + enc.atoms.weight[1]
+    full_1 = torch.isclose(out[0::2], with_res_1.expand(200, -1)).all(1)
+    assert 0.3 < full_1.float().mean() < 0.7  # atom 1: residual dropped about half the time
+    with_res_2 = enc.proj(enc.features[2]) + enc.atoms.weight[2]
+    torch.testing.assert_close(out[1::2], with_res_2.expand(200, -1))  # atom 2: always kept
