@@ -68,14 +68,15 @@ bench: venv
 
 # The documentation site (Sphinx, MyST-NB, numpydoc, sphinx-book-theme), built offline with
 # warnings as errors. -E re-reads every page so that each warning is reported on every build; the
-# concept pages' code runs once and is cached in docs/_build/.jupyter_cache; the tutorials are
-# shown with their stored outputs and never run. API stubs are regenerated each time.
+# concept pages' code runs on every build (their cache, keyed on the page's code only, would keep
+# figures of an older scdit, so it is cleared); the tutorials are shown with their stored outputs
+# and never run. API stubs are regenerated each time.
 $(DOCS_STAMP): $(STAMP)
 	$(PIP) install $(PIP_ARGS) -c $(CONSTRAINTS) -e '.[docs]'
 	@touch $@
 
 docs: $(DOCS_STAMP)
-	rm -rf docs/api/generated
+	rm -rf docs/api/generated docs/_build/.jupyter_cache
 	$(PY) -m sphinx -E -W --keep-going -b html docs docs/_build/html
 	@echo "docs: open docs/_build/html/index.html"
 
