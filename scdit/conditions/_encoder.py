@@ -74,6 +74,10 @@ class ConditionEncoder(nn.Module):
         nn.init.normal_(self.atoms.weight, std=0.5 if features is None else 0.1)
         with torch.no_grad():
             self.atoms.weight[0].zero_()
+            if self.features is not None:  # seen atoms without features (all-zero row) rely
+                # on their residual alone: give it the scale of a model without features
+                bare = self.features[1:self.n_atoms + 1].abs().sum(-1) == 0  # (n_atoms,)
+                self.atoms.weight[1:] *= (1 + 4 * bare.to(self.atoms.weight.dtype))[:, None]
         nn.init.normal_(self.control, std=0.5)
         nn.init.normal_(self.null, std=0.02)
         for emb in self.covariates:

@@ -148,26 +148,31 @@ def feature_table(features: pd.DataFrame, seen: Sequence[str], *, source: str = 
                   fill_missing: bool = False) -> tuple[np.ndarray, list[str], dict]:
     """Standardised feature matrix for the seen atoms followed by all other rows.
 
-    Returns ``(table (n_rows, F) float32, featured names (unseen rows, in order), stats)``.
-    Raises a clear error if seen perturbations are missing from ``features``, unless
-    ``fill_missing`` (then they get the column means, i.e. zeros after standardisation, and rely
-    on their learned residual).
+    Columns are standardised with the mean and SD of the seen atoms that have a row (of every
+    row when fewer than two seen atoms have one). Returns ``(table (n_rows, F) float32, featured
+    names (unseen rows, in order), stats)``. Raises a clear error if seen perturbations are
+    missing from ``features``, unless ``fill_missing``: then their rows are exactly zero, which
+    the :class:`ConditionEncoder` reads as "no features" (they keep their learned residual in
+    training, and the feature projection is not asked to tell them apart).
     """
-    missing = [a for a in seen if a not in features.index]
-    if missing and fill_missing:
-        fill = pd.DataFrame(np.tile(features.mean(0).to_numpy(), (len(missing), 1)),
-                            index=missing, columns=features.columns)
+    filled = [a for a in seen if a not in features.index] if fill_missing else []
+    if filled:
+        fill = pd.DataFrame(np.zeros((len(filled), features.shape[1])), index=filled,
+                            columns=features.columns)
         features = pd.concat([features, fill])
-        missing = []
     check_rows(features, seen, source)
     seen_set = set(seen)
     featured = [i for i in features.index if i not in seen_set]
     values = features.loc[list(seen) + featured].to_numpy(np.float64)
-    mean = values[: len(seen)].mean(0) if seen else values.mean(0)
-    sd = values[: len(seen)].std(0) if seen else values.std(0)
+    is_filled = np.isin(np.asarray(list(seen) + featured, dtype=object), filled)
+    real_seen = np.flatnonzero(~is_filled[: len(seen)])
+    ref = values[real_seen] if len(real_seen) >= 2 else values[~is_filled]
+    mean, sd = ref.mean(0), ref.std(0)
     sd = np.where(sd > 1e-8, sd, 1.0)
     table = np.clip((values - mean) / sd, -10.0, 10.0).astype(np.float32)
-    return table, featured, {"source": source, "n_features": int(values.shape[1])}
+    table[is_filled] = 0.0
+    return table, featured, {"source": source, "n_features": int(values.shape[1]),
+                             "n_filled": len(filled)}
 
 
 def target_prior(X_log, var_names: Sequence[str], labels: Sequence[str], control: str,

@@ -78,3 +78,18 @@ def test_residual_dropout_spares_atoms_without_features():
     assert 0.3 < full_1.float().mean() < 0.7  # atom 1: residual dropped about half the time
     with_res_2 = enc.proj(enc.features[2]) + enc.atoms.weight[2]
     torch.testing.assert_close(out[1::2], with_res_2.expand(200, -1))  # atom 2: always kept
+
+
+def test_atoms_without_features_start_at_the_scale_of_a_model_without_features():
+    """A seen atom whose feature row is all zero has only its residual to tell it apart: it
+    starts at the scale of a model without features (std 0.5), featured atoms at 0.1."""
+    feats = np.zeros((40, 3), dtype=np.float32)
+    feats[:20] = np.random.default_rng(0).normal(size=(20, 3))
+    torch.manual_seed(0)
+    w = ConditionEncoder(40, [], 64, features=feats).atoms.weight[1:].detach()
+    assert 0.085 < float(w[:20].std()) < 0.115
+    assert 0.43 < float(w[20:].std()) < 0.57
+    torch.manual_seed(0)  # every row featured: the same draws, none rescaled
+    plain = ConditionEncoder(40, [], 64, features=np.ones((40, 3), np.float32)).atoms.weight
+    torch.testing.assert_close(plain[1:21].detach(), w[:20], rtol=0, atol=0)
+    torch.testing.assert_close(5 * plain[21:].detach(), w[20:])

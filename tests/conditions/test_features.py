@@ -41,6 +41,21 @@ def test_feature_table_orders_seen_first_and_standardises():
         feature_table(df, ["A", "Q"])
 
 
+def test_feature_table_fills_seen_rows_without_features_with_zeros():
+    """Seen atoms without a row (data-derived features: not measured genes) get exactly zero,
+    which the encoder reads as "no features"; the others are standardised among themselves."""
+    df = pd.DataFrame([[1.0, 2.0], [3.0, 0.0], [5.0, 4.0], [7.0, 9.0]],
+                      index=["A", "B", "G1", "G2"])
+    table, featured, stats = feature_table(df, ["A", "B", "X", "Y"], source="data",
+                                           fill_missing=True)
+    assert featured == ["G1", "G2"] and stats["n_filled"] == 2
+    assert np.all(table[2:4] == 0)  # X, Y
+    np.testing.assert_allclose(table[:2], [[-1.0, 1.0], [1.0, -1.0]])  # over A and B only
+    # one seen atom with a row: standardised over every row that has features, not zeroed
+    table, _, _ = feature_table(df, ["A", "X"], source="data", fill_missing=True)
+    assert np.all(table[1] == 0) and np.all(table[0] != 0)
+
+
 def test_data_features_correlations(log1p_adata):
     X = log1p_adata.X
     f = data_features(X, log1p_adata.var_names, n_components=5)
