@@ -1,0 +1,125 @@
+"""Run-time configurations: how a model samples (:class:`SamplingConfig`) and how it is trained
+(:class:`TrainConfig`); frozen dataclasses, serialised as JSON like the model sections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._checks import check_field
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How ``predict`` / ``sample`` integrate the flow (``None``: the model's
+    :class:`FlowConfig` value).
+
+    Attributes
+    ----------
+    steps
+        ODE steps from the source (``t = 1``) to data (``t = 0``).
+    solver
+        ``"euler"``, ``"heun"``, ``"midpoint"`` or ``"rk4"`` (see :data:`scdit.flow.SOLVERS`).
+    guidance_scale
+        Classifier-free guidance scale; 1 is the plain conditional model.
+    compose
+        For combinations ``A+B``: weight ``w`` of composing the members' velocity fields,
+        ``v = (1 − w) v_AB + w (v_A + v_B − v_control)``. ``None``: 0 for combinations seen in
+        training, ``FlowConfig.compose`` for unseen ones.
+    batch_size
+        Cells integrated at a time (does not change the cells).
+    center_noise
+        Centre the Gaussian draws of each block of up to :data:`scdit.model.NOISE_BLOCK` cells
+        and rescale them by ``sqrt(b / (b − 1))``: each cell's noise stays exactly standard
+        normal, the block's noise sums to zero. A variance-reduction device: the generated
+        population's mean carries less Monte-Carlo noise. ``False``: independent draws.
+    """
+
+    steps: int | None = None
+    solver: str | None = None
+    guidance_scale: float = 1.0
+    compose: float | None = None
+    batch_size: int = 2048
+    center_noise: bool = True
+
+    def __post_init__(self) -> None:
+        check_field(self, "steps", integer=True, low=1, none_ok=True,
+                    hint="None uses FlowConfig.steps")
+        if self.solver is not None and not isinstance(self.solver, str):
+            raise TypeError(f"SamplingConfig.solver must be a solver name or None, got "
+                            f"{self.solver!r}.")
+        check_field(self, "guidance_scale", low=0.0,
+                    hint="1 is the plain conditional model, 0 the unconditional one")
+        check_field(self, "compose", low=0.0, high=1.0, none_ok=True,
+                    hint="0 is the joint condition, 1 the composition of the members")
+        check_field(self, "batch_size", integer=True, low=1)
+        if not isinstance(self.center_noise, bool):
+            raise TypeError(f"SamplingConfig.center_noise must be True or False, got "
+                            f"{self.center_noise!r}.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    ``max_steps=None`` picks a length from the data size and the flow's source
+    (:func:`scdit.train.auto_max_steps`). ``max_minutes`` is an opt-in wall-time budget (default
+    ``None``: none, so a fit is reproducible for a seed whatever the machine's load): a run
+    that would overrun it is shortened, schedule included (:class:`scdit.train.TimeBudget`),
+    and training stops at the budget in any case (the best EMA weights so far are kept).
+
+    ``precision="auto"`` trains in bf16 mixed precision on GPUs that support it, else fp32;
+    ``accelerator="auto"`` uses a GPU when there is one. Conditions with fewer than
+    ``min_cells`` cells trigger a warning.
+
+    Checkpoints: with ``checkpoint_dir``, a complete checkpoint (``last.ckpt``: weights, EMA,
+    optimiser, schedule, step, random states, the data loader's position and a fingerprint of
+    the data and configuration) is written every ``checkpoint_every`` steps (``None``: every
+    ``val_every`` steps), with or without a validation split, and ``checkpoint_dir/model`` holds
+    the model as of that checkpoint (``scdit.load`` reads it). ``resume=True`` continues the run
+    whose checkpoint is in ``checkpoint_dir`` (same data and configuration, else a
+    ``ValueError`` says what differs; no checkpoint yet: a warning, and training starts); it
+    ends with the model the uninterrupted run would have given. Without ``resume``, a folder
+    that already holds a run's checkpoint is refused rather than overwritten.
+    """
+
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    max_steps: int | None = None
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    val_fraction: float = 0.05
+    val_every: int = 250
+    patience: int = 8
+    precision: str = "auto"
+    accelerator: str = "auto"
+    seed: int = 0
+    max_minutes: float | None = None
+    checkpoint_dir: str | None = None
+    min_cells: int = 10
+    checkpoint_every: int | None = None
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        check_field(self, "checkpoint_every", integer=True, low=1, none_ok=True,
+                    hint="None writes a checkpoint every val_every steps")
+        if not isinstance(self.resume, bool):
+            raise TypeError(f"TrainConfig.resume must be True or False, got {self.resume!r}.")
+        if self.checkpoint_dir is None and (self.resume or self.checkpoint_every is not None):
+            what = "resume=True" if self.resume else f"checkpoint_every={self.checkpoint_every}"
+            raise ValueError(f"TrainConfig: {what} needs checkpoint_dir, the folder the "
+                             "checkpoints are written to (and resumed from).")
+        check_field(self, "max_steps", integer=True, low=1, none_ok=True,
+                    hint="None picks the length from the data")
+        check_field(self, "max_minutes", low=0.0, low_open=True, none_ok=True,
+                    hint="None disables the time budget")
+        for name in ("batch_size", "val_every", "patience"):
+            check_field(self, name, integer=True, low=1)
+        for name in ("warmup_steps", "seed", "min_cells"):
+            check_field(self, name, integer=True, low=0)
+        check_field(self, "lr", low=0.0, low_open=True)
+        check_field(self, "weight_decay", low=0.0)
+        check_field(self, "grad_clip", low=0.0, hint="0 disables clipping")
+        check_field(self, "ema_decay", low=0.0, high=1.0, high_open=True)
+        check_field(self, "val_fraction", low=0.0, high=1.0, high_open=True)
