@@ -3,9 +3,9 @@
 from ._cells import LIBRARY_KEY, REFERENCE_CELLS, CellStore, make_reference
 from ._io import FORMAT_VERSION, build_field, read_model, write_model
 from ._model import ScDiT
-from ._sampler import NOISE_BLOCK, Generator, NoiseStream
+from ._sampler import NOISE_BLOCK, PROGRESS_DELAY, Generator, NoiseStream, SampleJob
 from ._targets import EffectTargets
 
-__all__ = ["FORMAT_VERSION", "LIBRARY_KEY", "NOISE_BLOCK", "REFERENCE_CELLS", "CellStore",
-           "EffectTargets", "Generator", "NoiseStream", "ScDiT", "build_field", "make_reference",
-           "read_model", "write_model"]
+__all__ = ["FORMAT_VERSION", "LIBRARY_KEY", "NOISE_BLOCK", "PROGRESS_DELAY", "REFERENCE_CELLS",
+           "CellStore", "EffectTargets", "Generator", "NoiseStream", "SampleJob", "ScDiT",
+           "build_field", "make_reference", "read_model", "write_model"]

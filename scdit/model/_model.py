@@ -21,8 +21,8 @@ from ..models import VelocityField
 from ..tokenizers import Tokenizer
 from ._cells import CellStore, covariates_arg, labels_arg, n_cells_arg, take
 from ._io import read_model, write_model
-from ._output import CellWriter, OutputBuilder, chunk_rows, target_prior_genes
-from ._sampler import Generator
+from ._output import CellWriter, LabelSink, OutputBuilder, chunk_rows, target_prior_genes
+from ._sampler import Generator, SampleJob, progress_bar, sampling_bf16
 from ._seeds import ANCHOR, CELLS, LabelSeeds
 from ._targets import EffectTargets
 
@@ -105,7 +105,7 @@ class ScDiT:
                dose: float | str | None = None, seed: int | None = None,
                effects: str | EffectConfig | None = "auto", sampling: SamplingConfig | None = None,
                source_tokens: torch.Tensor | None = None, output: str = "log1p",
-               device: str | None = None) -> np.ndarray:
+               device: str | None = None, verbose: bool = True) -> np.ndarray:
         """Generate the modelled genes of ``n_cells`` cells, without assembling an AnnData.
 
         Returns log1p expression ``(n_cells, n_modelled)``, or with ``output="tokens"`` the
@@ -115,7 +115,7 @@ class ScDiT:
         a control-source model starts from (encoded control cells, see :meth:`encode`);
         without them it starts from stored control cells of the context. The noise is drawn on
         the CPU so that a seed gives the same cells on any device (up to floating-point
-        error). See :meth:`predict` for the other arguments.
+        error). See :meth:`predict` for the other arguments (``verbose``: the progress bar).
         """
         if output not in ("log1p", "tokens"):
             raise ValueError(f"output must be 'log1p' or 'tokens', got {output!r}.")
@@ -124,13 +124,27 @@ class ScDiT:
         seed = _seed_arg(seed)
         if seed is not None:  # the flow noise predict(perturbation, seed=seed) uses
             seed = LabelSeeds(seed, self.cells.canonical(perturbation)).torch_seed()
-        x0, _, cov_df = self._generate(perturbation, n, covariates, dose, seed,
-                                       self._model_effects(EffectConfig.coerce(effects)),
-                                       _sampling_arg(sampling), source_tokens, None, device)
+        sampling = _sampling_arg(sampling)
+        job, est, cov_df = self._prepare(perturbation, n, covariates, dose, seed,
+                                         self._model_effects(EffectConfig.coerce(effects)),
+                                         sampling, source_tokens, None, device)
+        x0 = torch.empty((n, *self.generator.shape))
+
+        def keep(start: int, tokens: torch.Tensor) -> None:
+            x0[start:start + len(tokens)] = tokens
+
+        job.sink, dev = keep, self._device(device)
+        bar = progress_bar(n, sampling.batch_size, _verbose_arg(verbose), "sample")
+        try:
+            self.generator.run([job], sampling, dev, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        if est:
+            x0 = self.targets.shift(est, x0, cov_df)
         if output == "tokens":
             return x0.numpy()
-        dev = self._device(device)
-        bs = _sampling_arg(sampling).batch_size
+        bs = sampling.batch_size
         out = [self.tokenizer.decode(x0[s:s + bs].to(dev), obs=None if cov_df is None
                                      else cov_df.iloc[s:s + bs]).cpu().numpy()
                for s in range(0, n, bs)]
@@ -158,17 +172,16 @@ class ScDiT:
     def _device(self, device: str | None) -> torch.device:
         return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    def _generate(self, label: str, n: int, covariates, dose, seed: int | None,
-                  effects: EffectConfig, sampling: SamplingConfig,
-                  source_tokens: torch.Tensor | None, source_cells: ad.AnnData | None,
-                  device: str | None, sink=None
-                  ) -> tuple[torch.Tensor | None, dict | None, pd.DataFrame | None]:
-        """Generated tokens ``(n, T, P)`` (shifted to the effect targets), the estimates that
-        set their means per context (``None``: the generator alone) and the covariate frame.
-        With ``sink`` and no estimate, the tokens go to ``sink(first_row, tokens)`` batch by
-        batch as they are integrated and ``None`` is returned in their place."""
-        dev = self._device(device)
-        self.field.to(dev)
+    def _prepare(self, label: str, n: int, covariates, dose, seed: int | None,
+                 effects: EffectConfig, sampling: SamplingConfig,
+                 source_tokens: torch.Tensor | None, source_cells: ad.AnnData | None,
+                 device: str | None, source_means: dict | None = None
+                 ) -> tuple[SampleJob, dict | None, pd.DataFrame | None]:
+        """The integration of ``n`` cells of ``label`` (its ``sink`` left to the caller), the
+        estimates that set their means per context (``None``: the generator alone) and the
+        covariate frame. ``source_means``: the mean token per context of ``source_cells``
+        where the caller already has them (they do not depend on the label)."""
+        self.field.to(self._device(device))
         gen = torch.Generator().manual_seed(int(seed) if seed is not None else
                                             int(np.random.default_rng().integers(2**31)))
         cells = self.cells
@@ -186,26 +199,23 @@ class ScDiT:
             if len(source_tokens) != n:
                 raise ValueError(f"source_tokens has {len(source_tokens)} rows for {n} cells.")
         if source_cells is not None and source_tokens is not None and effects.mode != "none":
-            means = _context_means(cells, EncodedCells(self.encode, source_cells),
-                                   cells.frame(source_cells))
+            means = source_means if source_means is not None else _context_means(
+                cells, EncodedCells(self.encode, source_cells), cells.frame(source_cells))
         else:
             means = _context_means(cells, source_tokens, cov_df)
         estimates = self.targets.resolve(label, cov_df, effects, means, source_cells)
         covs = self.generator.covariate_codes(label, cov_df, n, cells.seen_in_context)
         weight = self.generator.compose_weight(label, sampling.compose, self._seen)
-        x0 = self.generator.generate(label, n, covs, gen=gen, sampling=sampling, weight=weight,
-                                     dose=dose, source_tokens=source_tokens, device=dev,
-                                     sink=None if estimates else sink)
-        if estimates and len(x0):
-            x0 = self.targets.shift(estimates, x0, cov_df)
-        return x0, estimates, cov_df
+        job = self.generator.job(label, n, covs, gen=gen, sampling=sampling, weight=weight,
+                                 dose=dose, source_tokens=source_tokens, sink=None)
+        return job, estimates or None, cov_df
 
     def predict(self, perturbations: str | Sequence[str], n_cells: int | None = None, *,
                 covariates: Mapping[str, str] | None = None, source: ad.AnnData | None = None,
                 layer: str | None = None, dose: float | str | None = None,
                 seed: int | None = None, effects: str | EffectConfig | None = "auto",
                 sampling: SamplingConfig | None = None, representation: str | None = None,
-                device: str | None = None) -> ad.AnnData:
+                device: str | None = None, verbose: bool = True) -> ad.AnnData:
         """Generate cells under each perturbation, in the training genes and representation.
 
         Parameters
@@ -258,12 +268,17 @@ class ScDiT:
             docs/results.md report the default beside the generator alone.
         sampling
             ODE integration (:class:`scdit.SamplingConfig`: ``steps``, ``solver``,
-            ``guidance_scale``, ``compose``, ``batch_size``, ``center_noise``); default: the
-            model's :class:`~scdit.FlowConfig` values. ``batch_size`` cells (at most 2^21
-            values) are also decoded and converted at a time, so that the memory beyond the
-            output grows only with the cells carried over (reference cells, and a label's
-            generated tokens where an effect estimate sets its mean: by default every label
-            seen in training).
+            ``guidance_scale``, ``compose``, ``batch_size``, ``center_noise``,
+            ``precision``); default: the model's :class:`~scdit.FlowConfig` values, with the
+            network under bf16 autocast where the hardware multiplies bf16 natively. Labels
+            whose velocity is their joint condition alone (all but unseen combinations
+            composed from their members) are integrated in shared batches of up to
+            ``batch_size`` cells; only the network evaluations are shared, so a label's cells
+            do not depend on the others (up to floating-point rounding of the batched products,
+            exact in our CPU tests). ``batch_size`` cells (at most 2^21 values) are also
+            decoded and converted at a time, so that the memory beyond the output grows only
+            with the cells carried over (reference cells, and a label's generated tokens where
+            an effect estimate sets its mean: by default every label seen in training).
         representation
             ``None`` (default): the training representation. ``"log1p"``: log1p(normalize_total
             1e4) expression as the model generates it, also for a model trained on counts (the
@@ -271,11 +286,16 @@ class ScDiT:
             size, which re-adds sampling noise at the *reference* cell's depth).
         device
             Where to integrate (default: CUDA if available, else CPU).
+        verbose
+            Show a progress bar (tqdm, on stderr) over the cells integrated when the
+            prediction takes more than one batch; it appears only once the call has run for
+            :data:`scdit.model.PROGRESS_DELAY` seconds. ``False`` silences it.
 
         Returns
         -------
         AnnData with ``obs[condition_key]``, the covariates and ``obs["reference_cell"]``;
-        ``uns["scdit"]`` holds the sampling settings, ``"mean_set_by"`` (per ``"label"`` or
+        ``uns["scdit"]`` holds the sampling settings (``"precision"``: ``"bf16"`` or ``"fp32"``,
+        as used), ``"mean_set_by"`` (per ``"label"`` or
         ``"label | context"``: ``"generator"``, ``"seen"``, ``"additive"``,
         ``"additive_shrunk"`` or ``"context:<method>"``) and, for held-out contexts,
         ``"context_estimator"`` (the estimator chosen, its parameter, its
@@ -288,7 +308,7 @@ class ScDiT:
         if out_rep == "counts" and self.representation != "counts":
             raise ValueError("representation='counts' needs a model trained on counts; this one "
                              "was trained on log1p data (use representation=None or 'log1p').")
-        labels = labels_arg(perturbations)
+        labels, verbose = labels_arg(perturbations), _verbose_arg(verbose)
         effects, sampling, seed = self._model_effects(EffectConfig.coerce(effects)), \
             _sampling_arg(sampling), _seed_arg(seed)
         self._check_known(labels)  # unknown labels: before any work, saying why and the fix
@@ -308,41 +328,54 @@ class ScDiT:
         out = OutputBuilder(self.var_names, per_label * len(labels))
         set_by, chosen = {}, {}
         rows = chunk_rows(sampling.batch_size, len(self.var_names))
-        for label in labels:
-            seeds = LabelSeeds(base, cells.canonical(label))
-            rng = seeds.rng(CELLS)
-            if transport and src is None:
-                ref = cells.control_cells(label, 100 if n_cells is None else n_cells_arg(n_cells),
-                                          covariates, rng)
-            else:
-                ref = cells.reference_cells(label, src, n_cells, covariates, rng)
-            given = None
-            if transport and effects.mode != "none":
-                given = ref if src is None else take(src, np.arange(src.n_obs), covariates)
-            prior = target_prior_genes(cells, self.summary, label) \
-                if effects.use_target_prior else None
-            writer = CellWriter(out, cells, self.tokenizer, label, ref, seeds, out_rep, rows,
-                                prior)
-            tokens, est, _ = self._generate(label, ref.n_obs, cells.frame(ref), dose,
-                                            seeds.torch_seed(), effects, sampling,
-                                            EncodedCells(self.encode, ref) if transport
-                                            else None, given,
-                                            device, sink=writer.write)
-            if tokens is not None:  # estimates set the means: all tokens were needed first
-                writer.anchor = self.targets.unmodelled_anchor(label, ref, est, out_rep,
-                                                               seeds.rng(ANCHOR))
-                writer.write(0, tokens)
-            writer.finish()
-            del tokens, writer
-            by, ce = self.targets.report(label, est)
-            set_by.update(by or {label: "generator"})
-            chosen.update(ce)
+        given_all = take(src, np.arange(src.n_obs), covariates) \
+            if transport and src is not None and effects.mode != "none" else None
+        shared: dict = {}  # what does not depend on the label: the source cells' means
+
+        def jobs():
+            for label in labels:
+                seeds = LabelSeeds(base, cells.canonical(label))
+                rng = seeds.rng(CELLS)
+                if transport and src is None:
+                    ref = cells.control_cells(label, 100 if n_cells is None
+                                              else n_cells_arg(n_cells), covariates, rng)
+                else:
+                    ref = cells.reference_cells(label, src, n_cells, covariates, rng)
+                given = ref if transport and src is None and effects.mode != "none" \
+                    else given_all
+                if given is given_all and given is not None and "means" not in shared:
+                    shared["means"] = _context_means(cells, EncodedCells(self.encode, given),
+                                                     cells.frame(given))
+                prior = target_prior_genes(cells, self.summary, label) \
+                    if effects.use_target_prior else None
+                writer = CellWriter(out, cells, self.tokenizer, label, ref, seeds, out_rep,
+                                    rows, prior)
+                job, est, cov_df = self._prepare(
+                    label, ref.n_obs, cells.frame(ref), dose, seeds.torch_seed(), effects,
+                    sampling, EncodedCells(self.encode, ref) if transport else None, given,
+                    device, shared.get("means") if given is given_all else None)
+                job.sink = LabelSink(writer, ref.n_obs, self.generator.shape, None if est is None
+                                     else self._finisher(label, ref, est, cov_df, out_rep,
+                                                         seeds, writer))
+                by, ce = self.targets.report(label, est)
+                set_by.update(by or {label: "generator"})
+                chosen.update(ce)
+                yield job
+
+        bar = progress_bar(per_label * len(labels), sampling.batch_size, verbose, "predict")
+        try:
+            self.generator.run(jobs(), sampling, self._device(device), bar)
+        finally:
+            if bar is not None:
+                bar.close()
         out = out.build()
         out.obs_names_make_unique()
         out.uns["scdit"] = {"guidance_scale": sampling.guidance_scale,
                             "steps": sampling.steps or self.config.flow.steps,
                             "solver": sampling.solver or self.config.flow.solver, "seed": base,
                             "compose": "auto" if sampling.compose is None else sampling.compose,
+                            "precision": "bf16" if sampling_bf16(sampling.precision,
+                                                                 self._device(device)) else "fp32",
                             "representation": out_rep, "effects": effects.mode,
                             "shrink": "auto" if effects.shrink is None else effects.shrink,
                             "target_prior": effects.use_target_prior,
@@ -350,6 +383,19 @@ class ScDiT:
         if chosen:
             out.uns["scdit"]["context_estimator"] = chosen
         return out
+
+    def _finisher(self, label: str, ref, est: dict, cov_df: pd.DataFrame | None, out_rep: str,
+                  seeds: LabelSeeds, writer: CellWriter):
+        """``tokens -> tokens`` of a label whose means estimates set: shifted to the targets,
+        with the writer's anchoring of the unmodelled genes set."""
+
+        def finish(tokens: torch.Tensor) -> torch.Tensor:
+            tokens = self.targets.shift(est, tokens, cov_df)
+            writer.anchor = self.targets.unmodelled_anchor(label, ref, est, out_rep,
+                                                           seeds.rng(ANCHOR))
+            return tokens
+
+        return finish
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
@@ -368,6 +414,12 @@ def _seed_arg(seed) -> int | None:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}.")
     return int(seed)
+
+
+def _verbose_arg(verbose) -> bool:
+    if not isinstance(verbose, bool | np.bool_):
+        raise TypeError(f"verbose must be True or False, got {verbose!r}.")
+    return bool(verbose)
 
 
 def _sampling_arg(sampling) -> SamplingConfig:

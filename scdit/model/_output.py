@@ -231,3 +231,43 @@ def _prior_column(col: np.ndarray, ratio: float, rng: np.random.Generator,
             return rng.binomial(np.round(col).astype(np.int64), ratio)
         return np.round(col) + rng.poisson(np.round(col) * (ratio - 1))
     return np.log1p(np.expm1(col) * ratio)
+
+
+class LabelSink:
+    """Receives one label's generated tokens batch by batch (``sink(first_row, tokens)``, in
+    row order) and passes them to its :class:`CellWriter`.
+
+    Without ``finish`` each batch is written as it comes (memory bounded by the batch). With
+    ``finish`` (a label whose means effect estimates set: they need all its cells) the tokens
+    are collected, and once the last row has arrived ``finish(tokens)`` (shifted tokens) is
+    written at once. The writer is finished after the label's last row.
+
+    Parameters
+    ----------
+    writer
+        The label's writer.
+    n
+        The label's number of cells.
+    shape
+        ``(T, P)`` of a cell's tokens.
+    finish
+        ``tokens -> tokens`` applied to all the label's tokens before writing, or ``None``.
+    """
+
+    def __init__(self, writer: CellWriter, n: int, shape: tuple[int, int], finish=None):
+        self.writer, self.n, self.shape, self.finish = writer, int(n), tuple(shape), finish
+        self._tokens: torch.Tensor | None = None
+
+    def __call__(self, start: int, tokens: torch.Tensor) -> None:
+        stop = start + len(tokens)
+        if self.finish is None:
+            self.writer.write(start, tokens)
+        else:
+            if self._tokens is None:
+                self._tokens = torch.empty((self.n, *self.shape))
+            self._tokens[start:stop] = tokens
+            if stop == self.n:
+                tokens, self._tokens = self.finish(self._tokens), None
+                self.writer.write(0, tokens)
+        if stop == self.n:
+            self.writer.finish()

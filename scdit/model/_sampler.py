@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -11,10 +12,32 @@ import torch
 from ..config import SamplingConfig, ScDiTConfig
 from ..data import ConditionVocab, CovariateVocab, canonical_label, parse_doses
 from ..flow import composed, guided, integrate
-from ..models import VelocityField
+from ..models import VelocityField, bf16_supported
 
 #: Most cells whose Gaussian draws are centred together (``SamplingConfig.center_noise``).
 NOISE_BLOCK = 1024
+#: Seconds a prediction runs before its progress bar appears (quick calls print nothing).
+PROGRESS_DELAY = 2.0
+
+
+def sampling_bf16(precision: str, device: torch.device | str) -> bool:
+    """Whether the velocity network runs under bf16 autocast: ``precision="bf16"``, or
+    ``"auto"`` where :func:`scdit.models.bf16_supported` says the device multiplies bf16
+    natively."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}.")
+    return precision == "bf16" or (precision == "auto" and bf16_supported(device))
+
+
+def progress_bar(total: int, batch_size: int, verbose: bool, desc: str):
+    """A tqdm bar over ``total`` cells integrated in batches of ``batch_size``, or ``None``:
+    shown when ``verbose`` and the cells take more than one batch, and only once the call has
+    run for :data:`PROGRESS_DELAY` seconds."""
+    if not verbose or total <= batch_size:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=int(total), desc=desc, unit="cells", delay=PROGRESS_DELAY)
 
 
 class NoiseStream:
@@ -64,6 +87,37 @@ class NoiseStream:
         return torch.cat(parts) if len(parts) != 1 else parts[0]
 
 
+@dataclass
+class SampleJob:
+    """The integration of one label's ``n`` cells (see :meth:`Generator.job`).
+
+    ``atoms`` ``(n, M)``, ``covs`` ``(n, K)`` and ``doses`` ``(n, M)`` (or ``None``) condition
+    each cell; ``noise`` and ``source`` (tokens ``(n, T, P)`` of a control-source model, or
+    ``None``) give its start; ``shared``: the velocity is the joint condition alone, so the
+    cells may share batches with other such jobs; ``sink(first_row, tokens)`` receives the
+    generated cells in consecutive batches.
+    """
+
+    label: str
+    n: int
+    atoms: torch.Tensor
+    covs: torch.Tensor
+    doses: torch.Tensor | None
+    noise: NoiseStream
+    source: torch.Tensor | None
+    sigma: float
+    weight: float
+    shared: bool
+    sink: Callable[[int, torch.Tensor], None]
+
+    def start(self, a: int, b: int) -> torch.Tensor:
+        """The starting points ``(b − a, T, P)`` of cells ``a`` to ``b − 1`` (read in order)."""
+        x1 = self.noise.take(a, b)
+        if self.source is not None:
+            x1 = self.source[a:b].float() + self.sigma * x1
+        return x1
+
+
 class Generator:
     """Tokens of cells under a condition, from the trained velocity field alone.
 
@@ -92,9 +146,11 @@ class Generator:
         return 0.0 if canonical in seen else self.config.flow.compose
 
     def velocity(self, label: str, atoms: torch.Tensor, covs: torch.Tensor, scale: float,
-                 weight: float, dose: torch.Tensor | None = None):
+                 weight: float, dose: torch.Tensor | None = None, field: Callable | None = None):
         """Guided velocity for ``label``; combinations composed from their members with
-        ``weight`` (``v = (1 − w) v_AB + w (Σ v_m − (k − 1) v_control)``)."""
+        ``weight`` (``v = (1 − w) v_AB + w (Σ v_m − (k − 1) v_control)``). ``field``: the
+        network to evaluate (default the fp32 field; see :meth:`network`)."""
+        field = self.field if field is None else field
 
         def cond(a, d):
             c = {"atoms": a, "covariates": covs}
@@ -102,7 +158,7 @@ class Generator:
                 c["dose"] = d
             return c
 
-        v_joint = guided(self.field, cond(atoms, dose), scale)
+        v_joint = guided(field, cond(atoms, dose), scale)
         members = self.vocab.members(label)
         if weight == 0.0 or len(members) < 2:
             return v_joint
@@ -110,9 +166,9 @@ class Generator:
         for j, m in enumerate(members):  # members are sorted, as the columns of atoms and dose
             a = torch.as_tensor(self.vocab.encode([m] * len(atoms)), device=atoms.device)
             d = None if dose is None else dose[:, j:j + 1]
-            terms.append((guided(self.field, cond(a, d), scale), weight))
+            terms.append((guided(field, cond(a, d), scale), weight))
         ctrl = torch.zeros_like(atoms[:, :1])
-        terms.append((guided(self.field, cond(ctrl, None), scale), -weight * (len(members) - 1)))
+        terms.append((guided(field, cond(ctrl, None), scale), -weight * (len(members) - 1)))
         return composed(terms)
 
     def dose_tensor(self, label: str, dose, n: int, width: int) -> torch.Tensor | None:
@@ -131,35 +187,113 @@ class Generator:
         arr = parse_doses([label], [dose], self.vocab, width, key)
         return torch.as_tensor(np.repeat(arr, n, axis=0))
 
+    def network(self, device: torch.device, precision: str) -> Callable:
+        """The velocity network ``v(x, t, cond)`` as the sampler calls it: the field itself in
+        fp32, or under bf16 autocast with its output cast back to fp32 (``precision``:
+        ``"bf16"``, ``"fp32"`` or ``"auto"``, see :func:`sampling_bf16`)."""
+        if not sampling_bf16(precision, device):
+            return self.field
+        field, kind = self.field, torch.device(device).type
+
+        def bf16(x: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+            with torch.autocast(kind, dtype=torch.bfloat16):
+                out = field(x, t, cond)
+            return out.float()
+
+        return bf16
+
+    def job(self, label: str, n: int, covs: torch.Tensor, *, gen: torch.Generator,
+            sampling: SamplingConfig, weight: float, dose=None,
+            source_tokens: torch.Tensor | None = None,
+            sink: Callable[[int, torch.Tensor], None]) -> SampleJob:
+        """The integration of ``n`` cells of ``label`` with covariate codes ``covs`` ``(n, K)``,
+        from Gaussian noise (``gen``, drawn by :class:`NoiseStream`) or from ``source_tokens``
+        plus ``FlowConfig.source_noise`` × noise for a control-source model; its cells go to
+        ``sink(first_row, tokens)`` in consecutive batches (run it with :meth:`run`)."""
+        t, p = self.shape
+        atoms = torch.as_tensor(self.vocab.encode([label] * n))
+        sigma = self.config.flow.source_noise if self.config.flow.source == "control" else 1.0
+        shared = float(weight) == 0.0 or len(self.vocab.members(label)) < 2
+        return SampleJob(label, n, atoms, covs, self.dose_tensor(label, dose, n, atoms.shape[1]),
+                         NoiseStream(n, (t, p), gen, sampling.center_noise), source_tokens,
+                         sigma, float(weight), shared, sink)
+
+    def run(self, jobs: Iterable[SampleJob], sampling: SamplingConfig, device: torch.device,
+            progress=None) -> None:
+        """Integrate ``jobs`` in order, in batches of up to ``sampling.batch_size`` cells.
+
+        Consecutive jobs whose velocity is the joint condition alone (``SampleJob.shared``)
+        share batches: only the network evaluations are batched, each job's noise and source
+        come from its own streams. A composed job gets batches of its own. Each batch's cells
+        go to their jobs' sinks in job order; ``progress`` (a tqdm bar) counts the cells."""
+        bs, net = int(sampling.batch_size), self.network(device, sampling.precision)
+        kw = {"steps": sampling.steps or self.config.flow.steps,
+              "solver": sampling.solver or self.config.flow.solver}
+        batch: list[tuple[SampleJob, int, int]] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            x0 = integrate(self._batch_velocity(batch, net, sampling.guidance_scale, device),
+                           torch.cat([j.start(a, b) for j, a, b in batch]).to(device),
+                           **kw).cpu()  # (b, T, P)
+            done = 0
+            for j, a, b in batch:
+                j.sink(a, x0[done:done + b - a])
+                done += b - a
+            if progress is not None:
+                progress.update(done)
+            batch.clear()
+
+        for job in jobs:
+            if not job.shared:
+                flush()
+            s = 0
+            while s < job.n:
+                e = min(job.n, s + bs - sum(b - a for _, a, b in batch))
+                batch.append((job, s, e))
+                if not job.shared or sum(b - a for _, a, b in batch) >= bs:
+                    flush()
+                s = e
+            if not job.shared:
+                flush()
+        flush()
+
+    def _batch_velocity(self, batch: list[tuple[SampleJob, int, int]], net: Callable,
+                        scale: float, device: torch.device) -> Callable:
+        """Velocity of one batch: :meth:`velocity` for a single job's cells, else the guided
+        joint condition of all the batch's cells (atoms 0-padded to the widest label)."""
+        if len(batch) == 1:
+            j, a, b = batch[0]
+            return self.velocity(j.label, j.atoms[a:b].to(device), j.covs[a:b].to(device),
+                                 scale, j.weight, None if j.doses is None
+                                 else j.doses[a:b].to(device), field=net)
+        width = max(j.atoms.shape[1] for j, _, _ in batch)
+
+        def pad(x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.pad(x, (0, width - x.shape[1]))
+
+        cond = {"atoms": torch.cat([pad(j.atoms[a:b]) for j, a, b in batch]).to(device),
+                "covariates": torch.cat([j.covs[a:b] for j, a, b in batch]).to(device)}
+        if batch[0][0].doses is not None:
+            cond["dose"] = torch.cat([pad(j.doses[a:b]) for j, a, b in batch]).to(device)
+        return guided(net, cond, scale)
+
     def generate(self, label: str, n: int, covs: torch.Tensor, *, gen: torch.Generator,
                  sampling: SamplingConfig, weight: float, dose=None,
                  source_tokens: torch.Tensor | None = None, device: torch.device,
-                 sink: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor | None:
-        """Generated tokens ``(n, T, P)`` of ``label`` with covariate codes ``covs`` ``(n, K)``,
-        integrated from Gaussian noise (``gen``, drawn by :class:`NoiseStream`) or from
-        ``source_tokens`` plus ``FlowConfig.source_noise`` × noise for a control-source model. With ``sink``, each
+                 sink: Callable[[int, torch.Tensor], None] | None = None,
+                 progress=None) -> torch.Tensor | None:
+        """Generated tokens ``(n, T, P)`` of one label (see :meth:`job`). With ``sink``, each
         batch is passed to ``sink(first_row, tokens)`` instead of being kept (returns None)."""
-        t, p = self.shape
-        atoms = torch.as_tensor(self.vocab.encode([label] * n))
-        doses = self.dose_tensor(label, dose, n, atoms.shape[1])
-        sigma = self.config.flow.source_noise if self.config.flow.source == "control" else 1.0
-        kw = {"steps": sampling.steps or self.config.flow.steps,
-              "solver": sampling.solver or self.config.flow.solver}
-        out, bs = None if sink is not None else torch.empty((n, t, p)), int(sampling.batch_size)
-        noise = NoiseStream(n, (t, p), gen, sampling.center_noise)
-        for s in range(0, n, bs):
-            sl = slice(s, min(n, s + bs))
-            x1 = noise.take(sl.start, sl.stop)  # (b, T, P)
-            if source_tokens is not None:
-                x1 = source_tokens[sl].float() + sigma * x1
-            v = self.velocity(label, atoms[sl].to(device), covs[sl].to(device),
-                              sampling.guidance_scale, weight,
-                              None if doses is None else doses[sl].to(device))
-            x0 = integrate(v, x1.to(device), **kw).cpu()  # (b, T, P)
-            if sink is not None:
-                sink(sl.start, x0)
-            else:
-                out[sl] = x0
+        out = None if sink is not None else torch.empty((n, *self.shape))
+
+        def keep(start: int, x0: torch.Tensor) -> None:
+            out[start:start + len(x0)] = x0
+
+        job = self.job(label, n, covs, gen=gen, sampling=sampling, weight=weight, dose=dose,
+                       source_tokens=source_tokens, sink=sink or keep)
+        self.run([job], sampling, device, progress)
         return out
 
     def covariate_codes(self, label: str, cov_df: pd.DataFrame | None, n: int,
