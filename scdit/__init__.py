@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from . import evaluate  # a callable module: scdit.evaluate(...) and scdit.evaluate.summarize
-from .api import fit, load
+from .api import fit, load, reflow
 from .config import (
     DIT_PRESETS,
     ConditionConfig,
@@ -41,6 +41,7 @@ __all__ = [
     "fit",
     "load",
     "pl",
+    "reflow",
     "splits",
     "write_report",
 ]

@@ -421,14 +421,15 @@ def fit(
                     "budget_steps": result.budget_steps, "stopped_by_time": result.stopped_by_time,
                     "seconds": round(result.seconds, 1),
                     "best_val_loss": result.best_val_loss, "history": result.history,
-                    "precision": result.precision, "accelerator": result.accelerator})
+                    "precision": result.precision, "accelerator": result.accelerator,
+                    "compiled": result.compiled})
     if run is not None and run.step is not None:
         summary["resumed_from_step"] = run.step
     if verbose:
         early = "" if result.steps >= result.max_steps else \
             f" (stopped before {result.max_steps}: early stopping or the time budget)"
         print(f"scdit: trained {result.steps} steps{early} in {result.seconds:.0f} s "
-              f"({result.precision}); best validation loss {result.best_val_loss:.4f}")
+              f"({result.precision}{', compiled' if result.compiled else ''}); best validation loss {result.best_val_loss:.4f}")
     return ScDiT(cfg, vocab, covs, tok, result.field, adata.var_names, reference, summary)
 
 

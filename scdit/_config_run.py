@@ -7,6 +7,11 @@ from dataclasses import dataclass
 
 from ._checks import check_field
 
+#: Values of :attr:`SamplingConfig.precision`.
+SAMPLING_PRECISIONS = ("auto", "bf16", "fp32")
+#: Values of :attr:`TrainConfig.compile`.
+COMPILE_MODES = ("auto", True, False)
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -27,6 +32,10 @@ class SamplingConfig:
         training, ``FlowConfig.compose`` for unseen ones.
     batch_size
         Cells integrated at a time (does not change the cells).
+    precision
+        Arithmetic of the velocity network while sampling: ``"auto"`` (bf16 autocast where the
+        hardware multiplies bf16 natively, :func:`scdit.models.bf16_supported`, else fp32),
+        ``"bf16"`` or ``"fp32"``. The ODE state and the solver's updates stay in fp32.
     center_noise
         Centre the Gaussian draws of each block of up to :data:`scdit.model.NOISE_BLOCK` cells
         and rescale them by ``sqrt(b / (b − 1))``: each cell's noise stays exactly standard
@@ -40,6 +49,7 @@ class SamplingConfig:
     compose: float | None = None
     batch_size: int = 2048
     center_noise: bool = True
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         check_field(self, "steps", integer=True, low=1, none_ok=True,
@@ -52,6 +62,9 @@ class SamplingConfig:
         check_field(self, "compose", low=0.0, high=1.0, none_ok=True,
                     hint="0 is the joint condition, 1 the composition of the members")
         check_field(self, "batch_size", integer=True, low=1)
+        if self.precision not in SAMPLING_PRECISIONS:
+            raise ValueError(f"SamplingConfig.precision = {self.precision!r} is not one of "
+                             f"{list(SAMPLING_PRECISIONS)}.")
         if not isinstance(self.center_noise, bool):
             raise TypeError(f"SamplingConfig.center_noise must be True or False, got "
                             f"{self.center_noise!r}.")
@@ -67,7 +80,8 @@ class TrainConfig:
     that would overrun it is shortened, schedule included (:class:`scdit.train.TimeBudget`),
     and training stops at the budget in any case (the best EMA weights so far are kept).
 
-    ``precision="auto"`` trains in bf16 mixed precision on GPUs that support it, else fp32;
+    ``precision="auto"`` trains in bf16 mixed precision where the hardware multiplies bf16
+    natively (GPUs that support it; CPUs with AMX or AVX-512 BF16), else fp32;
     ``accelerator="auto"`` uses a GPU when there is one. Conditions with fewer than
     ``min_cells`` cells trigger a warning.
 
@@ -100,10 +114,16 @@ class TrainConfig:
     min_cells: int = 10
     checkpoint_every: int | None = None
     resume: bool = False
+    compile: bool | str = "auto"
 
     def __post_init__(self) -> None:
         check_field(self, "checkpoint_every", integer=True, low=1, none_ok=True,
                     hint="None writes a checkpoint every val_every steps")
+        if self.compile not in COMPILE_MODES or isinstance(self.compile, int) \
+                and not isinstance(self.compile, bool):
+            raise ValueError(f"TrainConfig.compile = {self.compile!r} is not one of "
+                             f"{list(COMPILE_MODES)} ('auto': compile the velocity network with "
+                             "torch.compile for runs long enough to repay it).")
         if not isinstance(self.resume, bool):
             raise TypeError(f"TrainConfig.resume must be True or False, got {self.resume!r}.")
         if self.checkpoint_dir is None and (self.resume or self.checkpoint_every is not None):

@@ -1,10 +1,12 @@
-"""Networks: the velocity field, its DiT and MLP backbones and their building blocks."""
+"""Networks: the velocity field, its DiT and MLP backbones, their building blocks, and which
+precision the hardware runs them fastest in."""
 
 from ._blocks import DiTBlock, FinalLayer
 from ._dit import DiT
 from ._embed import GeneTokenEmbed, TimestepEmbedder, sinusoidal_embedding
 from ._field import VelocityField
 from ._mlp import MLPVelocity, dit_parameter_count
+from ._precision import CPU_BF16_FLAGS, bf16_supported, cpu_has_fast_bf16
 
-__all__ = ["DiT", "DiTBlock", "FinalLayer", "GeneTokenEmbed", "MLPVelocity", "TimestepEmbedder",
-           "dit_parameter_count", "sinusoidal_embedding", "VelocityField"]
+__all__ = ["CPU_BF16_FLAGS", "DiT", "DiTBlock", "FinalLayer", "GeneTokenEmbed", "MLPVelocity", "TimestepEmbedder",
+           "dit_parameter_count", "sinusoidal_embedding", "VelocityField", "bf16_supported", "cpu_has_fast_bf16"]

@@ -13,9 +13,17 @@ from ._checkpoint import (
 from ._ema import EMA
 from ._loader import EpochBatchSampler, ResumableLoader, eval_loader
 from ._module import FlowModule, group_ids, pair_within_groups
-from ._trainer import TrainResult, auto_max_steps, resolve_precision, train_field
+from ._pairs import PairDataset
+from ._trainer import (
+    COMPILE_MIN_STEPS,
+    TrainResult,
+    auto_max_steps,
+    resolve_compile,
+    resolve_precision,
+    train_field,
+)
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "EMA", "EpochBatchSampler", "FlowModule",
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "COMPILE_MIN_STEPS", "EMA", "EpochBatchSampler", "FlowModule", "PairDataset",
            "ResumableLoader", "StepCheckpoint", "TimeBudget", "TrainResult", "auto_max_steps",
            "digest", "eval_loader", "group_ids", "pair_within_groups", "read_checkpoint",
-           "resolve_precision", "rng_state", "set_rng_state", "train_field"]
+           "resolve_compile", "resolve_precision", "rng_state", "set_rng_state", "train_field"]

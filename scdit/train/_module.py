@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import lightning as L
 import torch
@@ -17,7 +18,8 @@ from ._ema import EMA
 class FlowModule(L.LightningModule):
     """Rectified-flow training of ``field`` on tokenised cells.
 
-    Each step: tokens ``x0`` of a batch, source ``x1`` (Gaussian noise, or with
+    Each step: tokens ``x0`` of a batch, source ``x1`` (Gaussian noise; with ``source="pairs"``
+    the batch's own fixed pairs, for reflow; or with
     ``source="control"`` the tokens of control cells of the same context, re-paired by exact
     minibatch optimal transport within each (context, condition) group, plus
     ``source_noise``-scaled Gaussian noise), times from the configured sampler, condition dropout with probability ``cond_dropout`` (classifier-free guidance),
@@ -29,10 +31,11 @@ class FlowModule(L.LightningModule):
                  warmup_steps: int, max_steps: int, ema_decay: float, cond_dropout: float,
                  time_sampling: str, logit_mean: float = 0.0, logit_std: float = 1.0,
                  val_seed: int = 0, source: str = "noise", source_noise: float = 0.0,
-                 covariate_dropout: float = 0.0):
+                 covariate_dropout: float = 0.0, compile_field: bool = False):
         super().__init__()
-        if source not in ("noise", "control"):
-            raise ValueError(f"source must be 'noise' or 'control', got {source!r}.")
+        self.compile_field = bool(compile_field)
+        if source not in ("noise", "control", "pairs"):
+            raise ValueError(f"source must be 'noise', 'control' or 'pairs', got {source!r}.")
         self.source = source
         self.source_noise = float(source_noise)
         self.covariate_dropout = float(covariate_dropout)
@@ -51,15 +54,12 @@ class FlowModule(L.LightningModule):
         self._resume_rng: dict | None = None
 
     def _loss(self, field, batch, generator=None) -> torch.Tensor:
-        x0 = self.tokenizer.encode(batch["x"])  # (B, T, P)
-        b = x0.shape[0]
-        if self.source == "control":
-            x1 = self.tokenizer.encode(batch["x_src"])  # (B, T, P)
-            x1 = pair_within_groups(x0, x1, group_ids(batch))
-            if self.source_noise > 0:
-                x1 = x1 + self.source_noise * noise_like(x1, generator)
+        if self.source == "pairs":  # reflow: fixed (cell, source) pairs, already tokens
+            x0, x1 = batch["x0"], batch["x1"]  # (B, T, P)
         else:
-            x1 = noise_like(x0, generator)  # (B, T, P)
+            x0 = self.tokenizer.encode(batch["x"])  # (B, T, P)
+            x1 = self._source(x0, batch, generator)  # (B, T, P)
+        b = x0.shape[0]
         t = self.sample_t(b, generator, x0.device)  # (B,)
         if generator is None and self.training:
             drop = torch.rand(b, device=x0.device) < self.cond_dropout  # (B,)
@@ -74,10 +74,42 @@ class FlowModule(L.LightningModule):
             cond["dose"] = batch["dose"]
         return flow_matching_loss(lambda x, tt: field(x, tt, cond), x0, x1, t)
 
+    def _source(self, x0: torch.Tensor, batch, generator) -> torch.Tensor:
+        """Source draws ``x1`` for cells ``x0``: noise, or OT-paired control cells plus noise."""
+        if self.source != "control":
+            return noise_like(x0, generator)  # (B, T, P)
+        x1 = pair_within_groups(x0, self.tokenizer.encode(batch["x_src"]), group_ids(batch))
+        if self.source_noise > 0:
+            x1 = x1 + self.source_noise * noise_like(x1, generator)
+        return x1
+
     def training_step(self, batch, batch_idx):
-        loss = self._loss(self.field, batch)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, batch_size=len(batch["x"]))
+        if not self.compile_field or self.__dict__.get("_compiled_ran"):
+            loss = self._loss(self._train_field(), batch)
+        else:  # first compiled step: a tool chain that fails to compile falls back to eager
+            try:
+                loss = self._loss(self._train_field(), batch)
+                self.__dict__["_compiled_ran"] = True
+            except Exception as err:  # noqa: BLE001 - any compiler failure
+                warnings.warn(f"torch.compile of the velocity network failed ({type(err).__name__}:"
+                              f" {str(err).splitlines()[0] if str(err) else ''}); training "
+                              "continues without compiling (TrainConfig(compile=False) skips "
+                              "the attempt).", RuntimeWarning, stacklevel=2)
+                self.compile_field = False
+                loss = self._loss(self.field, batch)
+        self.log("train_loss", loss, prog_bar=True, on_step=True,
+                 batch_size=len(batch["x0" if self.source == "pairs" else "x"]))
         return loss
+
+    def _train_field(self):
+        """The field's forward for training steps: compiled with ``torch.compile`` when
+        ``compile_field`` (the same weights: the compiled function is kept outside the module's
+        state, so checkpoints and the EMA see the plain field)."""
+        if not self.compile_field:
+            return self.field
+        if "_compiled" not in self.__dict__:  # not an attribute nn.Module would register
+            self.__dict__["_compiled"] = torch.compile(self.field.forward, dynamic=False)
+        return self.__dict__["_compiled"]
 
     def on_fit_start(self) -> None:
         self.ema.module.to(self.device)
@@ -123,8 +155,9 @@ class FlowModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         with torch.no_grad():
             loss = self._loss(self.ema.module, batch, generator=self._val_gen)
-        self._val_losses.append(loss.detach() * len(batch["x"]))
-        self._val_n = getattr(self, "_val_n", 0) + len(batch["x"])
+        n = len(batch["x0" if self.source == "pairs" else "x"])
+        self._val_losses.append(loss.detach() * n)
+        self._val_n = getattr(self, "_val_n", 0) + n
         return loss
 
     def on_validation_epoch_end(self) -> None:

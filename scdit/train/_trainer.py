@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -13,7 +16,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from ..config import DiTConfig, FlowConfig, TrainConfig
 from ..data import CellDataset
-from ..models import VelocityField
+from ..models import VelocityField, bf16_supported
 from ._budget import TimeBudget
 from ._checkpoint import StepCheckpoint
 from ._loader import ResumableLoader, eval_loader
@@ -32,6 +35,7 @@ class TrainResult:
     precision: str
     accelerator: str
     max_steps: int
+    compiled: bool = False  # trained with a torch.compile-d network
     budget_steps: int | None = None  # length the time budget shortened the run to, if it did
     stopped_by_time: bool = False  # the hard time limit ended the run before its (planned) end
 
@@ -56,17 +60,43 @@ def auto_max_steps(n_cells: int, batch_size: int, source: str = "noise") -> int:
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """``"auto"`` → bf16 mixed precision on a GPU that supports it, fp32 otherwise.
+    """``"auto"`` → bf16 mixed precision where the hardware multiplies bf16 natively (a GPU
+    that supports it; a CPU with AMX or AVX-512 BF16, :func:`cpu_has_fast_bf16`), else fp32.
 
-    On the 2-core CPU we measured (docs/results.md, "Speed") bf16 autocast did not speed up the
-    small preset (elementwise ops dominate), so CPUs train in fp32 unless asked otherwise.
+    Mixed precision keeps fp32 weights, optimiser state, norms, softmax and loss; the matrix
+    products run in bf16. On the 2-core AMX CPU this trains the ``small`` preset faster at the
+    same quality (``benchmarks/run.py speed`` and the quality suite).
     """
     if precision != "auto":
         return precision
     use_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    if use_gpu and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
+    if use_gpu:
+        return "bf16-mixed" if bf16_supported("cuda") else "32-true"
+    return "bf16-mixed" if bf16_supported("cpu") else "32-true"
+
+
+#: Shortest planned run that ``TrainConfig.compile="auto"`` compiles: compilation takes tens of
+#: seconds on a CPU, repaid by faster steps only over runs of about this length or more.
+COMPILE_MIN_STEPS = 1000
+
+
+def resolve_compile(compile_: bool | str, max_steps: int, accelerator: str) -> bool:
+    """Whether to train with a ``torch.compile``-d velocity network.
+
+    ``True`` / ``False`` are obeyed; ``"auto"`` compiles runs of at least
+    :data:`COMPILE_MIN_STEPS` steps on Linux where the backend's tool chain is present (a C++
+    compiler for CPUs, Triton for CUDA GPUs). ``torch.compile`` fuses the many small
+    elementwise operations of a small DiT (norms, modulation, activations) that dominate once
+    the matrix products run in bf16.
+    """
+    if compile_ is not True and compile_ is not False:
+        if max_steps < COMPILE_MIN_STEPS or not sys.platform.startswith("linux"):
+            return False
+        use_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        if use_gpu:
+            return importlib.util.find_spec("triton") is not None
+        return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+    return bool(compile_)
 
 
 def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: CellDataset | None,
@@ -83,6 +113,7 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
     """
     max_steps = train.max_steps or auto_max_steps(len(train_ds), train.batch_size, flow.source)
     precision = resolve_precision(train.precision, train.accelerator)
+    compiled = resolve_compile(train.compile, max_steps, train.accelerator)
     L.seed_everything(train.seed, workers=True, verbose=False)
     module = FlowModule(
         field, tokenizer, lr=train.lr, weight_decay=train.weight_decay,
@@ -90,7 +121,7 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
         ema_decay=train.ema_decay, cond_dropout=dit.cond_dropout,
         time_sampling=flow.time_sampling, logit_mean=flow.logit_mean, logit_std=flow.logit_std,
         val_seed=train.seed, source=flow.source, source_noise=flow.source_noise,
-        covariate_dropout=covariate_dropout,
+        covariate_dropout=covariate_dropout, compile_field=compiled,
     )
     train_loader = ResumableLoader(train_ds, train.batch_size, shuffle=True, seed=train.seed,
                                    drop_last=True)
@@ -131,7 +162,7 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
     return TrainResult(field=module.final_field(), steps=int(trainer.global_step), seconds=seconds,
                        best_val_loss=module.best_val, history=module.history,
                        precision=precision, accelerator=str(trainer.accelerator.__class__.__name__),
-                       max_steps=max_steps,
+                       max_steps=max_steps, compiled=compiled,
                        budget_steps=budget.shortened_to if budget else None,
                        stopped_by_time=stopped)
 
