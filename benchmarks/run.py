@@ -8,7 +8,8 @@ Usage::
     python benchmarks/run.py speed --threads 1 --out /tmp/bench
 
 Suites: ``quality`` (scdit, the generator alone and the baselines on the bundled settings),
-``speed`` (training / sampling throughput, metric panel) and ``tokenizers`` (genes, pca, scvi).
+``speed`` (training / sampling throughput, FLOP/s vs the matmul peak, metric panel),
+``tokenizers`` (genes, pca, scvi) and ``fewstep`` (1-8 Euler steps vs the default solver).
 Each suite's rows are appended to ``OUT/<suite>.csv`` (quick mode: ``OUT/<suite>_quick.csv``,
 ``OUT`` defaulting to ``benchmarks/results`` and ``benchmarks/results/quick``); every row records
 the scdit version, git commit, date, machine, suite, setting, held-out unit, method and seed.
@@ -30,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-SUITES = ("quality", "speed", "tokenizers")
+SUITES = ("quality", "speed", "tokenizers", "fewstep")
 
 
 def _suite(name: str):

@@ -36,7 +36,8 @@ QUICK_SAMPLING_STEPS = 5
 def fit_model(train: ad.AnnData, condition_key: str, *, control: str | None, seed: int,
               quick: bool, covariate_keys: Sequence[str] = (), tokenizer: str = "genes",
               tokenizer_options: dict | None = None, max_steps: int | None = None,
-              preset: str | None = None, budget: bool = True, backbone: str = "dit"):
+              preset: str | None = None, budget: bool = True, backbone: str = "dit",
+              train_options: dict | None = None):
     """``scdit.fit`` with its defaults (full mode) or a tiny, short fit (quick mode).
 
     Parameters
@@ -58,6 +59,9 @@ def fit_model(train: ad.AnnData, condition_key: str, *, control: str | None, see
     backbone
         Velocity network: ``"dit"`` (default) or ``"mlp"`` (the preset's sizes with
         ``DiTConfig.backbone="mlp"``).
+    train_options
+        Fields of ``scdit.TrainConfig`` to set (e.g. ``{"precision": "32-true"}``); fields this
+        scdit's ``TrainConfig`` lacks are dropped (see :func:`config_fields`).
 
     Returns
     -------
@@ -80,24 +84,42 @@ def fit_model(train: ad.AnnData, condition_key: str, *, control: str | None, see
         kw["dit"] = dataclasses.replace(scdit.config.DIT_PRESETS[name], backbone=backbone)
     if tokenizer != "genes" or tokenizer_options:  # API LINE: tokenizer kind and options
         kw["tokenizer"] = scdit.TokenizerConfig(kind=tokenizer, **(tokenizer_options or {}))
+    if train_options:  # API LINE: TrainConfig fields (precision, compile, ...)
+        kw["train"] = {k: v for k, v in train_options.items() if k in config_fields("train")}
     return scdit.fit(train, condition_key, control=control, **kw)
 
 
-def predict_kwargs(*, generator_only: bool, quick: bool) -> dict:
+def config_fields(kind: str) -> frozenset[str]:
+    """Field names of this scdit's ``TrainConfig`` (``"train"``) or ``SamplingConfig``
+    (``"sampling"``), so that a suite can use a newer field where it exists."""
+    import scdit
+
+    cls = {"train": scdit.TrainConfig, "sampling": scdit.SamplingConfig}[kind]
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+def predict_kwargs(*, generator_only: bool, quick: bool, sampling: dict | None = None) -> dict:
     """Keyword arguments of ``model.predict`` for the default or the generator alone.
 
     ``generator_only=True`` is the generator without any effect estimate setting its mean.
+    ``sampling``: fields of ``scdit.SamplingConfig`` (e.g. ``{"steps": 4, "solver": "euler"}``;
+    fields this scdit lacks are dropped); given, it replaces quick mode's few steps.
     """
     import scdit
 
-    return {"effects": "none" if generator_only else "auto",  # API LINE
-            **({"sampling": scdit.SamplingConfig(steps=QUICK_SAMPLING_STEPS)} if quick else {})}
+    if sampling is not None:  # API LINE: explicit sampling settings
+        fields = config_fields("sampling")
+        cfg = {"sampling": scdit.SamplingConfig(**{k: v for k, v in sampling.items()
+                                                   if k in fields})}
+    else:
+        cfg = {"sampling": scdit.SamplingConfig(steps=QUICK_SAMPLING_STEPS)} if quick else {}
+    return {"effects": "none" if generator_only else "auto", **cfg}  # API LINE
 
 
 def predict_cells(model, conditions: Iterable[str], n_cells: dict[str, int] | int,
                   source: ad.AnnData | None, *, seed: int, quick: bool,
                   generator_only: bool = False, representation: str | None = None,
-                  ) -> ad.AnnData:
+                  sampling: dict | None = None) -> ad.AnnData:
     """Predict each condition (seeded ``seed + i``) and concatenate the cells.
 
     Parameters
@@ -118,13 +140,16 @@ def predict_cells(model, conditions: Iterable[str], n_cells: dict[str, int] | in
         The generator alone, without effect estimates (see :func:`predict_kwargs`).
     representation
         Output representation (``None``: the training one).
+    sampling
+        Fields of ``scdit.SamplingConfig`` (see :func:`predict_kwargs`); ``None``: the model's
+        default sampling (quick mode: :data:`QUICK_SAMPLING_STEPS` steps).
 
     Returns
     -------
     anndata.AnnData
         The generated cells of all conditions.
     """
-    kw = predict_kwargs(generator_only=generator_only, quick=quick)
+    kw = predict_kwargs(generator_only=generator_only, quick=quick, sampling=sampling)
     if representation is not None:
         kw["representation"] = representation
     parts = []
@@ -219,6 +244,18 @@ def peak_rss_mib() -> float:
         pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 2**20 if sys.platform == "darwin" else r / 2**10
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident memory (Linux ``/proc/self/clear_refs``), so that
+    :func:`peak_rss_mib` reports the peak from now on; ``False`` where that is not possible
+    (the peak then stays the process's peak so far)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def markdown(df: pd.DataFrame, digits: int = 3) -> str:
