@@ -166,13 +166,19 @@ class ConditionConfig:
 
 #: Backbones of the velocity field (:attr:`DiTConfig.backbone`).
 BACKBONES = ("dit", "mlp")
+#: Activations of the MLPs of the backbones (:attr:`DiTConfig.activation`).
+ACTIVATIONS = ("gelu", "gelu_tanh")
 
 
 @dataclass(frozen=True)
 class DiTConfig:
     """Diffusion Transformer (Peebles & Xie, 2023) with adaLN-Zero blocks; ``backbone="mlp"``:
     the attention-free :class:`scdit.models.MLPVelocity` instead (``depth`` residual blocks, same
-    conditioning, width matched to the DiT's parameter count, ``num_heads`` unused)."""
+    conditioning, width matched to the DiT's parameter count, ``num_heads`` unused).
+
+    ``activation`` is the GELU of the MLPs: ``"gelu"`` (exact, erf) or ``"gelu_tanh"`` (the tanh
+    approximation, about twice as slow on CPUs; what model files saved before the field existed
+    used, and are read with)."""
 
     hidden_size: int = 128
     depth: int = 4
@@ -181,9 +187,13 @@ class DiTConfig:
     cond_dropout: float = 0.1
     max_tokens: int = 16
     backbone: str = "dit"
+    activation: str = "gelu"
 
     def __post_init__(self) -> None:
         _check_sizes(self, "dit")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"DiTConfig.activation = {self.activation!r} is not an activation; "
+                             f"choose from {list(ACTIVATIONS)}.")
         if self.backbone not in BACKBONES:
             raise ValueError(f"DiTConfig.backbone = {self.backbone!r} is not a backbone; choose "
                              f"from {list(BACKBONES)} (the DiT, or the attention-free MLP).")
@@ -277,6 +287,8 @@ class ScDiTConfig:
         d = dict(d)
         if isinstance(d.get("flow"), Mapping):
             d["flow"] = _legacy_flow(d["flow"])
+        if isinstance(d.get("dit"), Mapping) and "activation" not in d["dit"]:
+            d["dit"] = {**d["dit"], "activation": "gelu_tanh"}  # files older than the field
         check_json(d, config_schema(), where, root="config")
         data = dict(d["data"])
         data["covariate_keys"] = tuple(data.get("covariate_keys", ()))
@@ -301,6 +313,7 @@ def config_schema() -> dict[str, Any]:
     props = {name: dataclass_schema(cls, SIZE_LIMITS.get(name))
              for name, cls in _SECTIONS.items()}
     props["dit"]["properties"]["backbone"]["enum"] = list(BACKBONES)
+    props["dit"]["properties"]["activation"]["enum"] = list(ACTIVATIONS)
     return {"type": "object", "properties": props, "required": ["data"],
             "additionalProperties": False}
 

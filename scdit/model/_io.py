@@ -107,13 +107,14 @@ def build_field(cfg: ScDiTConfig, tokenizer: Tokenizer, vocab: ConditionVocab,
     layout = (tokenizer.n_tokens, tokenizer.patch_size, tokenizer.n_features)
     gene_init = tokenizer.gene_embedding_init  # user gene features (fit only)
     if d.backbone == "mlp":
-        dit = MLPVelocity(*layout, d.hidden_size, d.depth, mlp_ratio=d.mlp_ratio)
+        dit = MLPVelocity(*layout, d.hidden_size, d.depth, mlp_ratio=d.mlp_ratio,
+                          activation=d.activation)
         if gene_init is not None:
             warnings.warn("The gene features passed to the tokenizer initialise the DiT's gene "
                           "identity embeddings; the MLP backbone (DiTConfig.backbone='mlp') has "
                           "none, so they are not used.", UserWarning, stacklevel=2)
     else:
-        dit = DiT(*layout, d.hidden_size, d.depth, d.num_heads, d.mlp_ratio)
+        dit = DiT(*layout, d.hidden_size, d.depth, d.num_heads, d.mlp_ratio, d.activation)
         if gene_init is not None:
             dit.embed.init_identity(gene_init)
     c = cfg.conditions

@@ -12,6 +12,13 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale[:, None]) + shift[:, None]
 
 
+def gelu(activation: str) -> nn.GELU:
+    """The GELU module of an activation name: ``"gelu"`` (exact) or ``"gelu_tanh"``."""
+    if activation not in ("gelu", "gelu_tanh"):
+        raise ValueError(f"Unknown activation {activation!r}; use 'gelu' or 'gelu_tanh'.")
+    return nn.GELU(approximate="tanh" if activation == "gelu_tanh" else "none")
+
+
 class Attention(nn.Module):
     """Multi-head self-attention.
 
@@ -49,13 +56,14 @@ class DiTBlock(nn.Module):
     attention and MLP branches; it is zero-initialised so every block starts as the identity.
     """
 
-    def __init__(self, hidden: int, num_heads: int, mlp_ratio: float = 4.0):
+    def __init__(self, hidden: int, num_heads: int, mlp_ratio: float = 4.0,
+                 activation: str = "gelu"):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(hidden, num_heads)
         self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         inner = int(hidden * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(approximate="tanh"),
+        self.mlp = nn.Sequential(nn.Linear(hidden, inner), gelu(activation),
                                  nn.Linear(inner, hidden))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
 

@@ -21,15 +21,18 @@ class DiT(nn.Module):
         Token layout from the tokenizer.
     hidden_size, depth, num_heads, mlp_ratio
         Transformer size (see :data:`scdit.config.DIT_PRESETS`).
+    activation
+        GELU of the blocks' MLPs: ``"gelu"`` (exact) or ``"gelu_tanh"``.
     """
 
     def __init__(self, n_tokens: int, patch_size: int, n_genes: int, hidden_size: int = 128,
-                 depth: int = 4, num_heads: int = 4, mlp_ratio: float = 4.0):
+                 depth: int = 4, num_heads: int = 4, mlp_ratio: float = 4.0,
+                 activation: str = "gelu"):
         super().__init__()
         self.embed = GeneTokenEmbed(n_tokens, patch_size, hidden_size, n_genes)
         self.t_embed = TimestepEmbedder(hidden_size)
         self.blocks = nn.ModuleList(
-            DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)
+            DiTBlock(hidden_size, num_heads, mlp_ratio, activation) for _ in range(depth)
         )
         self.final = FinalLayer(hidden_size, n_tokens, patch_size)
         self.initialize_weights()

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from ._blocks import gelu
 from ._embed import TimestepEmbedder
 
 #: Width of the sinusoidal time features (as in :class:`~scdit.models.TimestepEmbedder`).
@@ -72,10 +73,13 @@ class MLPVelocity(nn.Module):
         Units of the residual stream; ``None`` picks :meth:`matched_width` for ``mlp_ratio``.
     mlp_ratio
         Only used to pick ``width`` when it is ``None`` (the DiT this one is sized against).
+    activation
+        GELU of the blocks: ``"gelu"`` (exact) or ``"gelu_tanh"``.
     """
 
     def __init__(self, n_tokens: int, patch_size: int, n_genes: int, hidden_size: int = 128,
-                 depth: int = 4, width: int | None = None, mlp_ratio: float = 4.0):
+                 depth: int = 4, width: int | None = None, mlp_ratio: float = 4.0,
+                 activation: str = "gelu"):
         super().__init__()
         if width is None:
             width = self.matched_width(n_tokens, patch_size, hidden_size, depth, mlp_ratio)
@@ -91,7 +95,7 @@ class MLPVelocity(nn.Module):
                                    for _ in range(depth + 1))
         self.ada = nn.ModuleList(nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 3 * width))
                                  for _ in range(depth))
-        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(width, width), nn.GELU(approximate="tanh"),
+        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(width, width), gelu(activation),
                                                 nn.Linear(width, width)) for _ in range(depth))
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * width))
         self.out = nn.Linear(width, n_slots)

@@ -234,7 +234,7 @@ def test_truncated_config(model_dir):
 
 @pytest.mark.parametrize(("edit", "error", "phrase"), [
     (lambda m: m["config"]["dit"].update(hiden_size=32), ValueError,
-     r"unknown key\(s\) \['hiden_size'\] in config.dit; valid keys: \['backbone', 'cond_dropout'"),
+     r"unknown key\(s\) \['hiden_size'\] in config.dit; valid keys: \['activation', 'backbone', 'cond_dropout'"),
     (lambda m: m["config"].update(sampler={}), ValueError,
      r"unknown key\(s\) \['sampler'\] in config; valid keys"),
     (lambda m: m.update(extra=1), ValueError, r"unknown key\(s\) \['extra'\] at the top level"),

@@ -110,3 +110,31 @@ def test_velocity_field_combination_order_free():
     c1 = {"atoms": torch.tensor([[1, 3], [2, 4]]), "covariates": torch.tensor([[1], [2]])}
     c2 = {"atoms": torch.tensor([[3, 1], [4, 2]]), "covariates": torch.tensor([[1], [2]])}
     torch.testing.assert_close(field(x, t, c1), field(x, t, c2), rtol=0, atol=1e-6)
+
+
+def test_cpu_attention_product_equals_the_fused_kernel():
+    """On CPUs the attention is the explicit softmax(q kᵀ/√d) v: the same function as PyTorch's
+    scaled-dot-product kernel."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    att = DiTBlock(32, 4).attn
+    x = torch.randn(5, 7, 32)
+    qkv = att.qkv(x).reshape(5, 7, 3, 4, 8).permute(2, 0, 3, 1, 4)
+    ref = att.proj(F.scaled_dot_product_attention(*qkv).transpose(1, 2).reshape(5, 7, 32))
+    torch.testing.assert_close(att(x), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_activation_is_configurable_and_old_files_read_as_tanh_gelu():
+    import scdit
+
+    blocks = DiT(4, 3, 12, hidden_size=16, depth=1, num_heads=2, activation="gelu_tanh").blocks
+    assert blocks[0].mlp[1].approximate == "tanh"
+    assert DiT(4, 3, 12, hidden_size=16, depth=1, num_heads=2).blocks[0].mlp[1].approximate \
+        == "none"
+    old = {"data": {"condition_key": "c", "control": "ctrl"}, "dit": {"hidden_size": 32}}
+    assert scdit.ScDiTConfig.from_dict(old).dit.activation == "gelu_tanh"
+    new = scdit.ScDiTConfig(data=scdit.DataConfig(condition_key="c", control="ctrl")).to_dict()
+    assert scdit.ScDiTConfig.from_dict(new).dit.activation == "gelu"
+    with pytest.raises(ValueError, match="activation"):
+        scdit.DiTConfig(activation="relu")
