@@ -29,7 +29,7 @@ REFLOW_PAIRS = 16_384
 #: Default fine-tuning steps of :func:`reflow`.
 REFLOW_STEPS = 1500
 #: Default Euler steps of a reflowed model's ``predict``.
-REFLOW_SAMPLING_STEPS = 2
+REFLOW_SAMPLING_STEPS = 1
 
 
 def _check_int(name: str, value, low: int) -> int:
