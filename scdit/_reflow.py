@@ -126,7 +126,8 @@ def reflow(model: ScDiT, *, n_pairs: int = REFLOW_PAIRS, max_steps: int = REFLOW
     perturbation, covariates and dose; for a control-source model, a control cell of the same
     context plus noise, with covariates dropped as in training), integrates the model from each
     with its own solver to a cell, then fine-tunes a copy of the network for ``max_steps`` steps
-    on the straight paths between these fixed pairs (times drawn uniformly; no condition
+    on the straight paths between these fixed pairs (half the times at ``t = 1``, where every
+    Euler solve starts, the others uniform, :func:`scdit.flow.uniform_end`; no condition
     dropout, so the unconditional branch, used only by guidance, stays the original one).
 
     Parameters
@@ -201,7 +202,7 @@ def reflow(model: ScDiT, *, n_pairs: int = REFLOW_PAIRS, max_steps: int = REFLOW
         result = train_field(
             student, model.tokenizer, pairs.subset(order[n_val:]), pairs.subset(order[:n_val]),
             dit=dataclasses.replace(cfg.dit, cond_dropout=0.0),
-            flow=dataclasses.replace(cfg.flow, source="pairs", time_sampling="uniform"),
+            flow=dataclasses.replace(cfg.flow, source="pairs", time_sampling="uniform_end"),
             train=train, verbose=verbose)
     new_cfg = dataclasses.replace(cfg, flow=dataclasses.replace(cfg.flow, steps=steps,
                                                                 solver="euler"))

@@ -7,14 +7,17 @@ from .pipelines.demo import (
     CONDITION_KEY,
     CONTROL,
     FAST,
+    FAST_REFLOW,
+    FIT,
+    REFLOW,
     load_data,
     main,
     predict_held_out,
     run_demo,
 )
 
-__all__ = ["CELLS_PER_CONDITION", "CONDITION_KEY", "CONTROL", "FAST", "load_data", "main",
-           "predict_held_out", "run_demo"]
+__all__ = ["CELLS_PER_CONDITION", "CONDITION_KEY", "CONTROL", "FAST", "FAST_REFLOW", "FIT",
+           "REFLOW", "load_data", "main", "predict_held_out", "run_demo"]
 
 if __name__ == "__main__":
     sys.exit(main())

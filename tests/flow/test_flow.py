@@ -228,3 +228,14 @@ def test_guidance_scale_zero_is_unconditional_and_generic_scale_extrapolates():
     torch.testing.assert_close(guided(f, _cond(), 0.0)(x, t), v_u)
     for s in (0.5, 2.5):
         torch.testing.assert_close(guided(f, _cond(), s)(x, t), v_u + s * (v_c - v_u))
+
+def test_uniform_end_puts_a_share_of_the_times_exactly_at_one():
+    from scdit.flow import get_time_sampler, uniform_end
+
+    g = torch.Generator().manual_seed(0)
+    t = uniform_end(20_000, g, p_end=0.5)
+    at_end = t == 1.0
+    assert 0.47 < float(at_end.float().mean()) < 0.53
+    rest = t[~at_end]
+    assert float(rest.min()) >= 0 and float(rest.max()) < 1 and abs(float(rest.mean()) - 0.5) < 0.02
+    assert get_time_sampler("uniform_end") is uniform_end

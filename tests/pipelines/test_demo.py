@@ -55,7 +55,13 @@ def oracle(monkeypatch):
                     conditions=set(adata.obs[condition_key]))
         return model
 
+    def fake_reflow(fitted, **kwargs):
+        assert fitted is model
+        seen["reflow"] = kwargs
+        return model
+
     monkeypatch.setattr(scdit.api, "fit", fake_fit)
+    monkeypatch.setattr(scdit.api, "reflow", fake_reflow)
     return model, seen, split
 
 
@@ -67,6 +73,7 @@ def test_demo_smoke(oracle, tmp_path, capsys):
         assert (out / f).is_file(), f
     # training side: controls in, held-out doubles out; fast settings passed to fit
     assert seen["preset"] == "tiny" and seen["max_steps"] == 100 and seen["control"] == "control"
+    assert seen["reflow"] == {**demo.FAST_REFLOW, "seed": 0, "verbose": True}
     held = set(split.held_out_conditions)
     assert "control" in seen["conditions"] and not held & seen["conditions"]
     assert {c for c, _ in model.calls} == held
@@ -107,5 +114,5 @@ def test_demo_fast_mode_end_to_end(tmp_path):
     for f in FILES[:-1]:
         assert (out / f).is_file(), f
     model = scdit.load(out / "model")
-    assert model.summary["steps"] == 100
+    assert model.summary["steps"] == 100 and model.summary["reflow"]["steps"] == 20
     assert "scdit" in res.stdout and "wall time" in res.stdout
