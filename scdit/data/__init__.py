@@ -16,6 +16,8 @@ from ._labels import (
     preview,
     split_label,
 )
+from ._ondisk import CellStore, open_cells
+from ._ondisk_stats import GeneStats, gene_stats, select_hvg
 from ._representation import (
     TARGET_SUM,
     Representation,
@@ -46,6 +48,7 @@ from ._splits import (
     split_random_cells,
     split_unseen_perturbations,
 )
+from ._stream import StreamedCells
 from ._vocab import ConditionVocab, CovariateVocab, parse_doses
 
 __all__ = [
@@ -54,12 +57,15 @@ __all__ = [
     "LOG1P_WARN",
     "TARGET_SUM",
     "CellDataset",
+    "CellStore",
     "ConditionVocab",
     "CovariateVocab",
+    "GeneStats",
     "LeakageError",
     "Representation",
     "SetupInfo",
     "Split",
+    "StreamedCells",
     "canonical_label",
     "check_expression",
     "check_labels",
@@ -73,15 +79,18 @@ __all__ = [
     "dense_tensor",
     "detect_control",
     "detect_representation",
+    "gene_stats",
     "get_matrix",
     "label_problem",
     "label_rules",
     "library_size",
     "log1p_to_counts",
     "make_loader",
+    "open_cells",
     "parse_doses",
     "preview",
     "random_cells",
+    "select_hvg",
     "split_combinations",
     "split_covariate_context",
     "split_dose",

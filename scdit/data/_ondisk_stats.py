@@ -1,0 +1,208 @@
+"""Chunked statistics of on-disk cells: per-gene moments and row sums in one pass, and HVGs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._ondisk import BLOCK_ROWS, CellStore
+from ._representation import TARGET_SUM, Representation, counts_to_log1p, detect_representation
+
+
+@dataclass
+class GeneStats:
+    """Per-gene moments and per-cell sums of a :class:`CellStore`, from :func:`gene_stats`.
+
+    Attributes
+    ----------
+    n_obs
+        Number of cells.
+    representation
+        ``"counts"`` or ``"log1p"``: what the store holds (detected on its first block).
+    values
+        What ``mean`` and ``var`` describe: ``"log1p"`` (log1p-normalised expression) or
+        ``"stored"`` (the stored values as they are).
+    mean, var
+        Per-gene mean and variance (``ddof=0``, float64) of ``values``.
+    norm_mean, norm_var
+        Per-gene mean and variance of the normalised expression ``expm1(log1p)``: the input of
+        the dispersion-based gene selection (:func:`select_hvg`).
+    n_cells_expressed
+        Per-gene number of cells with a non-zero value.
+    row_sums
+        Per-cell sum of the stored values (the library size when the store holds counts).
+    """
+
+    n_obs: int
+    representation: Representation
+    values: str
+    mean: np.ndarray
+    var: np.ndarray
+    norm_mean: np.ndarray
+    norm_var: np.ndarray
+    n_cells_expressed: np.ndarray
+    row_sums: np.ndarray
+
+
+class _Moments:
+    """Running per-gene mean and sum of squared deviations, merged block by block (Chan et al.)."""
+
+    def __init__(self, n_vars: int):
+        self.n = 0
+        self.mean = np.zeros(n_vars)
+        self.m2 = np.zeros(n_vars)
+
+    def add(self, X) -> None:
+        nb = X.shape[0]
+        if nb == 0:
+            return
+        if sp.issparse(X):
+            s1 = np.asarray(X.sum(axis=0), dtype=np.float64).ravel()
+            s2 = np.asarray(X.multiply(X).sum(axis=0), dtype=np.float64).ravel()
+        else:
+            X = np.asarray(X, dtype=np.float64)
+            s1, s2 = X.sum(0), np.einsum("ij,ij->j", X, X)
+        mean_b = s1 / nb
+        m2_b = np.maximum(s2 - nb * mean_b**2, 0.0)
+        n = self.n + nb
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (nb / n)
+        self.m2 = self.m2 + m2_b + delta**2 * (self.n * nb / n)
+        self.n = n
+
+    def var(self) -> np.ndarray:
+        return self.m2 / max(self.n, 1)
+
+
+def _float64(X):
+    return sp.csr_matrix(X, dtype=np.float64) if sp.issparse(X) else np.asarray(X, np.float64)
+
+
+def gene_stats(
+    store: CellStore,
+    *,
+    values: Literal["log1p", "stored"] = "log1p",
+    representation: Representation | None = None,
+    target_sum: float = TARGET_SUM,
+    block_rows: int = BLOCK_ROWS,
+) -> GeneStats:
+    """Per-gene moments and per-cell sums of on-disk cells, in one pass over row blocks.
+
+    Memory is that of one block (``block_rows`` × genes) plus a few per-gene vectors and the
+    per-cell sums (one float per cell), whatever the number of cells.
+
+    Parameters
+    ----------
+    store
+        Cells from :func:`open_cells`.
+    values
+        ``"log1p"``: moments of log1p-normalised expression (counts are scaled to
+        ``target_sum`` per cell, then ``log1p``; log1p stores are taken as they are).
+        ``"stored"``: moments of the stored values.
+    representation
+        ``"counts"`` or ``"log1p"``; detected on the first block when ``None``.
+    target_sum
+        Library size counts are normalised to.
+    block_rows
+        Rows read at a time.
+
+    Returns
+    -------
+    A :class:`GeneStats`.
+    """
+    if values not in ("log1p", "stored"):
+        raise ValueError(f"values must be 'log1p' or 'stored', got {values!r}.")
+    if representation not in (None, "counts", "log1p"):
+        raise ValueError(f"representation must be 'counts', 'log1p' or None, got "
+                         f"{representation!r}.")
+    main, norm = _Moments(store.n_vars), _Moments(store.n_vars)
+    nnz = np.zeros(store.n_vars, dtype=np.int64)
+    row_sums = np.zeros(store.n_obs, dtype=np.float64)
+    for start, stop, X in store.blocks(block_rows):
+        X = _float64(X)
+        if representation is None:
+            representation = detect_representation(X)
+        row_sums[start:stop] = np.asarray(X.sum(axis=1)).ravel()
+        if sp.issparse(X):
+            X.eliminate_zeros()
+            nnz += np.bincount(X.indices, minlength=store.n_vars)
+        else:
+            nnz += np.count_nonzero(X, axis=0)
+        if representation == "counts":
+            log = _float64(counts_to_log1p(X, target_sum=target_sum, lib=row_sums[start:stop]))
+        else:
+            log = X
+        main.add(X if values == "stored" else log)
+        expr = log.copy()
+        if sp.issparse(expr):
+            np.expm1(expr.data, out=expr.data)
+        else:
+            np.expm1(expr, out=expr)
+        norm.add(expr)
+    return GeneStats(
+        n_obs=store.n_obs, representation=representation or "log1p", values=values,
+        mean=main.mean, var=main.var(), norm_mean=norm.mean, norm_var=norm.var(),
+        n_cells_expressed=nnz, row_sums=row_sums)
+
+
+def select_hvg(
+    stats: GeneStats,
+    n_top: int,
+    *,
+    var_names: Sequence[str] | None = None,
+    required: Sequence[str] = (),
+) -> np.ndarray:
+    """Indices of the ``n_top`` most variable genes from chunked statistics (Seurat dispersion).
+
+    The recipe of :func:`scdit.tokenizers.select_genes`, computed from :class:`GeneStats`
+    instead of an in-memory matrix: the dispersion ``log(var / mean)`` of normalised expression
+    (``norm_mean``, ``norm_var``) is z-scored within up to 20 bins of mean expression (at least
+    10 genes a bin), and the genes with the highest scores are kept. Genes never expressed score
+    lowest.
+
+    Parameters
+    ----------
+    stats
+        From :func:`gene_stats`.
+    n_top
+        Number of genes to select (all genes when there are no more).
+    var_names
+        Gene names, needed only with ``required``.
+    required
+        Gene names always kept (in addition to the top genes when they are not among them,
+        the total staying ``max(n_top, len(required))``).
+
+    Returns
+    -------
+    Sorted gene indices (int64).
+    """
+    mean, var = stats.norm_mean, stats.norm_var
+    n_genes = mean.size
+    if n_top < 1:
+        raise ValueError(f"n_top must be positive, got {n_top}.")
+    req: list[int] = []
+    if required:
+        if var_names is None:
+            raise ValueError("select_hvg needs var_names to find the required genes.")
+        pos = {g: i for i, g in enumerate(var_names)}
+        req = [pos[g] for g in dict.fromkeys(required) if g in pos]
+    if n_genes <= n_top:
+        return np.arange(n_genes)
+    disp = np.log(np.maximum(var, 1e-12) / np.maximum(mean, 1e-12))
+    n_bins = int(np.clip(n_genes // 10, 1, 20))
+    bins = np.digitize(mean, np.quantile(mean, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    score = np.full(n_genes, -np.inf)
+    for b in np.unique(bins):
+        m = (bins == b) & (mean > 0)
+        if m.sum() > 1:
+            sd = disp[m].std()
+            score[m] = (disp[m] - disp[m].mean()) / (sd if sd > 0 else 1.0)
+        elif m.sum() == 1:
+            score[m] = 0.0
+    top = list(np.argsort(-score, kind="stable")[:n_top])
+    chosen = list(dict.fromkeys(req + top))[: max(n_top, len(req))]
+    return np.asarray(sorted(chosen), dtype=np.int64)
