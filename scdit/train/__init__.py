@@ -15,6 +15,7 @@ from ._loader import EpochBatchSampler, ResumableLoader, eval_loader
 from ._module import FlowModule, group_ids, pair_within_groups
 from ._pairs import PairDataset
 from ._trainer import (
+    COMPILE_MIN_MINUTES,
     COMPILE_MIN_STEPS,
     TrainResult,
     auto_max_steps,
@@ -23,7 +24,8 @@ from ._trainer import (
     train_field,
 )
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "COMPILE_MIN_STEPS", "EMA", "EpochBatchSampler", "FlowModule", "PairDataset",
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "COMPILE_MIN_MINUTES",
+           "COMPILE_MIN_STEPS", "EMA", "EpochBatchSampler", "FlowModule", "PairDataset",
            "ResumableLoader", "StepCheckpoint", "TimeBudget", "TrainResult", "auto_max_steps",
            "digest", "eval_loader", "group_ids", "pair_within_groups", "read_checkpoint",
            "resolve_compile", "resolve_precision", "rng_state", "set_rng_state", "train_field"]

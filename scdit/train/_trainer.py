@@ -78,19 +78,26 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 #: Shortest planned run that ``TrainConfig.compile="auto"`` compiles: compilation takes tens of
 #: seconds on a CPU, repaid by faster steps only over runs of about this length or more.
 COMPILE_MIN_STEPS = 1000
+#: Shortest wall-time budget (``TrainConfig.max_minutes``) under which ``compile="auto"``
+#: compiles: compiling would take a large share of a shorter one.
+COMPILE_MIN_MINUTES = 10.0
 
 
-def resolve_compile(compile_: bool | str, max_steps: int, accelerator: str) -> bool:
+def resolve_compile(compile_: bool | str, max_steps: int, accelerator: str,
+                    max_minutes: float | None = None) -> bool:
     """Whether to train with a ``torch.compile``-d velocity network.
 
     ``True`` / ``False`` are obeyed; ``"auto"`` compiles runs of at least
     :data:`COMPILE_MIN_STEPS` steps on Linux where the backend's tool chain is present (a C++
-    compiler for CPUs, Triton for CUDA GPUs). ``torch.compile`` fuses the many small
+    compiler for CPUs, Triton for CUDA GPUs), unless a wall-time budget shorter than
+    :data:`COMPILE_MIN_MINUTES` is set. ``torch.compile`` fuses the many small
     elementwise operations of a small DiT (norms, modulation, activations) that dominate once
     the matrix products run in bf16.
     """
     if compile_ is not True and compile_ is not False:
         if max_steps < COMPILE_MIN_STEPS or not sys.platform.startswith("linux"):
+            return False
+        if max_minutes is not None and max_minutes < COMPILE_MIN_MINUTES:
             return False
         use_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         if use_gpu:
@@ -113,7 +120,8 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
     """
     max_steps = train.max_steps or auto_max_steps(len(train_ds), train.batch_size, flow.source)
     precision = resolve_precision(train.precision, train.accelerator)
-    compiled = resolve_compile(train.compile, max_steps, train.accelerator)
+    compiled = resolve_compile(train.compile, max_steps, train.accelerator,
+                               train.max_minutes)
     L.seed_everything(train.seed, workers=True, verbose=False)
     module = FlowModule(
         field, tokenizer, lr=train.lr, weight_decay=train.weight_decay,
