@@ -31,7 +31,9 @@ class SamplingConfig:
         ``v = (1 − w) v_AB + w (v_A + v_B − v_control)``. ``None``: 0 for combinations seen in
         training, ``FlowConfig.compose`` for unseen ones.
     batch_size
-        Cells integrated at a time (does not change the cells).
+        Cells integrated at a time (does not change the cells). The default suits CPUs, whose
+        caches hold the activations of a few hundred cells (``benchmarks/run.py speed``:
+        faster than 2,048); on a GPU a larger batch (thousands) keeps the device busy.
     precision
         Arithmetic of the velocity network while sampling: ``"auto"`` (bf16 autocast where the
         hardware multiplies bf16 natively, :func:`scdit.models.bf16_supported`, else fp32),
@@ -47,7 +49,7 @@ class SamplingConfig:
     solver: str | None = None
     guidance_scale: float = 1.0
     compose: float | None = None
-    batch_size: int = 2048
+    batch_size: int = 512
     center_noise: bool = True
     precision: str = "auto"
 
