@@ -17,7 +17,7 @@ from ._labels import (
     split_label,
 )
 from ._ondisk import CellStore, open_cells
-from ._ondisk_stats import GeneStats, gene_stats, select_hvg
+from ._ondisk_stats import GeneStats, dispersion_top, gene_stats, select_hvg
 from ._representation import (
     TARGET_SUM,
     Representation,
@@ -79,6 +79,7 @@ __all__ = [
     "dense_tensor",
     "detect_control",
     "detect_representation",
+    "dispersion_top",
     "gene_stats",
     "get_matrix",
     "label_problem",

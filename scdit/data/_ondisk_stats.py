@@ -192,6 +192,15 @@ def select_hvg(
         req = [pos[g] for g in dict.fromkeys(required) if g in pos]
     if n_genes <= n_top:
         return np.arange(n_genes)
+    return np.asarray(dispersion_top(mean, var, n_top, req), dtype=np.int64)
+
+
+def dispersion_top(mean: np.ndarray, var: np.ndarray, n_top: int,
+                   required: list[int] | None = None) -> list[int]:
+    """Sorted indices of the ``n_top`` genes of highest normalised dispersion, ``required``
+    (indices) first (Seurat's recipe: ``log(var / mean)`` z-scored within up to 20 bins of the
+    mean, ≥ 10 genes per bin so that the z-scores have company; genes of zero mean last)."""
+    n_genes = len(mean)
     disp = np.log(np.maximum(var, 1e-12) / np.maximum(mean, 1e-12))
     n_bins = int(np.clip(n_genes // 10, 1, 20))
     bins = np.digitize(mean, np.quantile(mean, np.linspace(0, 1, n_bins + 1)[1:-1]))
@@ -203,6 +212,6 @@ def select_hvg(
             score[m] = (disp[m] - disp[m].mean()) / (sd if sd > 0 else 1.0)
         elif m.sum() == 1:
             score[m] = 0.0
+    req = list(required or [])
     top = list(np.argsort(-score, kind="stable")[:n_top])
-    chosen = list(dict.fromkeys(req + top))[: max(n_top, len(req))]
-    return np.asarray(sorted(chosen), dtype=np.int64)
+    return sorted(list(dict.fromkeys(req + top))[: max(n_top, len(req))])

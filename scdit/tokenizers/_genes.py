@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..data import clipped_mean_shift
+from ..data import clipped_mean_shift, dispersion_top
 from ._base import BaseTokenizer, check_fitted, padded_units, register, token_layout
 from ._rank import RankCodec
 
@@ -30,20 +30,7 @@ def select_genes(X, var_names: Sequence[str], n_top: int, required: Sequence[str
     if n_genes <= n_top:
         return list(range(n_genes))
     mean, var = _expm1_mean_var(X)
-    disp = np.log(np.maximum(var, 1e-12) / np.maximum(mean, 1e-12))
-    n_bins = int(np.clip(n_genes // 10, 1, 20))  # ≥ 10 genes per bin: z-scores need company
-    bins = np.digitize(mean, np.quantile(mean, np.linspace(0, 1, n_bins + 1)[1:-1]))
-    score = np.full(n_genes, -np.inf)
-    for b in np.unique(bins):
-        m = (bins == b) & (mean > 0)
-        if m.sum() > 1:
-            sd = disp[m].std()
-            score[m] = (disp[m] - disp[m].mean()) / (sd if sd > 0 else 1.0)
-        elif m.sum() == 1:
-            score[m] = 0.0
-    top = list(np.argsort(-score, kind="stable")[:n_top])
-    chosen = list(dict.fromkeys(req + top))[: max(n_top, len(req))]
-    return sorted(chosen)
+    return [int(i) for i in dispersion_top(mean, var, n_top, req)]
 
 
 def _expm1_mean_var(X) -> tuple[np.ndarray, np.ndarray]:
