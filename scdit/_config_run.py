@@ -72,6 +72,10 @@ class SamplingConfig:
                             f"{self.center_noise!r}.")
 
 
+#: Lightning strategies ``TrainConfig.strategy`` accepts.
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings.
@@ -117,8 +121,18 @@ class TrainConfig:
     checkpoint_every: int | None = None
     resume: bool = False
     compile: bool | str = "auto"
+    devices: int = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
 
     def __post_init__(self) -> None:
+        check_field(self, "devices", integer=True, low=1,
+                    hint="the number of devices (processes) per node")
+        check_field(self, "num_nodes", integer=True, low=1)
+        if not isinstance(self.strategy, str) or self.strategy not in STRATEGIES:
+            raise ValueError(f"TrainConfig.strategy = {self.strategy!r} is not one of "
+                             f"{list(STRATEGIES)} ('ddp': one copy of the network per device, "
+                             "gradients averaged; 'fsdp': parameters sharded across GPUs).")
         check_field(self, "checkpoint_every", integer=True, low=1, none_ok=True,
                     hint="None writes a checkpoint every val_every steps")
         if self.compile not in COMPILE_MODES or isinstance(self.compile, int) \
