@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import warnings
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from anndata import AnnData
 
@@ -24,15 +24,17 @@ from ._config import (
     as_config,
     merge_keyword,
 )
+from ._fit_inputs import check_control_contexts, check_tokenizer_input, resolve_features, val_rows
+from ._fit_ondisk import DiskCells, is_on_disk, sample_positions
 from ._resume import open_run, snapshot_writer
-from .conditions import check_rows, data_features, feature_table, read_features, target_prior
+from .conditions import data_features, feature_table, target_prior
 from .data import (
     CellDataset,
     ConditionVocab,
     CovariateVocab,
+    StreamedTrainingSet,
     condition_labels,
     covariate_keys_arg,
-    detect_representation,
     get_matrix,
     parse_doses,
     to_log1p,
@@ -41,70 +43,6 @@ from .data import (
 from .model import ScDiT, build_field, make_reference
 from .tokenizers import format_ceiling, reconstruction_ceiling, resolve_tokenizer
 from .train import train_field
-
-
-def _val_rows(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Stratified random validation rows (at most ``fraction`` of each condition, ≥ 1 kept)."""
-    if fraction <= 0 or len(labels) < 200:
-        return np.zeros(0, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for lab in np.unique(labels):
-        idx = np.flatnonzero(labels == lab)
-        k = int(np.floor(len(idx) * fraction))
-        if k and len(idx) - k >= 1:
-            rows.extend(rng.choice(idx, k, replace=False))
-    return np.sort(np.asarray(rows, dtype=np.int64))
-
-
-def _resolve_features(features, vocab: ConditionVocab, var_names) -> tuple[pd.DataFrame | None, str]:
-    """(user table or None, kind) from the ``perturbation_features`` argument.
-
-    The default (``None``) is ``"data"`` as soon as one perturbation seen in training is a
-    measured gene, whatever their share: the data-derived table has a row for every measured
-    gene, so any measured gene can then be predicted (gene panels of real screens are often
-    filtered, so a minority of targets may be measured; the others keep their learned
-    embedding). With none measured (e.g. a drug screen) there is nothing for the feature
-    projection to learn from, and the default is no features.
-    """
-    measured = set(map(str, var_names))
-    if features is None:
-        return None, ("data" if any(a in measured for a in vocab.atoms) else "none")
-    if features is False or (isinstance(features, str) and features == "none"):
-        return None, "none"
-    if isinstance(features, str) and features in ("data", "auto"):
-        missing = [a for a in vocab.atoms if a not in measured]
-        if len(missing) == len(vocab.atoms):
-            raise ValueError(
-                f"perturbation_features='data' describes a perturbation by its target gene's "
-                f"expression, but none of the {len(missing)} perturbation(s) is a measured gene "
-                f"(e.g. {missing[:5]}). Pass a feature table instead, or "
-                "perturbation_features=False.")
-        if missing:
-            warnings.warn(
-                f"perturbation_features='data': {len(missing)} seen perturbation(s) are not "
-                f"measured genes ({missing[:10]}{' ...' if len(missing) > 10 else ''}); they keep "
-                "only their learned embedding.", UserWarning, stacklevel=3)
-        return None, "data"
-    if features is True:
-        raise TypeError("perturbation_features=True is ambiguous; pass 'data', a table or False.")
-    df = read_features(features)
-    check_rows(df, vocab.atoms)  # before any (tokenizer) training
-    return df, "table"
-
-
-def _check_control_contexts(obs: pd.DataFrame, labels: np.ndarray, control: str,
-                            context: np.ndarray, keys: Sequence[str]) -> None:
-    """With a control source, every context with perturbed cells needs control cells."""
-    has_ctrl = set(context[labels == control].tolist())
-    bad = sorted(set(context[labels != control].tolist()) - has_ctrl)
-    if bad:
-        rows = [int(np.flatnonzero(context == b)[0]) for b in bad]
-        ctx = obs.iloc[rows][list(keys)].astype(str).to_dict("records") if keys else []
-        raise ValueError(
-            f"source='control' needs control cells ({control!r}) in every covariate context "
-            f"with perturbed cells; none in {ctx[:10]}. Add control cells for them, drop those "
-            "cells, or use source='noise'.")
 
 
 class _Unset:
@@ -313,9 +251,14 @@ def fit(
         preset, dit, conditions, flow, train, source=source, max_steps=max_steps,
         max_minutes=max_minutes, seed=seed, covariate_keys=covariate_keys)
     seed = train.seed
+    disk = None  # on-disk cells: obs in memory, a working sample of cells, training streamed
+    if is_on_disk(adata):
+        disk = DiskCells.open(adata, layer=layer, seed=seed, obs_columns=[
+            condition_key, *covariate_keys, *([dose_key] if dose_key else [])])
+        adata = disk.meta
     info = validate(adata, condition_key, control=control, covariate_keys=covariate_keys,
                     layer=layer, representation=representation, min_cells=train.min_cells,
-                    separator=separator)
+                    separator=separator, X=None if disk is None else disk.probe)
     if dose_key is not None and dose_key not in adata.obs:
         raise KeyError(f"dose_key {dose_key!r} is not a column of adata.obs; available: "
                        f"{list(adata.obs.columns)[:20]}.")
@@ -323,38 +266,54 @@ def fit(
         tokenizer = as_config(tokenizer, TokenizerConfig, "tokenizer")
     tok, tok_cfg = resolve_tokenizer(tokenizer, max_tokens=dit.max_tokens,
                                      accelerator=train.accelerator, verbose=verbose)
-    _check_tokenizer_input(adata, tok, info.representation, layer, covariate_keys)
+    check_tokenizer_input(adata, tok, info.representation, layer, covariate_keys,
+                          on_disk=disk is not None)
     labels = condition_labels(adata, condition_key).to_numpy()
     if (labels != info.control).sum() == 0:
         raise ValueError("Only control cells were found; add perturbed cells to train on.")
     vocab = ConditionVocab.build(labels, info.control, separator)
-    feats, feat_kind = _resolve_features(perturbation_features, vocab, adata.var_names)
+    feats, feat_kind = resolve_features(perturbation_features, vocab, adata.var_names)
     covs = CovariateVocab.build(adata.obs, covariate_keys)
     cov_codes = covs.encode(adata.obs) if covariate_keys else np.zeros((adata.n_obs, 0), np.int64)
     context = np.unique(cov_codes, axis=0, return_inverse=True)[1].ravel() if covariate_keys \
         else np.zeros(adata.n_obs, np.int64)
     if flow.source == "control":
-        _check_control_contexts(adata.obs, labels, info.control, context, covariate_keys)
+        check_control_contexts(adata.obs, labels, info.control, context, covariate_keys)
     cfg = ScDiTConfig(
         data=DataConfig(condition_key=condition_key, control=info.control,
                         covariate_keys=tuple(covariate_keys), separator=separator, layer=layer,
                         representation=info.representation, dose_key=dose_key),
         conditions=conditions, tokenizer=tok_cfg, dit=dit, flow=flow, train=train,
     )
-    X = get_matrix(adata, layer)
-    run = open_run(cfg, adata, X, labels, verbose=verbose)  # checkpoints; resume: same run?
-    X_log = to_log1p(X, info.representation)
-    val = _val_rows(labels, cfg.train.val_fraction, seed)
+    if disk is None:
+        X, sample = get_matrix(adata, layer), None
+        run = open_run(cfg, adata, X, labels, verbose=verbose)  # checkpoints; resume: same run?
+    else:
+        run = open_run(cfg, adata, disk.store, labels, verbose=verbose)
+        disk.check_and_count(info.representation, verbose)  # every value, before any training
+        sample = disk.draw_sample(labels, context, info.control, seed)
+        X = disk.X
+    X_log = to_log1p(X, info.representation)  # (in-memory cells or the working sample)
+    val = val_rows(labels, cfg.train.val_fraction, seed)
+    if sample is not None:  # validation cells come from the sample; the rest all train
+        val = np.intersect1d(val, sample)
     tr = np.setdiff1d(np.arange(adata.n_obs), val)
+    tr_mem = tr if sample is None else np.intersect1d(tr, sample)  # training cells in memory
     counts = X if info.representation == "counts" else None
-    tok.fit(X_log[tr], adata.var_names, counts=None if counts is None else counts[tr],
-            obs=adata.obs.iloc[tr], required_genes=vocab.atoms, seed=seed)
+    cols = None if disk is None else disk.columns(tok, vocab.atoms)
+    names = adata.var_names if cols is None else adata.var_names[cols]
+    X_in = X_log if cols is None else X_log[:, cols]  # the tokenizer's input columns
+    counts_in = None if counts is None else (counts if cols is None else counts[:, cols])
+    pos = partial(sample_positions, sample)
+    obs_mem = adata.obs if sample is None else adata.obs.iloc[sample]
+    tok.fit(X_in[pos(tr_mem)], names, counts=None if counts is None else counts_in[pos(tr_mem)],
+            obs=adata.obs.iloc[tr_mem], required_genes=vocab.atoms, seed=seed)
     gene_idx = adata.var_names.get_indexer(list(tok.genes))
-    X_model = tok.prepare(X_log, counts=counts, obs=adata.obs)
-    ceil_rows = val if len(val) else tr
-    ceiling = reconstruction_ceiling(tok, X_log[ceil_rows], adata.var_names,
+    X_model = tok.prepare(X_in, counts=counts_in, obs=obs_mem)
+    ceil_rows = val if len(val) else tr_mem
+    ceiling = reconstruction_ceiling(tok, X_in[pos(ceil_rows)], names,
                                      labels=labels[ceil_rows], control=info.control,
-                                     counts=None if counts is None else counts[ceil_rows],
+                                     counts=None if counts is None else counts_in[pos(ceil_rows)],
                                      obs=adata.obs.iloc[ceil_rows], seed=seed)
     ceiling["held_out"] = bool(len(val))
     table = None
@@ -372,22 +331,32 @@ def fit(
                        dose_key) if dose_key else None
     src_kw: dict = {}
     if cfg.flow.source == "control":
-        ctrl_rows = tr[labels[tr] == info.control]
-        src_kw = {"source_X": X_model[ctrl_rows], "source_context": context[ctrl_rows]}
+        ctrl_rows = tr_mem[labels[tr_mem] == info.control]
+        src_kw = {"source_X": X_model[pos(ctrl_rows)], "source_context": context[ctrl_rows]}
 
     def subset(rows, **kw):
-        return CellDataset(X_model[rows], atoms[rows], cov_codes[rows],
+        return CellDataset(X_model[pos(rows)], atoms[rows], cov_codes[rows],
                            dose=None if dose is None else dose[rows],
                            context=context[rows] if src_kw else None, seed=seed, **src_kw, **kw)
 
-    train_ds = subset(tr)
+    if disk is None:
+        train_ds = subset(tr)
+    else:  # every training cell, streamed from disk through a copy of the fitted tokenizer
+        train_ds = StreamedTrainingSet(
+            disk.store, tr, columns=np.arange(adata.n_vars) if cols is None else cols,
+            prepare=copy.deepcopy(tok).prepare, atoms=atoms, covariates=cov_codes, dose=dose,
+            context=context, log1p=info.representation == "counts",
+            batch_size=cfg.train.batch_size, seed=seed, **src_kw)
+        if cols is not None:  # the model reads all genes: the tokenizer's columns among them
+            tok.gene_idx = cols[np.asarray(tok.gene_idx)].astype(np.int64)
     val_ds = subset(val, fixed_source=True) if len(val) else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         field = build_field(cfg, tok, vocab, covs, features=table)
     n_params = sum(p.numel() for p in field.parameters())
     if verbose:
-        print(f"scdit: {adata.n_obs} cells ({len(tr)} train / {len(val)} validation), "
+        where = "" if disk is None else f" on disk ({disk.store}; {len(sample)} in memory)"
+        print(f"scdit: {adata.n_obs} cells{where} ({len(tr)} train / {len(val)} validation), "
               f"{len(vocab.atoms)} perturbations, {len(vocab.conditions)} conditions, "
               f"perturbation features: {feat_kind}"
               f"{f' ({len(vocab.featured)} more predictable)' if vocab.featured else ''}, "
@@ -405,10 +374,18 @@ def fit(
     summary = {"n_cells": int(adata.n_obs), "n_train": int(len(tr)), "n_val": int(len(val)),
                "n_params": int(n_params), "n_modelled_genes": tok.n_genes,
                "tokenizer": tok_cfg.kind, "ceiling": ceiling}
+    if disk is not None:
+        summary["on_disk"] = disk.summary()
     if feat_kind != "none":
-        summary["target_prior"] = target_prior(X_log, adata.var_names, labels, info.control,
+        mem_labels = labels if sample is None else labels[sample]
+        summary["target_prior"] = target_prior(X_log, adata.var_names, mem_labels, info.control,
                                                separator)
-    reference = make_reference(adata, X, cfg, seed=seed)
+    if disk is None:
+        reference = make_reference(adata, X, cfg, seed=seed)
+    else:
+        n_groups = len(adata.obs.groupby([condition_key, *covariate_keys], observed=True))
+        reference = make_reference(adata, disk.store, cfg, seed=seed,
+                                   max_per_group=disk.reference_per_group(n_groups))
     checkpoint = None
     if run is not None:  # complete checkpoints (+ a loadable model) every N steps
         run.check_inputs(tok, vocab, table, (tr, val, X_model, atoms, cov_codes, dose, context))
@@ -431,29 +408,6 @@ def fit(
         print(f"scdit: trained {result.steps} steps{early} in {result.seconds:.0f} s "
               f"({result.precision}{', compiled' if result.compiled else ''}); best validation loss {result.best_val_loss:.4f}")
     return ScDiT(cfg, vocab, covs, tok, result.field, adata.var_names, reference, summary)
-
-
-def _check_tokenizer_input(adata: AnnData, tok, representation: str, layer: str | None,
-                           covariate_keys: Sequence[str]) -> None:
-    """Clear errors, before any training, for data a tokenizer cannot use."""
-    kind = tok.kind
-    if tok.requires_counts and representation != "counts":
-        where = f"layer {layer!r}" if layer else "adata.X"
-        layers = [k for k in adata.layers if detect_representation(adata.layers[k]) == "counts"]
-        hint = (f" Layers holding counts: {layers}; pass layer={layers[0]!r}." if layers else
-                " Pass the layer with raw counts (layer='counts'), or use tokenizer='genes' or "
-                "'pca', which work on log-normalised data.")
-        raise ValueError(f"tokenizer={kind!r} needs raw counts, but {where} holds log-normalised "
-                         f"(non-integer) values.{hint}")
-    batch_key = tok.batch_key
-    if batch_key is not None:
-        if batch_key not in adata.obs:
-            raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs; available: "
-                           f"{list(adata.obs.columns)[:20]}.")
-        if batch_key not in covariate_keys:
-            raise ValueError(f"The scVI batch_key {batch_key!r} must also be a covariate key, so "
-                             f"that generated cells have a batch to decode in: pass "
-                             f"covariate_keys={[*covariate_keys, batch_key]!r}.")
 
 
 def load(path: str | Path) -> ScDiT:

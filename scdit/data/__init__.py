@@ -49,6 +49,7 @@ from ._splits import (
     split_unseen_perturbations,
 )
 from ._stream import StreamedCells
+from ._stream_train import StreamedTrainingSet, StreamLoader
 from ._vocab import ConditionVocab, CovariateVocab, parse_doses
 
 __all__ = [
@@ -66,6 +67,8 @@ __all__ = [
     "SetupInfo",
     "Split",
     "StreamedCells",
+    "StreamedTrainingSet",
+    "StreamLoader",
     "canonical_label",
     "check_expression",
     "check_labels",

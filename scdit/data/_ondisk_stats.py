@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from ._ondisk import BLOCK_ROWS, CellStore
 from ._representation import TARGET_SUM, Representation, counts_to_log1p, detect_representation
+from ._setup import check_expression
 
 
 @dataclass
@@ -89,6 +90,8 @@ def gene_stats(
     representation: Representation | None = None,
     target_sum: float = TARGET_SUM,
     block_rows: int = BLOCK_ROWS,
+    check: bool = False,
+    verbose: bool = False,
 ) -> GeneStats:
     """Per-gene moments and per-cell sums of on-disk cells, in one pass over row blocks.
 
@@ -109,6 +112,13 @@ def gene_stats(
         Library size counts are normalised to.
     block_rows
         Rows read at a time.
+    check
+        Check every block as ``scdit.fit`` checks in-memory expression
+        (:func:`scdit.data.check_expression`: NaN, infinite, negative values; non-integer
+        counts; normalised but not logged data; ...), raising its error with the store and the
+        rows of the block.
+    verbose
+        Show a progress bar.
 
     Returns
     -------
@@ -122,7 +132,16 @@ def gene_stats(
     main, norm = _Moments(store.n_vars), _Moments(store.n_vars)
     nnz = np.zeros(store.n_vars, dtype=np.int64)
     row_sums = np.zeros(store.n_obs, dtype=np.float64)
-    for start, stop, X in store.blocks(block_rows):
+    blocks = store.blocks(block_rows)
+    if verbose:
+        from tqdm.auto import tqdm
+
+        blocks = tqdm(blocks, total=-(-store.n_obs // block_rows), desc="scdit: gene statistics",
+                      unit="block", mininterval=1.0)
+    for start, stop, X in blocks:
+        if check:
+            representation = check_expression(
+                X, representation, where=f"the stored matrix ({_where(store, start, stop)})")
         X = _float64(X)
         if representation is None:
             representation = detect_representation(X)
@@ -147,6 +166,13 @@ def gene_stats(
         n_obs=store.n_obs, representation=representation or "log1p", values=values,
         mean=main.mean, var=main.var(), norm_mean=norm.mean, norm_var=norm.var(),
         n_cells_expressed=nnz, row_sums=row_sums)
+
+
+def _where(store: CellStore, start: int, stop: int) -> str:
+    """``"<file>, rows a-b"`` of a block of global rows (the file of its first row)."""
+    i = int(np.searchsorted(store.offsets, start, side="right") - 1)
+    local = start - int(store.offsets[i])
+    return f"{store.sources[i]}, rows {local}-{local + stop - start - 1}"
 
 
 def select_hvg(

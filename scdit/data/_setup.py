@@ -253,6 +253,7 @@ def validate(
     representation: Representation | None = None,
     min_cells: int = 10,
     separator: str | None = "+",
+    X=None,
 ) -> SetupInfo:
     """Validate an AnnData for training; never modifies it.
 
@@ -261,7 +262,8 @@ def validate(
     ambiguous control cells, and expression that :func:`check_expression` refuses (NaN, inf,
     negative, normalised but not logged, non-integer counts, ...). Warns about conditions with
     fewer than ``min_cells`` cells and, with an explicit ``control``, about other labels that
-    look like controls (they are treated as perturbations).
+    look like controls (they are treated as perturbations). ``X``: the expression to check
+    instead of ``adata``'s (rows of an on-disk store, whose ``adata`` holds ``obs`` only).
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData object, got {type(adata).__name__}.")
@@ -270,7 +272,8 @@ def validate(
             f"The AnnData is empty ({adata.n_obs} cells × {adata.n_vars} genes); "
             "pass a dataset with cells and genes."
         )
-    X = get_matrix(adata, layer)
+    if X is None:
+        X = get_matrix(adata, layer)
     if not adata.var_names.is_unique:
         dup = adata.var_names[adata.var_names.duplicated()].unique()[:5].tolist()
         raise ValueError(f"Gene names are not unique (e.g. {dup}); call adata.var_names_make_unique().")

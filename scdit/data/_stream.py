@@ -123,13 +123,18 @@ class StreamedCells(IterableDataset):
     def _epoch_seed(self) -> int:
         return int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
 
-    def _dataset(self):
+    def _dataset(self, rank: int | None = None, world_size: int | None = None):
         scd = _scdataset()
         strategy = scd.BlockShuffling(block_size=self.block_size, indices=self.rows)
         return scd.scDataset(
             self.store, strategy, batch_size=self.batch_size, fetch_factor=self.fetch_factor,
             drop_last=self.drop_last, fetch_callback=self._fetch,
-            batch_callback=_take, seed=self._epoch_seed())
+            batch_callback=_take, seed=self._epoch_seed(), rank=rank, world_size=world_size)
+
+    def rank_lengths(self, world_size: int) -> list[int]:
+        """Batches each of ``world_size`` DDP ranks gets in an epoch (scDataset deals the
+        fetches out in turn, so the counts may differ by a fetch)."""
+        return [len(self._dataset(r, world_size)) for r in range(int(world_size))]
 
     def _fetch(self, store: CellStore, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = np.asarray(rows, dtype=np.int64)

@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..config import ScDiTConfig
+from ..data import CellStore as DiskStore
 from ..data import (
     ConditionVocab,
     CovariateVocab,
@@ -118,7 +119,8 @@ REFERENCE_CELLS = 1000
 def make_reference(adata: ad.AnnData, X, cfg: ScDiTConfig, *,
                    max_per_group: int = REFERENCE_CELLS, seed: int = 0) -> ad.AnnData:
     """Up to ``max_per_group`` training cells per (condition × covariates) group, in the training
-    representation, with their library sizes (counts)."""
+    representation, with their library sizes (counts). ``X`` is the in-memory matrix of
+    ``adata``'s cells, or the on-disk store they are read from (:func:`scdit.data.open_cells`)."""
     keys = [cfg.data.condition_key, *cfg.data.covariate_keys]
     obs = adata.obs[keys].astype(str)
     rng = np.random.default_rng(seed)
@@ -126,7 +128,7 @@ def make_reference(adata: ad.AnnData, X, cfg: ScDiTConfig, *,
     for _, idx in obs.groupby(keys, sort=True, observed=True).indices.items():
         rows.extend(rng.choice(idx, min(len(idx), max_per_group), replace=False))
     rows = np.sort(np.asarray(rows, dtype=np.int64))
-    sub = X[rows]
+    sub = X.read(rows) if isinstance(X, DiskStore) else X[rows]
     ref = ad.AnnData(X=sp.csr_matrix(sub, dtype=np.float32), obs=obs.iloc[rows].copy(),
                      var=pd.DataFrame(index=adata.var_names.astype(str)))
     if cfg.data.representation == "counts":

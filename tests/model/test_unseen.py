@@ -55,7 +55,7 @@ def test_user_feature_table(counts_adata, tiny, tmp_path):
 
 
 def test_auto_features_need_one_measured_seen_perturbation():
-    from scdit._api import _resolve_features
+    from scdit._fit_inputs import resolve_features as _resolve_features
 
     genes = [f"G{i}" for i in range(30)]
 

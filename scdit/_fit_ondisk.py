@@ -1,0 +1,123 @@
+"""``scdit.fit`` on on-disk cells: what is held in memory, and what is streamed.
+
+A fit on an ``.h5ad`` / ``.zarr`` path, a list of them or a backed AnnData keeps the matrix on
+disk. In memory: the ``obs`` table, one pass of chunked statistics (every value checked, the
+genes chosen from all cells), and a **working sample** of cells, the same few tens of
+thousands whatever the size of the store: a uniform random sample, topped up so that every
+(perturbation, context) group has a few cells and every context's control cells a pool.
+Everything ``fit`` derives from expression before training (tokenizer, reconstruction ceiling,
+perturbation features, target prior, validation cells, the pool of control source cells)
+comes from that sample; training streams every other cell from disk in shuffled minibatches
+(:class:`scdit.data.StreamedTrainingSet`); the model's stored reference cells are read from
+the store, a bounded number per group.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .data import CellStore, GeneStats, gene_stats, open_cells, select_hvg
+
+#: Cells of the uniform random part of the working sample.
+SAMPLE_CELLS = 20_000
+#: Each (perturbation, context) group contributes at least this many cells (or all it has).
+MIN_GROUP_CELLS = 30
+#: Control cells kept per covariate context (the source pool of a control-source flow).
+SOURCE_CELLS = 2_000
+#: Stored reference cells of an on-disk fit, in all (split evenly among the groups, at least
+#: :data:`MIN_REFERENCE_PER_GROUP` each): the model file stays small whatever the store.
+REFERENCE_TOTAL = 50_000
+MIN_REFERENCE_PER_GROUP = 20
+#: Rows read to detect the representation and check values before the statistics pass.
+PROBE_CELLS = 2_000
+
+
+def is_on_disk(data) -> bool:
+    """True for what :func:`scdit.data.open_cells` reads: a path, a backed AnnData, a list."""
+    if isinstance(data, CellStore):
+        return True
+    if isinstance(data, AnnData):
+        return bool(data.isbacked)
+    if isinstance(data, (str, os.PathLike)):
+        return True
+    return isinstance(data, (list, tuple)) and len(data) > 0 and all(
+        isinstance(d, (str, os.PathLike)) or (isinstance(d, AnnData) and d.isbacked)
+        for d in data)
+
+
+@dataclass
+class DiskCells:
+    """An on-disk fit's store, its obs-only AnnData and (once drawn) its working sample."""
+
+    store: CellStore
+    meta: AnnData  # obs and var_names of every cell, no matrix
+    probe: object  # PROBE_CELLS rows (stored values), for the representation check
+    stats: GeneStats | None = None
+    rows: np.ndarray | None = None  # sorted global rows of the working sample
+    X: object = None  # their stored values (CSR float32)
+
+    @classmethod
+    def open(cls, data, *, layer: str | None, obs_columns: list[str],
+             seed: int) -> DiskCells:
+        """Open the store(s); errors for missing files, columns and mismatched genes."""
+        store = data if isinstance(data, CellStore) else open_cells(data, layer=layer)
+        store.require_obs(obs_columns)
+        if store.n_obs == 0 or store.n_vars == 0:
+            raise ValueError(f"The store is empty ({store.n_obs} cells × {store.n_vars} genes).")
+        meta = AnnData(obs=store.obs.copy(), var=pd.DataFrame(index=store.var_names))
+        rng = np.random.default_rng([seed, 7])
+        rows = np.sort(rng.choice(store.n_obs, min(store.n_obs, PROBE_CELLS), replace=False))
+        return cls(store, meta, store.read(rows))
+
+    def check_and_count(self, representation: str, verbose: bool) -> GeneStats:
+        """One pass over every cell: value checks and per-gene statistics."""
+        self.stats = gene_stats(self.store, representation=representation, check=True,
+                                verbose=verbose)
+        return self.stats
+
+    def draw_sample(self, labels: np.ndarray, context: np.ndarray, control: str,
+                    seed: int) -> np.ndarray:
+        """Rows of the working sample (see the module docstring), read into :attr:`X`."""
+        n = len(labels)
+        rng = np.random.default_rng([seed, 11])
+        chosen = np.zeros(n, dtype=bool)
+        chosen[rng.choice(n, min(n, SAMPLE_CELLS), replace=False)] = True
+        keys = pd.DataFrame({"l": labels, "c": context})
+        for (lab, _), idx in keys.groupby(["l", "c"], sort=True).indices.items():
+            want = min(len(idx), SOURCE_CELLS if lab == control else MIN_GROUP_CELLS)
+            have = int(chosen[idx].sum())
+            if have < want:
+                free = idx[~chosen[idx]]
+                chosen[rng.choice(free, want - have, replace=False)] = True
+        self.rows = np.flatnonzero(chosen)
+        self.X = self.store.read(self.rows)
+        return self.rows
+
+    def columns(self, tok, required) -> np.ndarray | None:
+        """Gene columns the tokenizer is fitted on and training reads: the tokenizer's
+        ``n_top_genes`` most variable genes of all cells (plus ``required``), or ``None`` (all
+        genes) for tokenizers that select no genes or when the store has no more."""
+        n_top = getattr(tok, "n_top_genes", None)
+        if n_top is None or not hasattr(tok, "gene_idx") or self.store.n_vars <= n_top:
+            return None
+        return select_hvg(self.stats, int(n_top), var_names=list(self.store.var_names),
+                          required=list(required))
+
+    def reference_per_group(self, n_groups: int) -> int:
+        """Stored reference cells per (condition × covariates) group."""
+        return max(MIN_REFERENCE_PER_GROUP, REFERENCE_TOTAL // max(n_groups, 1))
+
+    def summary(self) -> dict:
+        """What the model summary records about the store and the sample."""
+        return {"sources": [str(p) for p in self.store.sources], "n_sample": int(len(self.rows)),
+                "sample_cells": SAMPLE_CELLS}
+
+
+def sample_positions(sample: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    """Positions of global ``rows`` (all in the sample) in the in-memory matrix."""
+    return rows if sample is None else np.searchsorted(sample, rows)

@@ -1,0 +1,211 @@
+"""``scdit.fit`` on on-disk cells (issue #19): paths, lists and backed AnnData train by streaming,
+learn, are deterministic, resume bitwise, select genes from all cells, keep a bounded working
+sample, and refuse bad stores with clear errors before any training."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import h5py
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import scdit
+import scdit._fit_ondisk as ondisk
+from scdit.data import gene_stats, open_cells, select_hvg
+from scdit.train import CHECKPOINT_NAME, read_checkpoint
+from tests.helpers import UP_BLOCKS, dense, make_counts_adata
+from tests.train.test_resume import _same_weights, _wait_for_checkpoint
+
+pytest.importorskip("scdataset")
+
+KW = {"preset": "tiny", "max_steps": 40, "max_minutes": None, "seed": 0, "verbose": False,
+      "train": scdit.TrainConfig(batch_size=64, val_every=10)}
+
+
+def _write(adata: ad.AnnData, path: Path, fmt: str = "h5ad") -> Path:
+    adata = adata.copy()
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    adata.write_zarr(path) if fmt == "zarr" else adata.write_h5ad(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return _write(make_counts_adata(), tmp_path_factory.mktemp("disk") / "cells.h5ad")
+
+
+@pytest.fixture(scope="module")
+def disk_model(store):
+    return scdit.fit(store, "condition", **KW)
+
+
+def test_fit_from_a_path_streams_and_learns(store, disk_model):
+    info = disk_model.summary["on_disk"]
+    assert info["sources"] == [str(store)] and info["n_sample"] == 400
+    assert disk_model.summary["n_train"] + disk_model.summary["n_val"] == 400
+    hist = [h["val_loss"] for h in disk_model.summary["history"]]
+    assert hist[-1] < hist[0]  # validation loss falls: training on streamed cells learns
+    # the perturbation's strongest effect is predicted: G1 raises genes 10-14
+    pred = dense(disk_model.predict("G1", n_cells=200, seed=0).X)
+    ctrl = dense(disk_model.predict("ctrl", n_cells=200, seed=0).X)
+    up = list(UP_BLOCKS["G1"])
+    assert pred[:, up].mean() > 1.5 * ctrl[:, up].mean()
+
+
+def test_on_disk_fit_matches_in_memory_fit(store, disk_model):
+    """Same data in memory: same tokenizer, conditions and reference groups; a comparable
+    validation loss (the batches differ: streamed blocks vs a permutation)."""
+    mem = scdit.fit(make_counts_adata(), "condition", **KW)
+    assert disk_model.tokenizer.genes == mem.tokenizer.genes
+    assert disk_model.vocab.conditions == mem.vocab.conditions
+    assert disk_model.summary["n_val"] == mem.summary["n_val"]
+    a, b = disk_model.summary["best_val_loss"], mem.summary["best_val_loss"]
+    assert abs(a - b) < 0.15 * b
+
+
+def test_on_disk_fit_is_deterministic_and_round_trips(store, disk_model, tmp_path):
+    again = scdit.fit(store, "condition", **KW)
+    assert _same_weights(again, disk_model)
+    disk_model.save(tmp_path / "m")
+    loaded = scdit.load(tmp_path / "m")
+    a = loaded.predict("G1+G2", n_cells=30, seed=1)
+    b = disk_model.predict("G1+G2", n_cells=30, seed=1)
+    assert np.array_equal(dense(a.X), dense(b.X))
+
+
+@pytest.mark.parametrize("kind", ["zarr", "list", "backed"])
+def test_other_on_disk_inputs(tmp_path, kind):
+    adata = make_counts_adata()
+    if kind == "zarr":
+        data = _write(adata, tmp_path / "c.zarr", "zarr")
+    elif kind == "list":
+        data = [_write(adata[:200], tmp_path / "a.h5ad"), _write(adata[200:], tmp_path / "b.h5ad")]
+    else:
+        data = ad.read_h5ad(_write(adata, tmp_path / "c.h5ad"), backed="r")
+    model = scdit.fit(data, "condition", covariate_keys="cell_type",
+                      **{**KW, "max_steps": 10})
+    assert model.summary["on_disk"]["n_sample"] == 400
+    assert model.config.flow.source == "control"  # covariates: control cells as the source
+    out = model.predict("G2", covariates={"cell_type": "B"}, n_cells=8, seed=0)
+    assert out.n_obs == 8 and out.n_vars == adata.n_vars
+    if kind == "backed":
+        assert data.isbacked  # the user's AnnData is left as it was
+
+
+def test_genes_are_selected_from_all_cells(tmp_path, monkeypatch):
+    """More genes than the tokenizer keeps: the genes are the most variable of all cells (the
+    chunked statistics), the targets are kept, and the model predicts every gene."""
+    adata = make_counts_adata(n_genes=120)
+    path = _write(adata, tmp_path / "wide.h5ad")
+    monkeypatch.setattr(ondisk, "SAMPLE_CELLS", 50)  # a working sample smaller than the store
+    monkeypatch.setattr(ondisk, "MIN_GROUP_CELLS", 5)
+    monkeypatch.setattr(ondisk, "SOURCE_CELLS", 20)
+    model = scdit.fit(path, "condition", tokenizer={"kind": "genes", "n_top_genes": 40},
+                      **{**KW, "max_steps": 10})
+    hvg = select_hvg(gene_stats(open_cells(path)), 40, var_names=list(adata.var_names),
+                     required=["G1", "G2", "G3"])
+    assert sorted(model.tokenizer.genes) == sorted(adata.var_names[hvg])
+    assert {"G1", "G2", "G3"} <= set(model.tokenizer.genes)
+    idx = adata.var_names.get_indexer(list(model.tokenizer.genes))
+    assert np.array_equal(model.tokenizer.gene_idx, idx)  # columns of all genes
+    n_sample = model.summary["on_disk"]["n_sample"]
+    assert 50 < n_sample < 400  # uniform 50 + the groups topped up, not the whole store
+    assert model.summary["n_train"] + model.summary["n_val"] == 400  # all cells train
+    assert model.summary["n_val"] <= n_sample
+    assert model.predict("G3", n_cells=5, seed=0).n_vars == 120
+
+
+def test_bad_stores_are_refused_before_training(tmp_path):
+    adata = make_counts_adata()
+    path = _write(adata, tmp_path / "c.h5ad")
+    with pytest.raises(KeyError, match="'perturbation' is not an obs column in .*c.h5ad"):
+        scdit.fit(path, "perturbation", **KW)
+    other = make_counts_adata()
+    other.var_names = [f"X{i}" for i in range(other.n_vars)]
+    with pytest.raises(ValueError, match="var_names differ"):
+        scdit.fit([path, _write(other, tmp_path / "o.h5ad")], "condition", **KW)
+    with pytest.raises(ValueError, match="needs raw counts|cannot train from on-disk"):
+        scdit.fit(path, "condition", tokenizer="scvi", **KW)
+    # a negative value far from the rows probed first is found by the pass over every cell
+    bad = adata.copy()
+    bad.X = np.asarray(bad.X).copy()
+    bad.X[397, 3] = -1.0
+    bad_path = _write(bad, tmp_path / "bad.h5ad")
+    with pytest.raises(ValueError, match="negative"):
+        scdit.fit(bad_path, "condition", **KW)
+    frac = adata.copy()
+    frac.X = np.asarray(frac.X).copy()
+    frac.X[5, 2] = 2.5  # one non-integer value in a count matrix
+    with pytest.raises(ValueError, match="non-integer"):
+        scdit.fit(_write(frac, tmp_path / "frac.h5ad"), "condition", representation="counts",
+                  **KW)
+    with pytest.raises(FileNotFoundError):
+        scdit.fit(tmp_path / "missing.h5ad", "condition", **KW)
+    csc = tmp_path / "csc.h5ad"
+    ad.AnnData(X=sp.csc_matrix(adata.X), obs=adata.obs, var=adata.var).write_h5ad(csc)
+    with h5py.File(csc) as f:
+        assert f["X"].attrs["encoding-type"] == "csc_matrix"
+    with pytest.raises(ValueError, match="CSC"):
+        scdit.fit(csc, "condition", **KW)
+
+
+_CHILD = """
+import sys, time
+import scdit
+from scdit.train import FlowModule
+
+step = FlowModule.training_step
+
+
+def hold(self, batch, batch_idx):
+    while self.global_step == 16:
+        time.sleep(1.0)
+    return step(self, batch, batch_idx)
+
+
+FlowModule.training_step = hold
+train = scdit.TrainConfig(batch_size=64, val_every=10, checkpoint_dir=sys.argv[2],
+                          checkpoint_every=7)
+scdit.fit(sys.argv[1], "condition", train=train, covariate_keys=["cell_type"],
+          preset="tiny", max_steps=40, max_minutes=None, seed=0, verbose=False)
+"""
+
+
+def test_killed_on_disk_fit_resumes_bitwise(store, tmp_path):
+    """As for in-memory fits (tests/train/test_resume.py): killed mid-epoch after the step-14
+    checkpoint, resumed in-process, it ends with the uninterrupted run's weights; the stream's
+    position and its source draws (control source) are restored."""
+    kw = {**KW, "covariate_keys": ["cell_type"]}
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    ckpt = tmp_path / "run"
+    ckpt.mkdir()
+    log = open(ckpt / "child_error.txt", "w")  # where _wait_for_checkpoint looks
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(store), str(ckpt)], env=env,
+                             cwd=root, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        uninterrupted = scdit.fit(store, "condition", **kw)
+        _wait_for_checkpoint(ckpt / CHECKPOINT_NAME, 14, child)
+    finally:
+        child.kill()
+        status = child.wait()
+        log.close()
+    assert status == -signal.SIGKILL
+    train = scdit.TrainConfig(batch_size=64, val_every=10, checkpoint_dir=str(ckpt),
+                              checkpoint_every=7, resume=True)
+    resumed = scdit.fit(store, "condition", **{**kw, "train": train})
+    assert resumed.summary["resumed_from_step"] == 14
+    assert resumed.summary["history"] == uninterrupted.summary["history"]
+    assert _same_weights(resumed, uninterrupted)
+    assert read_checkpoint(ckpt / CHECKPOINT_NAME)["step"] == 40
+    w = torch.cat([p.flatten() for p in resumed.field.parameters()])
+    assert torch.isfinite(w).all()
