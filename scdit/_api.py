@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -119,7 +120,7 @@ def _resolve_configs(preset: str, dit, conditions, flow, train, *, source: str,
 
 
 def fit(
-    adata: AnnData,
+    adata: AnnData | str | os.PathLike | Sequence[str | os.PathLike | AnnData],
     condition_key: str,
     *,
     control: str | None = None,
@@ -154,7 +155,11 @@ def fit(
     ----------
     adata
         Cells × genes, raw counts or log1p-normalised (detected, or set ``representation``).
-        It is never modified.
+        It is never modified. An AnnData in memory, or cells on disk, which are streamed
+        during training instead of loaded: an ``.h5ad`` or ``.zarr`` path, a list of them
+        (concatenated; same genes in the same order) or an AnnData opened with
+        ``backed="r"``; ``obs`` and a bounded working sample of cells are held in memory (see
+        the "Large data" guide).
     condition_key
         ``obs`` column with each cell's perturbation; combinations written ``"A+B"``.
     control

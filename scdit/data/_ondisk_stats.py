@@ -62,8 +62,10 @@ class _Moments:
         if nb == 0:
             return
         if sp.issparse(X):
-            s1 = np.asarray(X.sum(axis=0), dtype=np.float64).ravel()
-            s2 = np.asarray(X.multiply(X).sum(axis=0), dtype=np.float64).ravel()
+            X = sp.csr_matrix(X)
+            data = np.asarray(X.data, dtype=np.float64)
+            s1 = np.bincount(X.indices, weights=data, minlength=X.shape[1])
+            s2 = np.bincount(X.indices, weights=data * data, minlength=X.shape[1])
         else:
             X = np.asarray(X, dtype=np.float64)
             s1, s2 = X.sum(0), np.einsum("ij,ij->j", X, X)
