@@ -100,6 +100,18 @@ class TrainConfig:
     ``ValueError`` says what differs; no checkpoint yet: a warning, and training starts); it
     ends with the model the uninterrupted run would have given. Without ``resume``, a folder
     that already holds a run's checkpoint is refused rather than overwritten.
+
+    Several devices (``scdit.fit(..., train={"devices": 4})``): ``devices`` per node and
+    ``num_nodes`` nodes train one model with Lightning's ``strategy`` (``"auto"``: one device
+    as is, several with ``"ddp"``; ``"ddp"``, ``"ddp_spawn"``, ``"fsdp"``). ``batch_size`` is
+    per device: the effective batch is ``batch_size × devices × num_nodes``. Each process
+    (rank) draws its own cells, noise and times; every rank ends with the same model.
+
+    ``loader_workers``: DataLoader worker processes reading on-disk cells while the network
+    trains (``fit`` on a path or a backed AnnData; each worker reads its share of the fetches;
+    ``0``: read in the training process). Worth it when training is faster than one process
+    reads, typically on GPUs. The workers' batches interleave, so the order of the batches,
+    hence the model, depends on the number of workers (a fit stays deterministic for a value).
     """
 
     batch_size: int = 256
@@ -124,8 +136,11 @@ class TrainConfig:
     devices: int = 1
     strategy: str = "auto"
     num_nodes: int = 1
+    loader_workers: int = 0
 
     def __post_init__(self) -> None:
+        check_field(self, "loader_workers", integer=True, low=0,
+                    hint="0 reads on-disk cells in the training process")
         check_field(self, "devices", integer=True, low=1,
                     hint="the number of devices (processes) per node")
         check_field(self, "num_nodes", integer=True, low=1)

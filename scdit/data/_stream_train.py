@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ._dataset import dense_tensor
 from ._ondisk import CellStore
@@ -58,9 +58,10 @@ class StreamedTrainingSet(IterableDataset):
 
     Notes
     -----
-    Each iteration is the next epoch (the order depends only on ``seed`` and the epoch). Under
-    DDP every rank reads its share of the fetches and stops after as many batches as the rank
-    with the fewest, so that all ranks step together; the source draws then depend on the rank.
+    Iterated through :class:`StreamLoader`, which sets the epoch (the order depends only on
+    ``seed`` and the epoch). Under DDP every rank reads its share of the fetches and the loader
+    stops after as many batches as the rank with the fewest, so that all ranks step together;
+    DataLoader workers split a rank's fetches.
     """
 
     def __init__(self, store: CellStore, rows: np.ndarray, *, columns: np.ndarray,
@@ -90,11 +91,7 @@ class StreamedTrainingSet(IterableDataset):
             if missing:
                 raise ValueError(f"No source (control) cells for context id(s) {missing}.")
         self.seed = int(seed)
-        self.epoch = 0  # the next iteration's epoch
-        self.done = 0  # batches handed out in the current epoch
-        self._rng = np.random.default_rng(self.seed)
-        self._ranked = False
-        self._skip = 0
+        self.epoch = 0  # the epoch being (or next to be) iterated, set by StreamLoader
 
     @property
     def batch_size(self) -> int:
@@ -110,29 +107,22 @@ class StreamedTrainingSet(IterableDataset):
         """Batches per epoch of this rank."""
         return min(self.cells.rank_lengths(_rank_world()[1]))
 
-    def _rank_rng(self) -> None:
-        rank, world = _rank_world()
-        if world > 1 and not self._ranked:  # a different stream of source draws per rank
-            self._rng = np.random.default_rng([self.seed, rank])
-        self._ranked = True
-
     def __iter__(self):
-        self._rank_rng()
-        n = len(self)
-        epoch, skip = self.epoch, self._skip
-        if skip >= n:  # resumed at the end of an epoch: the next one
-            epoch, skip = epoch + 1, 0
-        self.epoch, self._skip, self.done = epoch + 1, 0, skip
-        self.cells.set_epoch(epoch)
-        for i, (x, rows) in enumerate(self.cells):
-            if i >= n:
-                break
-            if i < skip:  # resuming inside an epoch: these batches were trained on
-                continue
-            self.done = i + 1
-            yield self._batch(x.numpy(), rows.numpy())
+        """This worker's share of this rank's batches of epoch :attr:`epoch`.
 
-    def _batch(self, x: np.ndarray, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        The source draws of each batch depend only on (seed, rank, epoch, worker, batch), so
+        that skipping batches (resuming) and the number of ranks do not change the others.
+        """
+        rank = _rank_world()[0]
+        info = get_worker_info()
+        worker = 0 if info is None else info.id
+        self.cells.set_epoch(self.epoch)
+        for j, (x, rows) in enumerate(self.cells):
+            rng = np.random.default_rng([self.seed, rank, self.epoch, worker, j]) \
+                if self.source_X is not None else None
+            yield self._batch(x.numpy(), rows.numpy(), rng)
+
+    def _batch(self, x: np.ndarray, rows: np.ndarray, rng) -> dict[str, torch.Tensor]:
         model_in = self.prepare(x)
         batch = {"x": dense_tensor(model_in), "atoms": self.atoms[rows],
                  "covariates": self.covariates[rows]}
@@ -143,35 +133,48 @@ class StreamedTrainingSet(IterableDataset):
             src = np.empty(len(rows), dtype=np.int64)
             for c in np.unique(ctx):
                 m = ctx == c
-                src[m] = self._rng.choice(self.pools[int(c)], int(m.sum()), replace=True)
+                src[m] = rng.choice(self.pools[int(c)], int(m.sum()), replace=True)
             batch["x_src"] = dense_tensor(self.source_X[src])
             batch["ctx"] = torch.as_tensor(ctx)
         return batch
 
+
+class StreamLoader(DataLoader):
+    """The ``DataLoader`` of a :class:`StreamedTrainingSet`: whole batches, read in this process
+    (``num_workers=0``) or in worker processes that each read their share of the fetches.
+
+    Each iteration is the next epoch and yields the rank's :func:`len` batches (equal on every
+    DDP rank). Lightning saves :meth:`state_dict` (the epoch and the batches handed out) in
+    checkpoints; a resumed run skips the batches already trained on.
+    """
+
+    def __init__(self, dataset: StreamedTrainingSet, *, seed: int = 0, num_workers: int = 0):
+        super().__init__(dataset, batch_size=None, num_workers=int(num_workers),
+                         generator=torch.Generator().manual_seed(int(seed)))
+        self._next_epoch = 0
+        self._skip = 0
+        self._epoch = 0
+        self._done = 0
+
+    def __iter__(self):
+        n = len(self.dataset)
+        epoch, skip = self._next_epoch, self._skip
+        if skip >= n:  # resumed at the end of an epoch: the next one
+            epoch, skip = epoch + 1, 0
+        self._epoch, self._done, self._next_epoch, self._skip = epoch, skip, epoch + 1, 0
+        self.dataset.epoch = epoch  # workers get their copy of the dataset after this
+        for i, batch in enumerate(super().__iter__()):
+            if i >= n:
+                break
+            if i < skip:  # trained on before the run was interrupted
+                continue
+            self._done = i + 1
+            yield batch
+
     def state_dict(self) -> dict[str, Any]:
-        """The epoch in progress, the batches handed out in it and the source draws' state."""
-        return {"epoch": self.epoch - 1 if self.epoch else 0, "done": self.done,
-                "rng": self._rng.bit_generator.state, "ranked": self._ranked}
+        """The epoch in progress and the batches of it handed out."""
+        return {"epoch": self._epoch, "done": self._done}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state`` (of :meth:`state_dict`) at the next iteration."""
-        self.epoch, self._skip = int(state["epoch"]), int(state["done"])
-        self._rng.bit_generator.state = state["rng"]
-        self._ranked = bool(state.get("ranked", False))
-
-
-class StreamLoader(DataLoader):
-    """The ``DataLoader`` of a :class:`StreamedTrainingSet` (whole batches, read in this
-    process); Lightning saves its :meth:`state_dict` in checkpoints and restores it on resume."""
-
-    def __init__(self, dataset: StreamedTrainingSet, *, seed: int = 0):
-        super().__init__(dataset, batch_size=None, num_workers=0,
-                         generator=torch.Generator().manual_seed(int(seed)))
-
-    def state_dict(self) -> dict[str, Any]:
-        """Position in the stream (see :meth:`StreamedTrainingSet.state_dict`)."""
-        return self.dataset.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from ``state``."""
-        self.dataset.load_state_dict(state)
+        self._next_epoch, self._skip = int(state["epoch"]), int(state["done"])

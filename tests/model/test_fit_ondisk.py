@@ -81,6 +81,17 @@ def test_on_disk_fit_is_deterministic_and_round_trips(store, disk_model, tmp_pat
     assert np.array_equal(dense(a.X), dense(b.X))
 
 
+def test_loader_workers_read_the_stream(store, disk_model):
+    """Worker processes read the cells: deterministic for a number of workers, and learning."""
+    kw = {**KW, "train": scdit.TrainConfig(batch_size=64, val_every=10, loader_workers=2)}
+    a = scdit.fit(store, "condition", **kw)
+    b = scdit.fit(store, "condition", **kw)
+    assert _same_weights(a, b)
+    hist = [h["val_loss"] for h in a.summary["history"]]
+    assert hist[-1] < hist[0]
+    assert abs(a.summary["best_val_loss"] - disk_model.summary["best_val_loss"]) < 0.15
+
+
 @pytest.mark.parametrize("kind", ["zarr", "list", "backed"])
 def test_other_on_disk_inputs(tmp_path, kind):
     adata = make_counts_adata()
