@@ -295,7 +295,7 @@ def fit(
         run = open_run(cfg, adata, X, labels, verbose=verbose)  # checkpoints; resume: same run?
     else:
         run = open_run(cfg, adata, disk.store, labels, verbose=verbose)
-        disk.check_and_count(info.representation, verbose)  # every value, before any training
+        disk.check_and_count(info.representation, verbose, train.loader_workers)  # every value, before any training
         sample = disk.draw_sample(labels, context, info.control, seed)
         X = disk.X
     X_log = to_log1p(X, info.representation)  # (in-memory cells or the working sample)

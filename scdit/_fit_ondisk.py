@@ -74,10 +74,10 @@ class DiskCells:
         rows = np.sort(rng.choice(store.n_obs, min(store.n_obs, PROBE_CELLS), replace=False))
         return cls(store, meta, store.read(rows))
 
-    def check_and_count(self, representation: str, verbose: bool) -> GeneStats:
+    def check_and_count(self, representation: str, verbose: bool, workers: int = 0) -> GeneStats:
         """One pass over every cell: value checks and per-gene statistics."""
         self.stats = gene_stats(self.store, representation=representation, check=True,
-                                verbose=verbose)
+                                verbose=verbose, workers=workers)
         return self.stats
 
     def draw_sample(self, labels: np.ndarray, context: np.ndarray, control: str,

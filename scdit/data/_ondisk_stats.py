@@ -8,6 +8,7 @@ from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
+from torch.utils.data import DataLoader, Dataset
 
 from ._ondisk import BLOCK_ROWS, CellStore
 from ._representation import TARGET_SUM, Representation, counts_to_log1p, detect_representation
@@ -49,6 +50,21 @@ class GeneStats:
     row_sums: np.ndarray
 
 
+def _block_moments(X) -> tuple[int, np.ndarray, np.ndarray]:
+    """``(n, mean, m2)`` per gene of one block: its size, mean and sum of squared deviations."""
+    nb = X.shape[0]
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        data = np.asarray(X.data, dtype=np.float64)
+        s1 = np.bincount(X.indices, weights=data, minlength=X.shape[1])
+        s2 = np.bincount(X.indices, weights=data * data, minlength=X.shape[1])
+    else:
+        X = np.asarray(X, dtype=np.float64)
+        s1, s2 = X.sum(0), np.einsum("ij,ij->j", X, X)
+    mean_b = s1 / max(nb, 1)
+    return nb, mean_b, np.maximum(s2 - nb * mean_b**2, 0.0)
+
+
 class _Moments:
     """Running per-gene mean and sum of squared deviations, merged block by block (Chan et al.)."""
 
@@ -57,20 +73,9 @@ class _Moments:
         self.mean = np.zeros(n_vars)
         self.m2 = np.zeros(n_vars)
 
-    def add(self, X) -> None:
-        nb = X.shape[0]
+    def merge(self, nb: int, mean_b: np.ndarray, m2_b: np.ndarray) -> None:
         if nb == 0:
             return
-        if sp.issparse(X):
-            X = sp.csr_matrix(X)
-            data = np.asarray(X.data, dtype=np.float64)
-            s1 = np.bincount(X.indices, weights=data, minlength=X.shape[1])
-            s2 = np.bincount(X.indices, weights=data * data, minlength=X.shape[1])
-        else:
-            X = np.asarray(X, dtype=np.float64)
-            s1, s2 = X.sum(0), np.einsum("ij,ij->j", X, X)
-        mean_b = s1 / nb
-        m2_b = np.maximum(s2 - nb * mean_b**2, 0.0)
         n = self.n + nb
         delta = mean_b - self.mean
         self.mean = self.mean + delta * (nb / n)
@@ -85,6 +90,50 @@ def _float64(X):
     return sp.csr_matrix(X, dtype=np.float64) if sp.issparse(X) else np.asarray(X, np.float64)
 
 
+class _Blocks(Dataset):
+    """Row blocks of a store, each read, checked and summarised where it is fetched (in a
+    DataLoader worker, or in this process)."""
+
+    def __init__(self, store: CellStore, block_rows: int, representation: Representation,
+                 values: str, target_sum: float, check: bool):
+        self.store, self.block_rows, self.representation = store, int(block_rows), representation
+        self.values, self.target_sum, self.check = values, float(target_sum), check
+
+    def __len__(self) -> int:
+        return -(-self.store.n_obs // self.block_rows)
+
+    def __getitem__(self, i: int) -> dict:
+        start = int(i) * self.block_rows
+        stop = min(start + self.block_rows, self.store.n_obs)
+        X = self.store.read(slice(start, stop))
+        if self.check:
+            check_expression(X, self.representation,
+                             where=f"the stored matrix ({_where(self.store, start, stop)})")
+        X = _float64(X)
+        row_sums = np.asarray(X.sum(axis=1)).ravel()
+        if sp.issparse(X):
+            X.eliminate_zeros()
+            nnz = np.bincount(X.indices, minlength=X.shape[1])
+        else:
+            nnz = np.count_nonzero(X, axis=0)
+        if self.representation == "counts":
+            log = _float64(counts_to_log1p(X, target_sum=self.target_sum, lib=row_sums))
+        else:
+            log = X
+        main = _block_moments(X if self.values == "stored" else log)
+        expr = log.copy()
+        if sp.issparse(expr):
+            np.expm1(expr.data, out=expr.data)
+        else:
+            np.expm1(expr, out=expr)
+        return {"start": start, "stop": stop, "row_sums": row_sums, "nnz": nnz, "main": main,
+                "norm": _block_moments(expr)}
+
+
+def _as_is(item):
+    return item
+
+
 def gene_stats(
     store: CellStore,
     *,
@@ -94,11 +143,13 @@ def gene_stats(
     block_rows: int = BLOCK_ROWS,
     check: bool = False,
     verbose: bool = False,
+    workers: int = 0,
 ) -> GeneStats:
     """Per-gene moments and per-cell sums of on-disk cells, in one pass over row blocks.
 
-    Memory is that of one block (``block_rows`` × genes) plus a few per-gene vectors and the
-    per-cell sums (one float per cell), whatever the number of cells.
+    Memory is that of one block (``block_rows`` × genes) per worker plus a few per-gene vectors
+    and the per-cell sums (one float per cell), whatever the number of cells. Blocks are merged
+    in order, so the result does not depend on ``workers``.
 
     Parameters
     ----------
@@ -121,6 +172,8 @@ def gene_stats(
         rows of the block.
     verbose
         Show a progress bar.
+    workers
+        DataLoader worker processes reading and summarising blocks (0: this process).
 
     Returns
     -------
@@ -131,41 +184,33 @@ def gene_stats(
     if representation not in (None, "counts", "log1p"):
         raise ValueError(f"representation must be 'counts', 'log1p' or None, got "
                          f"{representation!r}.")
+    if block_rows < 1:
+        raise ValueError("block_rows must be positive.")
+    if representation is None:
+        first = store.read(slice(0, min(block_rows, store.n_obs)))
+        if check:
+            representation = check_expression(first, None, where=(
+                f"the stored matrix ({_where(store, 0, min(block_rows, store.n_obs))})"))
+        else:
+            representation = detect_representation(first)
     main, norm = _Moments(store.n_vars), _Moments(store.n_vars)
     nnz = np.zeros(store.n_vars, dtype=np.int64)
     row_sums = np.zeros(store.n_obs, dtype=np.float64)
-    blocks = store.blocks(block_rows)
+    blocks = _Blocks(store, block_rows, representation, values, target_sum, check)
+    parts = DataLoader(blocks, batch_size=None, shuffle=False, num_workers=int(workers),
+                       collate_fn=_as_is)
     if verbose:
         from tqdm.auto import tqdm
 
-        blocks = tqdm(blocks, total=-(-store.n_obs // block_rows), desc="scdit: gene statistics",
-                      unit="block", mininterval=1.0)
-    for start, stop, X in blocks:
-        if check:
-            representation = check_expression(
-                X, representation, where=f"the stored matrix ({_where(store, start, stop)})")
-        X = _float64(X)
-        if representation is None:
-            representation = detect_representation(X)
-        row_sums[start:stop] = np.asarray(X.sum(axis=1)).ravel()
-        if sp.issparse(X):
-            X.eliminate_zeros()
-            nnz += np.bincount(X.indices, minlength=store.n_vars)
-        else:
-            nnz += np.count_nonzero(X, axis=0)
-        if representation == "counts":
-            log = _float64(counts_to_log1p(X, target_sum=target_sum, lib=row_sums[start:stop]))
-        else:
-            log = X
-        main.add(X if values == "stored" else log)
-        expr = log.copy()
-        if sp.issparse(expr):
-            np.expm1(expr.data, out=expr.data)
-        else:
-            np.expm1(expr, out=expr)
-        norm.add(expr)
+        parts = tqdm(parts, total=len(blocks), desc="scdit: gene statistics", unit="block",
+                     mininterval=1.0)
+    for part in parts:
+        row_sums[part["start"]:part["stop"]] = part["row_sums"]
+        nnz += part["nnz"]
+        main.merge(*part["main"])
+        norm.merge(*part["norm"])
     return GeneStats(
-        n_obs=store.n_obs, representation=representation or "log1p", values=values,
+        n_obs=store.n_obs, representation=representation, values=values,
         mean=main.mean, var=main.var(), norm_mean=norm.mean, norm_var=norm.var(),
         n_cells_expressed=nnz, row_sums=row_sums)
 
