@@ -14,6 +14,7 @@ the store, a bounded number per group.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 
@@ -65,6 +66,10 @@ class DiskCells:
     def open(cls, data, *, layer: str | None, obs_columns: list[str],
              seed: int) -> DiskCells:
         """Open the store(s); errors for missing files, columns and mismatched genes."""
+        if importlib.util.find_spec("scdataset") is None:
+            raise ImportError("fit on on-disk cells streams them with scDataset: pip install "
+                              "'scdit[large]' (or pip install scdataset), or load the cells "
+                              "in memory (anndata.read_h5ad(path)).")
         store = data if isinstance(data, CellStore) else open_cells(data, layer=layer)
         store.require_obs(obs_columns)
         if store.n_obs == 0 or store.n_vars == 0:
