@@ -1,4 +1,4 @@
-"""Training: Lightning module, EMA, trainer construction, resumable checkpoints."""
+"""Training: Lightning module, EMA, trainer construction, resumable checkpoints, several devices."""
 
 from ._budget import TimeBudget
 from ._checkpoint import (
@@ -10,6 +10,7 @@ from ._checkpoint import (
     rng_state,
     set_rng_state,
 )
+from ._dist import is_global_zero
 from ._ema import EMA
 from ._loader import EpochBatchSampler, ResumableLoader, eval_loader
 from ._module import FlowModule, group_ids, pair_within_groups
@@ -21,11 +22,13 @@ from ._trainer import (
     auto_max_steps,
     resolve_compile,
     resolve_precision,
+    resolve_strategy,
     train_field,
 )
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "COMPILE_MIN_MINUTES",
            "COMPILE_MIN_STEPS", "EMA", "EpochBatchSampler", "FlowModule", "PairDataset",
            "ResumableLoader", "StepCheckpoint", "TimeBudget", "TrainResult", "auto_max_steps",
-           "digest", "eval_loader", "group_ids", "pair_within_groups", "read_checkpoint",
-           "resolve_compile", "resolve_precision", "rng_state", "set_rng_state", "train_field"]
+           "digest", "eval_loader", "group_ids", "is_global_zero", "pair_within_groups",
+           "read_checkpoint", "resolve_compile", "resolve_precision", "resolve_strategy",
+           "rng_state", "set_rng_state", "train_field"]

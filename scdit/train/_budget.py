@@ -18,7 +18,8 @@ class TimeBudget(Callback):
     run's length (``module.max_steps``, which the schedule reads, and Lightning's step limit) to
     what fits in ``margin`` of the remaining budget, and with ``verbose`` says so the first
     time. It only ever shortens a run; ``shortened_to`` records the new length. Runs that fit
-    the budget are untouched (and so stay reproducible).
+    the budget are untouched (and so stay reproducible). With several processes, global rank
+    0's decision is broadcast, so that every process trains the same number of steps.
     """
 
     def __init__(self, minutes: float, *, probe: tuple[int, int] = (10, 50),
@@ -78,9 +79,11 @@ class TimeBudget(Callback):
         self._last = (step, now)
         remaining = self.budget_s - (now - self._start)
         fits = step + int(self.margin * max(0.0, remaining) / max(per_step, 1e-9))
-        if fits < pl_module.max_steps:
-            new = max(step + 1, fits)
-            if self.verbose and self.shortened_to is None:
+        # one decision for all processes (a no-op with one): rank 0's
+        new = trainer.strategy.broadcast(
+            max(step + 1, fits) if fits < pl_module.max_steps else None, src=0)
+        if new is not None:
+            if self.verbose and self.shortened_to is None and trainer.is_global_zero:
                 print(f"scdit: at {per_step:.2f} s per step, {pl_module.max_steps} steps would "
                       f"overrun the {self.budget_s / 60:g}-minute budget; training {new} steps "
                       "(max_minutes=None or a larger value trains longer)", flush=True)

@@ -104,6 +104,10 @@ class StepCheckpoint(Callback):
     validation of its step, if any, has run: before the next step or when training ends),
     ``on_save(field, step)`` receives the weights the run would return if it ended there (e.g.
     to save a loadable model next to it); it runs with the global random states preserved.
+
+    With several processes every one takes part in writing a checkpoint (Lightning gathers
+    their states and waits for all), but only global rank 0 touches the folder: it writes the
+    file, renames it and calls ``on_save``.
     """
 
     def __init__(self, dirpath: str | Path, every: int, *, meta: dict[str, Any] | None = None,
@@ -123,6 +127,8 @@ class StepCheckpoint(Callback):
         return self.dirpath / CHECKPOINT_NAME
 
     def on_train_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
         for stale in self.dirpath.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # of killed writes
             stale.unlink(missing_ok=True)
 
@@ -131,12 +137,15 @@ class StepCheckpoint(Callback):
         last = step >= int(trainer.max_steps) > 0  # the final step: always (even if < every)
         if step == self.last_step or (step % self.every and not last):
             return
-        self.dirpath.mkdir(parents=True, exist_ok=True)
+        zero = trainer.is_global_zero
+        if zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
         tmp = self.dirpath / f".{CHECKPOINT_NAME}.{os.getpid()}.tmp"
-        trainer.save_checkpoint(tmp)
-        os.replace(tmp, self.path)
+        trainer.save_checkpoint(tmp)  # in every process (a collective); rank 0 writes the file
+        if zero:
+            os.replace(tmp, self.path)
         self.last_step = step
-        self._snapshot_due = self.on_save is not None
+        self._snapshot_due = self.on_save is not None and zero
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._write_snapshot(pl_module)

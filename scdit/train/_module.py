@@ -12,6 +12,7 @@ import torch
 from ..flow import flow_matching_loss, get_time_sampler, noise_like, ot_pairing
 from ..models import VelocityField
 from ._checkpoint import rng_state, set_rng_state
+from ._dist import gather_objects, rank_and_world, seed_rank
 from ._ema import EMA
 
 
@@ -25,14 +26,22 @@ class FlowModule(L.LightningModule):
     ``source_noise``-scaled Gaussian noise), times from the configured sampler, condition dropout with probability ``cond_dropout`` (classifier-free guidance),
     loss ``||v(x_t, t, c) - (x1 - x0)||²``. AdamW with linear warm-up then cosine decay; an EMA
     copy is validated and kept (its best state is restored when training ends).
+
+    On several devices (Lightning's DDP) every process reseeds the global random states from
+    ``(seed, rank)`` when the fit starts, so that noise, times and dropout differ between
+    processes (one process keeps the states the caller seeded). Gradients are averaged, so the
+    weights, the EMA (updated after each optimiser step), the validation losses (every process
+    evaluates the whole validation set with the same draws) and the best state are the same in
+    every process.
     """
 
     def __init__(self, field: VelocityField, tokenizer, *, lr: float, weight_decay: float,
                  warmup_steps: int, max_steps: int, ema_decay: float, cond_dropout: float,
                  time_sampling: str, logit_mean: float = 0.0, logit_std: float = 1.0,
                  val_seed: int = 0, source: str = "noise", source_noise: float = 0.0,
-                 covariate_dropout: float = 0.0, compile_field: bool = False):
+                 covariate_dropout: float = 0.0, compile_field: bool = False, seed: int = 0):
         super().__init__()
+        self.seed = int(seed)
         self.compile_field = bool(compile_field)
         if source not in ("noise", "control", "pairs"):
             raise ValueError(f"source must be 'noise', 'control' or 'pairs', got {source!r}.")
@@ -44,6 +53,7 @@ class FlowModule(L.LightningModule):
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_steps, self.max_steps = warmup_steps, max_steps
         self.cond_dropout = cond_dropout
+        self._time_sampling = (time_sampling, float(logit_mean), float(logit_std))
         self.sample_t = get_time_sampler(time_sampling, mean=logit_mean, std=logit_std)
         self.ema = EMA(field, ema_decay)
         self.val_seed = val_seed
@@ -52,6 +62,19 @@ class FlowModule(L.LightningModule):
         self.history: list[dict[str, float]] = []
         self._val_losses: list[torch.Tensor] = []
         self._resume_rng: dict | None = None
+
+    def __getstate__(self) -> dict:
+        # pickled to start processes ("ddp_spawn"): the time sampler may be a closure and the
+        # compiled forward is a function; both are rebuilt in the new process
+        state = dict(super().__getstate__())
+        state.pop("sample_t", None)
+        state.pop("_compiled", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        name, mean, std = self._time_sampling
+        self.sample_t = get_time_sampler(name, mean=mean, std=std)
 
     def _loss(self, field, batch, generator=None) -> torch.Tensor:
         if self.source == "pairs":  # reflow: fixed (cell, source) pairs, already tokens
@@ -112,6 +135,12 @@ class FlowModule(L.LightningModule):
         return self.__dict__["_compiled"]
 
     def on_fit_start(self) -> None:
+        rank, world = rank_and_world()
+        if world > 1:
+            # a process started by pickling ("ddp_spawn") maps the EMA weights in memory shared
+            # with the other processes (torch.multiprocessing): it updates its own copy
+            self.ema.module = copy.deepcopy(self.ema.module)
+            seed_rank(self.seed, rank)  # processes draw different noise, times and dropout
         self.ema.module.to(self.device)
 
     def optimizer_step(self, *args, **kwargs) -> None:
@@ -131,11 +160,15 @@ class FlowModule(L.LightningModule):
         The random states are those at the end of the checkpoint's step, which are those at the
         start of the next one (nothing between two steps draws from them: loaders and
         validation have their own generators); a resumed run restores them at its first step.
+        With several processes, those of every process are gathered (``rng_by_rank``).
         """
+        rng = rng_state()
         checkpoint["scdit_module"] = {
             "ema": self.ema.module.state_dict(), "ema_updates": self.ema.n_updates,
             "best_val": self.best_val, "best_state": self.best_state, "history": self.history,
-            "max_steps": self.max_steps, "rng": rng_state()}
+            "max_steps": self.max_steps, "rng": rng}
+        if rank_and_world()[1] > 1:
+            checkpoint["scdit_module"]["rng_by_rank"] = gather_objects(rng)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Restore what :meth:`on_save_checkpoint` added (random states: at the next step)."""
@@ -146,7 +179,13 @@ class FlowModule(L.LightningModule):
         self.best_state = state["best_state"]
         self.history = [dict(h) for h in state["history"]]
         self.max_steps = int(state["max_steps"])
-        self._resume_rng = state["rng"]
+        rank, world = rank_and_world()
+        by_rank = state.get("rng_by_rank")
+        if world > 1 and (by_rank is None or len(by_rank) != world):
+            raise ValueError(f"The checkpoint holds the random states of "
+                             f"{1 if by_rank is None else len(by_rank)} process(es), this run has "
+                             f"{world}: resume with the same devices and num_nodes.")
+        self._resume_rng = by_rank[rank] if world > 1 else state["rng"]
 
     def on_validation_epoch_start(self) -> None:
         self._val_losses = []

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from ..config import DiTConfig, FlowConfig, TrainConfig
-from ..data import CellDataset
+from ..data import CellDataset, StreamedTrainingSet, StreamLoader
 from ..models import VelocityField, bf16_supported
 from ._budget import TimeBudget
 from ._checkpoint import StepCheckpoint
@@ -106,7 +109,16 @@ def resolve_compile(compile_: bool | str, max_steps: int, accelerator: str,
     return bool(compile_)
 
 
-def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: CellDataset | None,
+def resolve_strategy(strategy: str, devices: int = 1, num_nodes: int = 1) -> str:
+    """Lightning strategy of a run: ``"auto"`` on several devices or nodes is ``"ddp"``
+    (data parallel: one copy of the network per device, gradients averaged); others as given."""
+    if strategy == "auto" and int(devices) * int(num_nodes) > 1:
+        return "ddp"
+    return strategy
+
+
+def train_field(field: VelocityField, tokenizer, train_ds: CellDataset | StreamedTrainingSet,
+                val_ds: CellDataset | None,
                 *, dit: DiTConfig, flow: FlowConfig, train: TrainConfig, verbose: bool = True,
                 checkpoint: StepCheckpoint | None = None, resume_from: str | None = None,
                 covariate_dropout: float = 0.0) -> TrainResult:
@@ -117,8 +129,30 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
     run: weights, EMA, optimiser, schedule, step, random states and the loader's position are
     restored, so that the run ends as an uninterrupted one would (bitwise on CPU). Batches,
     noise, times and dropout are drawn from generators seeded by ``train.seed``.
+
+    Several devices (``train.devices`` × ``train.num_nodes`` > 1) train with Lightning's
+    data-parallel strategy (``train.strategy``; ``"auto"``: ``"ddp"``, which on CPUs uses the
+    gloo backend): every process holds the whole network, takes its own share of each epoch's
+    batches (:class:`EpochBatchSampler`; the effective batch is ``batch_size`` × processes),
+    draws its own noise, times and dropout (seeded from ``train.seed`` and its rank) and the
+    gradients are averaged, so that every process ends with the same weights, EMA and best
+    state. With ``"ddp"`` Lightning runs the calling script again in a new process for each
+    further device (torchrun and SLURM start them instead); a script should save its outputs in
+    one process only (:func:`is_global_zero`). ``"ddp_spawn"`` starts the processes from this
+    one (the script needs an ``if __name__ == "__main__":`` guard) and the result is handed
+    back to it. One device runs exactly as without these settings. ``"fsdp"`` is refused (a
+    ``ValueError``). With control cells as the source, the minibatch OT pairing is computed
+    within each process's batch of ``batch_size`` cells.
     """
-    max_steps = train.max_steps or auto_max_steps(len(train_ds), train.batch_size, flow.source)
+    if train.strategy == "fsdp":
+        raise ValueError(
+            "TrainConfig.strategy='fsdp' is not supported: scdit's training keeps an EMA copy of "
+            "the whole network and clips the gradients' norm and groups weight decay on the full "
+            "parameters, which FSDP shards across devices. Use strategy='ddp' (or 'auto'): every "
+            "DiT preset fits on one device, and DDP trains one copy per device.")
+    streamed = isinstance(train_ds, StreamedTrainingSet)  # on-disk cells, read as they train
+    n_cells = train_ds.n_cells if streamed else len(train_ds)
+    max_steps = train.max_steps or auto_max_steps(n_cells, train.batch_size, flow.source)
     precision = resolve_precision(train.precision, train.accelerator)
     compiled = resolve_compile(train.compile, max_steps, train.accelerator,
                                train.max_minutes)
@@ -129,10 +163,14 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
         ema_decay=train.ema_decay, cond_dropout=dit.cond_dropout,
         time_sampling=flow.time_sampling, logit_mean=flow.logit_mean, logit_std=flow.logit_std,
         val_seed=train.seed, source=flow.source, source_noise=flow.source_noise,
-        covariate_dropout=covariate_dropout, compile_field=compiled,
+        covariate_dropout=covariate_dropout, compile_field=compiled, seed=train.seed,
     )
-    train_loader = ResumableLoader(train_ds, train.batch_size, shuffle=True, seed=train.seed,
-                                   drop_last=True)
+    if streamed:
+        train_loader = StreamLoader(train_ds, seed=train.seed,
+                                    num_workers=train.loader_workers)
+    else:
+        train_loader = ResumableLoader(train_ds, train.batch_size, shuffle=True, seed=train.seed,
+                                       drop_last=True)
     budget = TimeBudget(train.max_minutes, verbose=verbose) if train.max_minutes else None
     callbacks: list = [budget] if budget else []
     val_loader = None
@@ -142,10 +180,16 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
                                        check_finite=True))
     if checkpoint is not None:
         callbacks.append(checkpoint)
+    strategy = resolve_strategy(train.strategy, train.devices, train.num_nodes)
+    spawned = _SpawnResults(verbose) if strategy == "ddp_spawn" else None
+    if spawned is not None:
+        callbacks.append(spawned)
     steps_per_epoch = len(train_loader)
     with _quiet(verbose):
         trainer = L.Trainer(
-            max_steps=max_steps, max_epochs=-1, accelerator=train.accelerator, devices=1,
+            max_steps=max_steps, max_epochs=-1, accelerator=train.accelerator,
+            devices=train.devices, num_nodes=train.num_nodes, strategy=strategy,
+            use_distributed_sampler=False,  # the loaders shard by rank themselves
             precision=precision, gradient_clip_val=train.grad_clip, callbacks=callbacks,
             val_check_interval=min(train.val_every, max_steps) if val_loader else None,
             check_val_every_n_epoch=None if val_loader else 1,
@@ -156,23 +200,94 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset, val_ds: 
             max_time={"minutes": train.max_minutes} if train.max_minutes else None,
         )
         t0 = time.perf_counter()
-        trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from,
-                    weights_only=True if resume_from else None)
+        with spawned.sharing() if spawned is not None else contextlib.nullcontext():
+            trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from,
+                        weights_only=True if resume_from else None)
     seconds = time.perf_counter() - t0
+    steps = int(trainer.global_step)
+    if spawned is not None:  # this process did not train: take rank 0's results
+        steps = spawned.restore(module, budget)
     planned = (budget.shortened_to if budget else None) or max_steps
-    stopped = bool(train.max_minutes) and int(trainer.global_step) < planned \
+    stopped = bool(train.max_minutes) and steps < planned \
         and seconds >= 60.0 * train.max_minutes * 0.98
     if stopped:
         warnings.warn(f"training hit the {train.max_minutes:g}-minute limit after "
-                      f"{int(trainer.global_step)} of {planned} steps, before the time budget "
+                      f"{steps} of {planned} steps, before the time budget "
                       "could shorten the schedule (the learning rate had not decayed); raise "
                       "max_minutes or lower max_steps.", RuntimeWarning, stacklevel=2)
-    return TrainResult(field=module.final_field(), steps=int(trainer.global_step), seconds=seconds,
+    return TrainResult(field=module.final_field(), steps=steps, seconds=seconds,
                        best_val_loss=module.best_val, history=module.history,
                        precision=precision, accelerator=str(trainer.accelerator.__class__.__name__),
                        max_steps=max_steps, compiled=compiled,
                        budget_steps=budget.shortened_to if budget else None,
                        stopped_by_time=stopped)
+
+
+class _SpawnResults(Callback):
+    """With ``"ddp_spawn"``: hand what Lightning does not send back (the EMA, best validated
+    state, history, step count, time budget) from rank 0 to the process that started the run.
+
+    Lightning returns rank 0's network weights to the main process, not the module's other
+    attributes; rank 0 writes them to a temporary file at the end of training, and
+    :meth:`restore` loads them into the main process's module.
+    """
+
+    def __init__(self, verbose: bool = True):
+        self.path = Path(tempfile.mkdtemp(prefix="scdit-spawn-")) / "results.pt"
+        self.verbose = verbose
+
+    def __setstate__(self, state: dict) -> None:
+        # unpickled in each started process, before Lightning sets it up: as quiet as asked
+        self.__dict__.update(state)
+        if not self.verbose:
+            _quiet(False).__enter__()  # for the rest of the process (it ends with the run)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def sharing():
+        """Send tensors to the new processes through files while they start.
+
+        Pickling a torch generator (the loaders hold some) shares its state as a temporary
+        tensor; with torch's default file-descriptor sharing a later tensor can reuse the freed
+        descriptor, and starting the process fails (``bad value(s) in fds_to_keep``).
+        """
+        import torch.multiprocessing as mp
+
+        before = mp.get_sharing_strategy()
+        mp.set_sharing_strategy("file_system")
+        try:
+            yield
+        finally:
+            mp.set_sharing_strategy(before)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        budget = next((c for c in trainer.callbacks if isinstance(c, TimeBudget)), None)
+        torch.save({"ema": pl_module.ema.module.state_dict(),
+                    "ema_updates": pl_module.ema.n_updates, "best_val": pl_module.best_val,
+                    "best_state": pl_module.best_state, "history": pl_module.history,
+                    "max_steps": pl_module.max_steps, "step": int(trainer.global_step),
+                    "budget": None if budget is None else budget.shortened_to}, self.path)
+
+    def restore(self, module: FlowModule, budget: TimeBudget | None) -> int:
+        """Load rank 0's results into ``module`` (and ``budget``); the number of steps trained."""
+        if not self.path.exists():
+            raise RuntimeError("training with strategy='ddp_spawn' ended without the results of "
+                               "rank 0; the processes may have failed (see their output).")
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        finally:
+            shutil.rmtree(self.path.parent, ignore_errors=True)
+        module.ema.module.load_state_dict(state["ema"])
+        module.ema.n_updates = int(state["ema_updates"])
+        module.best_val = float(state["best_val"])
+        module.best_state = state["best_state"]
+        module.history = [dict(h) for h in state["history"]]
+        module.max_steps = int(state["max_steps"])
+        if budget is not None:
+            budget.shortened_to = state["budget"]
+        return int(state["step"])
 
 
 class _quiet:
@@ -196,6 +311,9 @@ class _quiet:
         warnings.filterwarnings("ignore", message=".*validation_step.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*litlogger.*")
+        # several devices: every process computes the same validation loss, no need to sync it
+        warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+        warnings.filterwarnings("ignore", message=".*IterableDataset. has .__len__. defined.*")
         return self
 
     def __exit__(self, *exc):

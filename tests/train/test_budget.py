@@ -29,10 +29,12 @@ def _run(cb: TimeBudget, clock: _Clock, module, trainer, seconds_per_step: float
     return n
 
 
-def _stubs(max_steps: int):
+def _stubs(max_steps: int, broadcast=lambda obj, src=0: obj):
+    """A module and a one-process trainer (``broadcast``: what rank 0 decides)."""
     module = types.SimpleNamespace(max_steps=max_steps)
     trainer = types.SimpleNamespace(global_step=0, fit_loop=types.SimpleNamespace(
-        epoch_loop=types.SimpleNamespace(max_steps=max_steps)))
+        epoch_loop=types.SimpleNamespace(max_steps=max_steps)), is_global_zero=True,
+        strategy=types.SimpleNamespace(broadcast=broadcast))
     return module, trainer
 
 
@@ -71,6 +73,23 @@ def test_time_budget_adapts_when_steps_slow_down(monkeypatch):
             break
     assert cb.shortened_to is not None and module.max_steps < 3000
     assert clock.t <= 300.0
+
+
+def test_time_budget_follows_rank_zero(monkeypatch):
+    """With several processes every one takes rank 0's decision, whatever its own clock says."""
+    clock = _Clock()
+    monkeypatch.setattr(_budget.time, "perf_counter", clock)
+    seen = []
+
+    def rank_zero_says(obj, src=0):  # this (fast) process would fit; rank 0 is slower
+        seen.append(obj)
+        return 700
+
+    module, trainer = _stubs(1000, broadcast=rank_zero_says)
+    cb = TimeBudget(minutes=10.0)
+    _run(cb, clock, module, trainer, 0.1, 1000)  # 100 s of 600: fits here
+    assert seen[0] is None  # its own decision: keep the length
+    assert cb.shortened_to == module.max_steps == trainer.fit_loop.epoch_loop.max_steps == 700
 
 
 def test_fit_records_the_budget(counts_adata, tiny):
