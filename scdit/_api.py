@@ -43,7 +43,7 @@ from .data import (
 )
 from .model import ScDiT, build_field, make_reference
 from .tokenizers import format_ceiling, reconstruction_ceiling, resolve_tokenizer
-from .train import train_field
+from .train import is_global_zero, train_field
 
 
 class _Unset:
@@ -256,6 +256,7 @@ def fit(
         preset, dit, conditions, flow, train, source=source, max_steps=max_steps,
         max_minutes=max_minutes, seed=seed, covariate_keys=covariate_keys)
     seed = train.seed
+    talk = verbose and is_global_zero()  # several processes: one prints
     disk = None  # on-disk cells: obs in memory, a working sample of cells, training streamed
     if is_on_disk(adata):
         disk = DiskCells.open(adata, layer=layer, seed=seed, obs_columns=[
@@ -292,10 +293,10 @@ def fit(
     )
     if disk is None:
         X, sample = get_matrix(adata, layer), None
-        run = open_run(cfg, adata, X, labels, verbose=verbose)  # checkpoints; resume: same run?
+        run = open_run(cfg, adata, X, labels, verbose=talk)  # checkpoints; resume: same run?
     else:
-        run = open_run(cfg, adata, disk.store, labels, verbose=verbose)
-        disk.check_and_count(info.representation, verbose, train.loader_workers)  # every value, before any training
+        run = open_run(cfg, adata, disk.store, labels, verbose=talk)
+        disk.check_and_count(info.representation, talk, train.loader_workers)  # every value, first
         sample = disk.draw_sample(labels, context, info.control, seed)
         X = disk.X
     X_log = to_log1p(X, info.representation)  # (in-memory cells or the working sample)
@@ -359,7 +360,7 @@ def fit(
         torch.manual_seed(seed)
         field = build_field(cfg, tok, vocab, covs, features=table)
     n_params = sum(p.numel() for p in field.parameters())
-    if verbose:
+    if talk:
         where = "" if disk is None else f" on disk ({disk.store}; {len(sample)} in memory)"
         print(f"scdit: {adata.n_obs} cells{where} ({len(tr)} train / {len(val)} validation), "
               f"{len(vocab.atoms)} perturbations, {len(vocab.conditions)} conditions, "
@@ -407,7 +408,7 @@ def fit(
                     "compiled": result.compiled})
     if run is not None and run.step is not None:
         summary["resumed_from_step"] = run.step
-    if verbose:
+    if talk:
         early = "" if result.steps >= result.max_steps else \
             f" (stopped before {result.max_steps}: early stopping or the time budget)"
         print(f"scdit: trained {result.steps} steps{early} in {result.seconds:.0f} s "

@@ -73,7 +73,7 @@ class SamplingConfig:
 
 
 #: Lightning strategies ``TrainConfig.strategy`` accepts.
-STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")
+STRATEGIES = ("auto", "ddp", "ddp_spawn")
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,8 @@ class TrainConfig:
 
     Several devices (``scdit.fit(..., train={"devices": 4})``): ``devices`` per node and
     ``num_nodes`` nodes train one model with Lightning's ``strategy`` (``"auto"``: one device
-    as is, several with ``"ddp"``; ``"ddp"``, ``"ddp_spawn"``, ``"fsdp"``). ``batch_size`` is
+    as is, several with ``"ddp"``; ``"ddp"``, ``"ddp_spawn"``; ``"fsdp"`` is refused: the EMA,
+    gradient clipping and weight-decay groups need whole parameters). ``batch_size`` is
     per device: the effective batch is ``batch_size × devices × num_nodes``. Each process
     (rank) draws its own cells, noise and times; every rank ends with the same model.
 
@@ -144,10 +145,18 @@ class TrainConfig:
         check_field(self, "devices", integer=True, low=1,
                     hint="the number of devices (processes) per node")
         check_field(self, "num_nodes", integer=True, low=1)
+        if self.strategy == "fsdp":
+            raise ValueError(
+                "TrainConfig.strategy='fsdp' is not supported: scdit's training keeps an EMA copy "
+                "of the whole network and clips the gradients' norm and groups weight decay on "
+                "the full parameters, which FSDP shards across devices. Use strategy='ddp' (or "
+                "'auto'): every DiT preset fits on one device, and DDP trains one copy per "
+                "device.")
         if not isinstance(self.strategy, str) or self.strategy not in STRATEGIES:
             raise ValueError(f"TrainConfig.strategy = {self.strategy!r} is not one of "
                              f"{list(STRATEGIES)} ('ddp': one copy of the network per device, "
-                             "gradients averaged; 'fsdp': parameters sharded across GPUs).")
+                             "gradients averaged; 'ddp_spawn': the same, processes started "
+                             "from this one).")
         check_field(self, "checkpoint_every", integer=True, low=1, none_ok=True,
                     hint="None writes a checkpoint every val_every steps")
         if self.compile not in COMPILE_MODES or isinstance(self.compile, int) \

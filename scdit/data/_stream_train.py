@@ -10,6 +10,7 @@ context for every cell, drawn from an in-memory pool. :class:`StreamLoader` is t
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -163,9 +164,7 @@ class StreamLoader(DataLoader):
             epoch, skip = epoch + 1, 0
         self._epoch, self._done, self._next_epoch, self._skip = epoch, skip, epoch + 1, 0
         self.dataset.epoch = epoch  # workers get their copy of the dataset after this
-        for i, batch in enumerate(super().__iter__()):
-            if i >= n:
-                break
+        for i, batch in enumerate(itertools.islice(super().__iter__(), n)):  # no batch n + 1
             if i < skip:  # trained on before the run was interrupted
                 continue
             self._done = i + 1

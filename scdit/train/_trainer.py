@@ -140,16 +140,10 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset | Streame
     further device (torchrun and SLURM start them instead); a script should save its outputs in
     one process only (:func:`is_global_zero`). ``"ddp_spawn"`` starts the processes from this
     one (the script needs an ``if __name__ == "__main__":`` guard) and the result is handed
-    back to it. One device runs exactly as without these settings. ``"fsdp"`` is refused (a
-    ``ValueError``). With control cells as the source, the minibatch OT pairing is computed
+    back to it. One device runs exactly as without these settings. ``"fsdp"`` is refused by
+    :class:`~scdit.TrainConfig`. With control cells as the source, the minibatch OT pairing is computed
     within each process's batch of ``batch_size`` cells.
     """
-    if train.strategy == "fsdp":
-        raise ValueError(
-            "TrainConfig.strategy='fsdp' is not supported: scdit's training keeps an EMA copy of "
-            "the whole network and clips the gradients' norm and groups weight decay on the full "
-            "parameters, which FSDP shards across devices. Use strategy='ddp' (or 'auto'): every "
-            "DiT preset fits on one device, and DDP trains one copy per device.")
     streamed = isinstance(train_ds, StreamedTrainingSet)  # on-disk cells, read as they train
     n_cells = train_ds.n_cells if streamed else len(train_ds)
     max_steps = train.max_steps or auto_max_steps(n_cells, train.batch_size, flow.source)

@@ -4,6 +4,7 @@ sample, and refuse bad stores with clear errors before any training."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -220,3 +221,67 @@ def test_killed_on_disk_fit_resumes_bitwise(store, tmp_path):
     assert read_checkpoint(ckpt / CHECKPOINT_NAME)["step"] == 40
     w = torch.cat([p.flatten() for p in resumed.field.parameters()])
     assert torch.isfinite(w).all()
+
+
+_DDP_SCRIPT = """
+import json, os, sys
+import scdit
+from scdit.data import StreamedTrainingSet
+from scdit.train import digest, is_global_zero
+import torch
+
+
+def main(path, out):
+    rows = []
+    batch = StreamedTrainingSet._batch
+
+    def record(self, x, r, rng):
+        rows.append(sorted(int(i) for i in r))
+        return batch(self, x, r, rng)
+
+    StreamedTrainingSet._batch = record
+    train = {"devices": 2, "accelerator": "cpu", "batch_size": 32, "max_steps": 30,
+             "compile": False, "val_every": 10, "seed": 0}
+    model = scdit.fit(path, "condition", covariate_keys=["cell_type"], preset="tiny",
+                      verbose=False, train=train)
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    json.dump({"rows": rows, "steps": model.summary["steps"],
+               "weights": digest(*model.field.state_dict().values())},
+              open(os.path.join(out, f"rank{rank}.json"), "w"))
+    if is_global_zero():
+        model.save(os.path.join(out, "model"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_two_processes_stream_disjoint_cells_from_disk(tmp_path):
+    """DDP on a store (2 CPU processes, gloo): each process streams its own share of the
+    fetches, both take the same number of steps and end with the same model, saved once."""
+    conditions = {"ctrl": 400, "G1": 150, "G2": 150, "G3": 150, "G1+G2": 150}
+    path = _write(make_counts_adata(conditions=conditions), tmp_path / "cells.h5ad")
+    script = tmp_path / "fit_disk_ddp.py"
+    script.write_text(_DDP_SCRIPT)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_PORT"):
+        env.pop(key, None)
+    proc = subprocess.run([sys.executable, str(script), str(path), str(tmp_path)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["steps"] == r1["steps"] == 30 and r0["weights"] == r1["weights"]
+    # ~950 training cells in fetches of 16 x 32: rank 0 reads fetch 0 (16 batches), rank 1
+    # fetch 1 (13 batches): both stop at 13 batches an epoch; within an epoch, disjoint rows
+    per_epoch = 13
+    assert len(r0["rows"]) == len(r1["rows"]) == 30  # no batch read beyond an epoch's end
+    for e in range(2):
+        a, b = (np.concatenate(r["rows"][e * per_epoch:(e + 1) * per_epoch]) for r in (r0, r1))
+        assert len(np.unique(a)) == len(a) == per_epoch * 32
+        assert not set(a.tolist()) & set(b.tolist())
+    model = scdit.load(tmp_path / "model")
+    assert model.summary["on_disk"]["sources"] == [str(path)]
+    assert model.predict("G1", covariates={"cell_type": "T"}, n_cells=4, seed=0).n_obs == 4
