@@ -258,6 +258,11 @@ def fit(
     seed = train.seed
     talk = verbose and is_global_zero()  # several processes: one prints
     disk = None  # on-disk cells: obs in memory, a working sample of cells, training streamed
+    if isinstance(adata, (list, tuple)) and not is_on_disk(adata):
+        raise TypeError(
+            "fit takes one AnnData, or on-disk cells (.h5ad / .zarr paths, or AnnData opened "
+            "with backed='r'), not a list of in-memory AnnData: concatenate them "
+            "(anndata.concat) or write them to .h5ad files and pass the paths.")
     if is_on_disk(adata):
         disk = DiskCells.open(adata, layer=layer, seed=seed, obs_columns=[
             condition_key, *covariate_keys, *([dose_key] if dose_key else [])])
@@ -361,7 +366,8 @@ def fit(
         field = build_field(cfg, tok, vocab, covs, features=table)
     n_params = sum(p.numel() for p in field.parameters())
     if talk:
-        where = "" if disk is None else f" on disk ({disk.store}; {len(sample)} in memory)"
+        where = "" if disk is None else \
+            f" on disk ({', '.join(map(str, disk.store.sources))}; {len(sample)} in memory)"
         print(f"scdit: {adata.n_obs} cells{where} ({len(tr)} train / {len(val)} validation), "
               f"{len(vocab.atoms)} perturbations, {len(vocab.conditions)} conditions, "
               f"perturbation features: {feat_kind}"

@@ -2,9 +2,10 @@
 
 A fit on an ``.h5ad`` / ``.zarr`` path, a list of them or a backed AnnData keeps the matrix on
 disk. In memory: the ``obs`` table, one pass of chunked statistics (every value checked, the
-genes chosen from all cells), and a **working sample** of cells, the same few tens of
-thousands whatever the size of the store: a uniform random sample, topped up so that every
-(perturbation, context) group has a few cells and every context's control cells a pool.
+genes chosen from all cells), and a **working sample** of cells whose size does not grow
+with the store's: a uniform random sample, topped up so that every (perturbation, context)
+group has a few cells and every context's control cells a pool, each top-up capped in total
+(at most about 130,000 cells unless there are more groups than that).
 Everything ``fit`` derives from expression before training (tokenizer, reconstruction ceiling,
 perturbation features, target prior, validation cells, the pool of control source cells)
 comes from that sample; training streams every other cell from disk in shuffled minibatches
@@ -26,14 +27,17 @@ from .data import CellStore, GeneStats, gene_stats, open_cells, select_hvg
 
 #: Cells of the uniform random part of the working sample.
 SAMPLE_CELLS = 20_000
-#: Each (perturbation, context) group contributes at least this many cells (or all it has).
+#: Each (perturbation, context) group contributes at least this many cells (or all it has) ...
 MIN_GROUP_CELLS = 30
-#: Control cells kept per covariate context (the source pool of a control-source flow).
+#: ... as long as that makes at most this many cells in all (else fewer per group, at least 1).
+GROUP_TOTAL = 60_000
+#: Control cells kept per covariate context (the source pool of a control-source flow) ...
 SOURCE_CELLS = 2_000
-#: Stored reference cells of an on-disk fit, in all (split evenly among the groups, at least
-#: :data:`MIN_REFERENCE_PER_GROUP` each): the model file stays small whatever the store.
+#: ... at most this many in all (else fewer per context, at least :data:`MIN_GROUP_CELLS`).
+SOURCE_TOTAL = 50_000
+#: Stored reference cells of an on-disk fit, in all: split evenly among the groups, at least
+#: one each (so more only with more groups than this).
 REFERENCE_TOTAL = 50_000
-MIN_REFERENCE_PER_GROUP = 20
 #: Rows read to detect the representation and check values before the statistics pass.
 PROBE_CELLS = 2_000
 
@@ -93,8 +97,12 @@ class DiskCells:
         chosen = np.zeros(n, dtype=bool)
         chosen[rng.choice(n, min(n, SAMPLE_CELLS), replace=False)] = True
         keys = pd.DataFrame({"l": labels, "c": context})
-        for (lab, _), idx in keys.groupby(["l", "c"], sort=True).indices.items():
-            want = min(len(idx), SOURCE_CELLS if lab == control else MIN_GROUP_CELLS)
+        groups = keys.groupby(["l", "c"], sort=True).indices
+        n_ctx = len(np.unique(context[labels == control]))
+        per_group = min(MIN_GROUP_CELLS, max(1, GROUP_TOTAL // max(len(groups), 1)))
+        per_source = min(SOURCE_CELLS, max(MIN_GROUP_CELLS, SOURCE_TOTAL // max(n_ctx, 1)))
+        for (lab, _), idx in groups.items():
+            want = min(len(idx), per_source if lab == control else per_group)
             have = int(chosen[idx].sum())
             if have < want:
                 free = idx[~chosen[idx]]
@@ -115,7 +123,7 @@ class DiskCells:
 
     def reference_per_group(self, n_groups: int) -> int:
         """Stored reference cells per (condition × covariates) group."""
-        return max(MIN_REFERENCE_PER_GROUP, REFERENCE_TOTAL // max(n_groups, 1))
+        return max(1, REFERENCE_TOTAL // max(n_groups, 1))
 
     def summary(self) -> dict:
         """What the model summary records about the store and the sample."""

