@@ -105,7 +105,10 @@ class _Part:
             return sp.csr_matrix((0, x.shape[1]), dtype=x.dtype)
         # spans of rows read at once: runs of wanted rows whose gaps are at most GAP_ROWS
         # unwanted rows (one read costs about as much as reading a few dozen rows more)
-        starts = np.r_[0, np.flatnonzero(np.diff(rows) > GAP_ROWS + 1) + 1]
+        cut = np.diff(rows) > GAP_ROWS + 1
+        if rows.size > 1 and rows[-1] - rows[0] >= BLOCK_ROWS:  # spans of at most BLOCK_ROWS
+            cut |= np.diff(rows // BLOCK_ROWS) > 0
+        starts = np.r_[0, np.flatnonzero(cut) + 1]
         ends = np.r_[starts[1:], rows.size]
         data, indices = [], []
         for i, j in zip(starts, ends, strict=True):
