@@ -247,11 +247,12 @@ def test_fit_refuses_bad_input(mutate, kwargs, exc, match):
         scdit.fit(adata, **kwargs)
 
 
-def test_fit_refuses_backed_anndata(tmp_path):
+def test_fit_streams_a_backed_anndata(tmp_path):
+    """A backed AnnData is on-disk data: fit streams it (tests/model/test_fit_ondisk.py) and
+    leaves it backed; its values are checked like in-memory ones."""
     backed = _backed(make_counts_adata(), tmp_path)
-    with pytest.raises(ValueError, match=r"adata is backed .*load it with adata = "
-                                         r"adata.to_memory\(\)"):
-        scdit.fit(backed, "condition", preset="tiny", verbose=False)
+    model = scdit.fit(backed, "condition", preset="tiny", max_steps=3, verbose=False)
+    assert model.summary["on_disk"]["n_sample"] == backed.n_obs and backed.isbacked
 
 
 def test_fit_never_modifies_the_refused_anndata():
