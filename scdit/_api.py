@@ -345,8 +345,8 @@ def fit(
         ctrl_rows = tr_mem[labels[tr_mem] == info.control]
         src_kw = {"source_X": X_model[pos(ctrl_rows)], "source_context": context[ctrl_rows]}
 
-    def subset(rows, **kw):
-        return CellDataset(X_model[pos(rows)], atoms[rows], cov_codes[rows],
+    def subset(rows, **kw):  # rows of X_model, not a copy of them
+        return CellDataset(X_model, atoms[rows], cov_codes[rows], rows=pos(rows),
                            dose=None if dose is None else dose[rows],
                            context=context[rows] if src_kw else None, seed=seed, **src_kw, **kw)
 
@@ -398,6 +398,7 @@ def fit(
         n_groups = len(adata.obs.groupby([condition_key, *covariate_keys], observed=True))
         reference = make_reference(adata, disk.store, cfg, seed=seed,
                                    max_per_group=disk.reference_per_group(n_groups))
+    del X_log, X_in, counts_in  # training needs only the model input: free the rest
     checkpoint = None
     if run is not None:  # complete checkpoints (+ a loadable model) every N steps
         run.check_inputs(tok, vocab, table, (tr, val, X_model, atoms, cov_codes, dose, context))

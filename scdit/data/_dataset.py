@@ -22,17 +22,23 @@ class CellDataset(Dataset):
     same context (``context`` ids of the cells), and ``ctx`` ``(B,)``, the context ids (pairs
     are then re-matched by optimal transport within each context of the minibatch). With
     ``fixed_source=True`` the draw depends only on the requested rows (validation).
+
+    ``rows``: the dataset's cells are these rows of ``X`` (sorted), which is then not copied;
+    ``atoms``, ``covariates``, ``dose`` and ``context`` describe the dataset's cells.
     """
 
     def __init__(self, X, atoms: np.ndarray, covariates: np.ndarray, *,
                  dose: np.ndarray | None = None, context: np.ndarray | None = None,
                  source_X=None, source_context: np.ndarray | None = None, seed: int = 0,
-                 fixed_source: bool = False):
+                 fixed_source: bool = False, rows: np.ndarray | None = None):
         self.X = _as_matrix(X)
+        self.index = None if rows is None else np.asarray(rows, dtype=np.int64)
+        if self.index is not None and self.index.size > 1 and np.any(np.diff(self.index) <= 0):
+            raise ValueError("rows must be strictly increasing.")
         self.atoms = torch.as_tensor(atoms, dtype=torch.long)
         self.covariates = torch.as_tensor(covariates, dtype=torch.long)
         self.dose = None if dose is None else torch.as_tensor(dose, dtype=torch.float32)
-        if not (self.X.shape[0] == len(self.atoms) == len(self.covariates)):
+        if not (len(self) == len(self.atoms) == len(self.covariates)):
             raise ValueError("X, atoms and covariates must have the same number of rows.")
         self.source_X = None if source_X is None else _as_matrix(source_X)
         self.context = None if context is None else np.asarray(context, dtype=np.int64)
@@ -50,11 +56,12 @@ class CellDataset(Dataset):
         self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
-        return self.X.shape[0]
+        return self.X.shape[0] if self.index is None else len(self.index)
 
     def __getitem__(self, rows: Sequence[int]) -> dict[str, torch.Tensor]:
         rows = np.sort(np.asarray(rows, dtype=np.int64))
-        batch = {"x": dense_tensor(self.X[rows]), "atoms": self.atoms[rows],
+        x = self.X[rows] if self.index is None else self.X[self.index[rows]]
+        batch = {"x": dense_tensor(x), "atoms": self.atoms[rows],
                  "covariates": self.covariates[rows]}
         if self.dose is not None:
             batch["dose"] = self.dose[rows]
