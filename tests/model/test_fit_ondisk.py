@@ -263,21 +263,28 @@ _DDP_SCRIPT = """
 import json, os, sys
 import scdit
 from scdit.data import StreamedTrainingSet
-from scdit.train import digest, is_global_zero
+from scdit.train import FlowModule, digest, is_global_zero
 import torch
 
 
-def main(path, out):
+def main(path, out, workers):
     rows = []
     batch = StreamedTrainingSet._batch
 
-    def record(self, x, r, rng):
-        rows.append(sorted(int(i) for i in r))
-        return batch(self, x, r, rng)
+    step = FlowModule.training_step
 
-    StreamedTrainingSet._batch = record
+    def tag(self, x, r, rng):  # runs where the batch is read: a DataLoader worker, or here
+        out = batch(self, x, r, rng)
+        out["rows_read"] = torch.as_tensor(r)
+        return out
+
+    def record(self, b, idx):  # the batches trained on, in this process
+        rows.append(sorted(int(i) for i in b["rows_read"]))
+        return step(self, b, idx)
+
+    StreamedTrainingSet._batch, FlowModule.training_step = tag, record
     train = {"devices": 2, "accelerator": "cpu", "batch_size": 32, "max_steps": 30,
-             "compile": False, "val_every": 10, "seed": 0}
+             "compile": False, "val_every": 10, "seed": 0, "loader_workers": workers}
     model = scdit.fit(path, "condition", covariate_keys=["cell_type"], preset="tiny",
                       verbose=False, train=train)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
@@ -289,13 +296,15 @@ def main(path, out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
 """
 
 
-def test_two_processes_stream_disjoint_cells_from_disk(tmp_path):
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_two_processes_stream_disjoint_cells_from_disk(tmp_path, workers):
     """DDP on a store (2 CPU processes, gloo): each process streams its own share of the
-    fetches, both take the same number of steps and end with the same model, saved once."""
+    fetches, both take the same number of steps and end with the same model, saved once; with
+    DataLoader workers too (each worker reads its process's share)."""
     conditions = {"ctrl": 400, "G1": 150, "G2": 150, "G3": 150, "G1+G2": 150}
     path = _write(make_counts_adata(conditions=conditions), tmp_path / "cells.h5ad")
     script = tmp_path / "fit_disk_ddp.py"
@@ -305,7 +314,8 @@ def test_two_processes_stream_disjoint_cells_from_disk(tmp_path):
            "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_PORT"):
         env.pop(key, None)
-    proc = subprocess.run([sys.executable, str(script), str(path), str(tmp_path)], env=env,
+    proc = subprocess.run([sys.executable, str(script), str(path), str(tmp_path), str(workers)],
+                          env=env,
                           cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
