@@ -74,6 +74,14 @@ class DiskCells:
             raise ImportError("fit on on-disk cells streams them with scDataset: pip install "
                               "'scdit[large]' (or pip install scdataset), or load the cells "
                               "in memory (anndata.read_h5ad(path)).")
+        views = [d for d in (data if isinstance(data, (list, tuple)) else [data])
+                 if isinstance(d, AnnData) and d.is_view]
+        if views:
+            raise ValueError(
+                "fit cannot stream a view of a backed AnnData (a subset of its cells or genes). "
+                "Pass the backed AnnData itself, load the subset in memory "
+                "(adata[rows].to_memory()), or write the subset to .h5ad "
+                "(adata[rows].write_h5ad(path)) and pass its path.")
         store = data if isinstance(data, CellStore) else open_cells(data, layer=layer)
         store.require_obs(obs_columns)
         if store.n_obs == 0 or store.n_vars == 0:

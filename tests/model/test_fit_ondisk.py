@@ -165,10 +165,13 @@ def test_streamed_batches_are_sized_to_the_data(tmp_path):
     assert [sorted(b["x"][:, 0].tolist()) for b in fresh] == epoch1[2:]
 
 
-def test_a_list_of_in_memory_anndata_is_refused_clearly():
+def test_a_list_of_in_memory_anndata_is_refused_clearly(store):
     adata = make_counts_adata()
     with pytest.raises(TypeError, match="anndata.concat"):
         scdit.fit([adata[:200], adata[200:]], "condition", **KW)
+    backed = ad.read_h5ad(store, backed="r")
+    with pytest.raises(ValueError, match="cannot stream a view of a backed AnnData"):
+        scdit.fit(backed[:100], "condition", **KW)
 
 
 def test_bad_stores_are_refused_before_training(tmp_path):
