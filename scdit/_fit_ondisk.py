@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .data import CellStore, GeneStats, gene_stats, open_cells, select_hvg
+from .data import TARGET_SUM, CellStore, GeneStats, gene_stats, open_cells, select_hvg
+from .train import digest, is_global_zero
+from .version import __version__
 
 #: Cells of the uniform random part of the working sample.
 SAMPLE_CELLS = 20_000
@@ -91,10 +95,12 @@ class DiskCells:
         rows = np.sort(rng.choice(store.n_obs, min(store.n_obs, PROBE_CELLS), replace=False))
         return cls(store, meta, store.read(rows))
 
-    def check_and_count(self, representation: str, verbose: bool, workers: int = 0) -> GeneStats:
-        """One pass over every cell: value checks and per-gene statistics."""
-        self.stats = gene_stats(self.store, representation=representation, check=True,
-                                verbose=verbose, workers=workers)
+    def check_and_count(self, representation: str, verbose: bool, workers: int = 0,
+                        cache_dir: str | None = None) -> GeneStats:
+        """One pass over every cell: value checks and per-gene statistics (once per run with a
+        shared ``cache_dir``, see :func:`shared_gene_stats`)."""
+        self.stats = shared_gene_stats(self.store, representation, verbose=verbose,
+                                       workers=workers, cache_dir=cache_dir)
         return self.stats
 
     def draw_sample(self, labels: np.ndarray, context: np.ndarray, control: str,
@@ -142,3 +148,79 @@ class DiskCells:
 def sample_positions(sample: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
     """Positions of global ``rows`` (all in the sample) in the in-memory matrix."""
     return rows if sample is None else np.searchsorted(sample, rows)
+
+
+#: Seconds a process waits for global rank 0's statistics: this plus one per CELLS_PER_SECOND.
+WAIT_BASE_S = 600.0
+CELLS_PER_SECOND = 2_000
+
+
+def _store_key(store: CellStore, representation: str, settings: tuple) -> str:
+    """Identity of a store's statistics: its files (paths, sizes, modification times), shape,
+    representation and the statistics' settings."""
+    parts: list = [store.n_obs, store.n_vars, representation, *settings]
+    for path in store.sources:
+        p = Path(path)
+        items = [p] + ([p / "X", p / "layers"] if p.is_dir() else [])
+        for q in items:
+            if q.exists():
+                st = q.stat()
+                parts += [str(q.resolve()), st.st_size, st.st_mtime_ns]
+    return digest(*map(str, parts))
+
+
+def shared_gene_stats(store: CellStore, representation: str, *, verbose: bool, workers: int,
+                      cache_dir: str | None) -> GeneStats:
+    """The checked statistics pass of a store, computed once per run.
+
+    Without ``cache_dir`` every process computes it. With a ``cache_dir`` (the fit's
+    ``checkpoint_dir``, which several processes must share), the result is kept there: global
+    rank 0 computes and writes it (or an error note), the other processes of a multi-device run
+    wait for it and read it, and a later fit (a resumed run) on unchanged files reads it too.
+    """
+    def compute() -> GeneStats:
+        return gene_stats(store, representation=representation, check=True, verbose=verbose,
+                          workers=workers)
+
+    if cache_dir is None:
+        return compute()
+    folder = Path(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = _store_key(store, representation, (TARGET_SUM, __version__))
+    done, failed = folder / f"gene_stats-{key}.npz", folder / f"gene_stats-{key}.error"
+    if done.exists():
+        return _read_stats(done)
+    if is_global_zero():
+        failed.unlink(missing_ok=True)
+        try:
+            stats = compute()
+        except Exception as err:
+            failed.write_text(f"{type(err).__name__}: {err}")
+            raise
+        tmp = folder / f".gene_stats-{key}.{os.getpid()}.npz"
+        np.savez(tmp, **{f: np.asarray(getattr(stats, f)) for f in _STATS_FIELDS})
+        os.replace(tmp, done)
+        return stats
+    deadline = time.monotonic() + WAIT_BASE_S + store.n_obs / CELLS_PER_SECOND
+    while not done.exists():
+        if failed.exists():
+            raise ValueError(f"the statistics pass of global rank 0 failed: "
+                             f"{failed.read_text()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"waited for global rank 0's statistics of the store in {str(folder)!r}; is "
+                "checkpoint_dir on a filesystem every process of the run can read?")
+        time.sleep(2.0)
+    return _read_stats(done)
+
+
+_STATS_FIELDS = ("n_obs", "representation", "values", "mean", "var", "norm_mean", "norm_var",
+                 "n_cells_expressed", "row_sums")
+
+
+def _read_stats(path: Path) -> GeneStats:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {f: z[f] for f in _STATS_FIELDS}
+    return GeneStats(n_obs=int(arrays["n_obs"]), representation=str(arrays["representation"]),
+                     values=str(arrays["values"]),
+                     **{f: arrays[f] for f in _STATS_FIELDS[3:]})

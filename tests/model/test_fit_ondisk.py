@@ -174,6 +174,40 @@ def test_a_list_of_in_memory_anndata_is_refused_clearly(store):
         scdit.fit(backed[:100], "condition", **KW)
 
 
+def test_statistics_pass_is_kept_in_the_checkpoint_dir(tmp_path, monkeypatch):
+    """With a checkpoint_dir the checked statistics pass runs once: a resumed fit on unchanged
+    files reads it, changed files are counted again; a process other than rank 0 waits for rank
+    0's result, or its error."""
+    path = _write(make_counts_adata(), tmp_path / "c.h5ad")
+    calls = []
+    real = ondisk.gene_stats
+    monkeypatch.setattr(ondisk, "gene_stats", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run = tmp_path / "run"
+    train = scdit.TrainConfig(batch_size=64, checkpoint_dir=str(run))
+    kw = {**KW, "max_steps": 4, "train": train}
+    first = scdit.fit(path, "condition", **kw)
+    assert len(calls) == 1 and len(list(run.glob("gene_stats-*.npz"))) == 1
+    again = scdit.fit(path, "condition", **{**kw, "train": scdit.TrainConfig(
+        batch_size=64, checkpoint_dir=str(run), resume=True)})
+    assert len(calls) == 1 and _same_weights(again, first)
+    os.replace(_write(make_counts_adata(seed=1), tmp_path / "new.h5ad"), path)  # other values
+    other = tmp_path / "other"
+    scdit.fit(path, "condition", **{**kw, "train": scdit.TrainConfig(
+        batch_size=64, checkpoint_dir=str(other))})
+    assert len(calls) == 2
+    # another process of a multi-device run: waits for rank 0's file, or reports its error
+    monkeypatch.setattr(ondisk, "is_global_zero", lambda: False)
+    store = open_cells(path)
+    got = ondisk.shared_gene_stats(store, "counts", verbose=False, workers=0,
+                                   cache_dir=str(other))
+    assert len(calls) == 2 and np.array_equal(got.norm_var, real(store).norm_var)
+    (other / "gene_stats-x.error").write_text("boom")
+    monkeypatch.setattr(ondisk, "_store_key", lambda *a: "x")
+    with pytest.raises(ValueError, match="statistics pass of global rank 0 failed: boom"):
+        ondisk.shared_gene_stats(store, "counts", verbose=False, workers=0,
+                                 cache_dir=str(other))
+
+
 def test_bad_stores_are_refused_before_training(tmp_path):
     adata = make_counts_adata()
     path = _write(adata, tmp_path / "c.h5ad")
@@ -267,6 +301,7 @@ import json, os, sys
 import scdit
 from scdit.data import StreamedTrainingSet
 from scdit.train import FlowModule, digest, is_global_zero
+import scdit._fit_ondisk as ondisk
 import torch
 
 
@@ -286,12 +321,16 @@ def main(path, out, workers):
         return step(self, b, idx)
 
     StreamedTrainingSet._batch, FlowModule.training_step = tag, record
+    passes = []
+    stats = ondisk.gene_stats
+    ondisk.gene_stats = lambda *a, **k: passes.append(1) or stats(*a, **k)
     train = {"devices": 2, "accelerator": "cpu", "batch_size": 32, "max_steps": 30,
-             "compile": False, "val_every": 10, "seed": 0, "loader_workers": workers}
+             "compile": False, "val_every": 10, "seed": 0, "loader_workers": workers,
+             "checkpoint_dir": os.path.join(out, "run")}
     model = scdit.fit(path, "condition", covariate_keys=["cell_type"], preset="tiny",
                       verbose=False, train=train)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    json.dump({"rows": rows, "steps": model.summary["steps"],
+    json.dump({"rows": rows, "steps": model.summary["steps"], "passes": len(passes),
                "weights": digest(*model.field.state_dict().values())},
               open(os.path.join(out, f"rank{rank}.json"), "w"))
     if is_global_zero():
@@ -323,6 +362,8 @@ def test_two_processes_stream_disjoint_cells_from_disk(tmp_path, workers):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["steps"] == r1["steps"] == 30 and r0["weights"] == r1["weights"]
+    # the statistics pass ran once, in rank 0; rank 1 read it from the run's checkpoint_dir
+    assert (r0["passes"], r1["passes"]) == (1, 0)
     # 952 training cells, 29 batches of 32: fetches of one batch (at least 8 per rank), dealt
     # in turn: 15 full batches for rank 0, 14 for rank 1; both take 14 an epoch, disjoint
     per_epoch = 14
