@@ -99,7 +99,9 @@ class TrainConfig:
     whose checkpoint is in ``checkpoint_dir`` (same data and configuration, else a
     ``ValueError`` says what differs; no checkpoint yet: a warning, and training starts); it
     ends with the model the uninterrupted run would have given. Without ``resume``, a folder
-    that already holds a run's checkpoint is refused rather than overwritten.
+    that already holds a run's checkpoint is refused rather than overwritten. A fit on on-disk
+    cells also keeps its checked statistics pass there (computed once per run, by global rank
+    0 when several processes share the folder).
 
     Several devices (``scdit.fit(..., train={"devices": 4})``): ``devices`` per node and
     ``num_nodes`` nodes train one model with Lightning's ``strategy`` (``"auto"``: one device
