@@ -301,8 +301,7 @@ def fit(
         run = open_run(cfg, adata, X, labels, verbose=talk)  # checkpoints; resume: same run?
     else:
         run = open_run(cfg, adata, disk.store, labels, verbose=talk)
-        disk.check_and_count(info.representation, talk, train.loader_workers,
-                             train.checkpoint_dir)  # every value, first
+        disk.check_and_count(info.representation, talk, train)  # every value, first
         sample = disk.draw_sample(labels, context, info.control, seed)
         X = disk.X
     X_log = to_log1p(X, info.representation)  # (in-memory cells or the working sample)

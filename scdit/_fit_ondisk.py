@@ -66,6 +66,7 @@ class DiskCells:
     store: CellStore
     meta: AnnData  # obs and var_names of every cell, no matrix
     probe: object  # PROBE_CELLS rows (stored values), for the representation check
+    layer: str | None = None
     stats: GeneStats | None = None
     rows: np.ndarray | None = None  # sorted global rows of the working sample
     X: object = None  # their stored values (CSR float32)
@@ -93,14 +94,15 @@ class DiskCells:
         meta = AnnData(obs=store.obs.copy(), var=pd.DataFrame(index=store.var_names))
         rng = np.random.default_rng([seed, 7])
         rows = np.sort(rng.choice(store.n_obs, min(store.n_obs, PROBE_CELLS), replace=False))
-        return cls(store, meta, store.read(rows))
+        return cls(store, meta, store.read(rows), layer=layer)
 
-    def check_and_count(self, representation: str, verbose: bool, workers: int = 0,
-                        cache_dir: str | None = None) -> GeneStats:
-        """One pass over every cell: value checks and per-gene statistics (once per run with a
-        shared ``cache_dir``, see :func:`shared_gene_stats`)."""
-        self.stats = shared_gene_stats(self.store, representation, verbose=verbose,
-                                       workers=workers, cache_dir=cache_dir)
+    def check_and_count(self, representation: str, verbose: bool, train) -> GeneStats:
+        """One pass over every cell: value checks and per-gene statistics (kept in
+        ``train.checkpoint_dir`` and made once per run, see :func:`shared_gene_stats`)."""
+        key = store_key(self.store, self.probe, self.layer, representation)
+        self.stats = shared_gene_stats(
+            self.store, key, representation, verbose=verbose, workers=train.loader_workers,
+            cache_dir=train.checkpoint_dir, world=train.devices * train.num_nodes)
         return self.stats
 
     def draw_sample(self, labels: np.ndarray, context: np.ndarray, control: str,
@@ -153,30 +155,29 @@ def sample_positions(sample: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
 #: Seconds a process waits for global rank 0's statistics: this plus one per CELLS_PER_SECOND.
 WAIT_BASE_S = 600.0
 CELLS_PER_SECOND = 2_000
+#: An error note of rank 0 older than this many seconds before a process started waiting is
+#: taken as left over from an earlier run, not as this run's.
+STALE_S = 120.0
 
 
-def _store_key(store: CellStore, representation: str, settings: tuple) -> str:
-    """Identity of a store's statistics: its files (paths, sizes, modification times), shape,
-    representation and the statistics' settings."""
-    parts: list = [store.n_obs, store.n_vars, representation, *settings]
-    for path in store.sources:
-        p = Path(path)
-        items = [p] + ([p / "X", p / "layers"] if p.is_dir() else [])
-        for q in items:
-            if q.exists():
-                st = q.stat()
-                parts += [str(q.resolve()), st.st_size, st.st_mtime_ns]
-    return digest(*map(str, parts))
+def store_key(store: CellStore, probe, layer: str | None, representation: str) -> str:
+    """Identity of a store's statistics, the same wherever its files lie (a copy on each node's
+    disk has the key of the original): shape, stored values per file, a digest of the probe
+    rows (the same seeded rows in every process), the layer, the representation and the
+    settings of the pass (target sum, scdit version)."""
+    return digest(*map(str, (store.n_obs, store.n_vars, store.stored_values(), layer,
+                             representation, TARGET_SUM, __version__)), probe)
 
 
-def shared_gene_stats(store: CellStore, representation: str, *, verbose: bool, workers: int,
-                      cache_dir: str | None) -> GeneStats:
+def shared_gene_stats(store: CellStore, key: str, representation: str, *, verbose: bool,
+                      workers: int, cache_dir: str | None, world: int = 1) -> GeneStats:
     """The checked statistics pass of a store, computed once per run.
 
     Without ``cache_dir`` every process computes it. With a ``cache_dir`` (the fit's
-    ``checkpoint_dir``, which several processes must share), the result is kept there: global
-    rank 0 computes and writes it (or an error note), the other processes of a multi-device run
-    wait for it and read it, and a later fit (a resumed run) on unchanged files reads it too.
+    ``checkpoint_dir``) the result is kept there under ``key`` (:func:`store_key`) and read by
+    a later fit on the same data (a resumed run). In a run of ``world`` > 1 processes sharing
+    the folder, global rank 0 computes and writes it (or an error note) and the others wait
+    for it and read it.
     """
     def compute() -> GeneStats:
         return gene_stats(store, representation=representation, check=True, verbose=verbose,
@@ -186,41 +187,59 @@ def shared_gene_stats(store: CellStore, representation: str, *, verbose: bool, w
         return compute()
     folder = Path(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    key = _store_key(store, representation, (TARGET_SUM, __version__))
     done, failed = folder / f"gene_stats-{key}.npz", folder / f"gene_stats-{key}.error"
+    leader = world <= 1 or is_global_zero()
     if done.exists():
-        return _read_stats(done)
-    if is_global_zero():
-        failed.unlink(missing_ok=True)
-        try:
-            stats = compute()
-        except Exception as err:
+        stats = _read_stats(done)
+        if stats is not None or not leader:
+            return stats if stats is not None else _wait(done, failed, folder, store.n_obs)
+    if not leader:
+        return _wait(done, failed, folder, store.n_obs)
+    failed.unlink(missing_ok=True)
+    try:
+        stats = compute()
+    except BaseException as err:
+        if world > 1:
             failed.write_text(f"{type(err).__name__}: {err}")
-            raise
-        tmp = folder / f".gene_stats-{key}.{os.getpid()}.npz"
-        np.savez(tmp, **{f: np.asarray(getattr(stats, f)) for f in _STATS_FIELDS})
-        os.replace(tmp, done)
-        return stats
-    deadline = time.monotonic() + WAIT_BASE_S + store.n_obs / CELLS_PER_SECOND
-    while not done.exists():
-        if failed.exists():
+        raise
+    tmp = folder / f".gene_stats-{key}.{os.getpid()}.npz"
+    np.savez(tmp, **{f: np.asarray(getattr(stats, f)) for f in _STATS_FIELDS})
+    os.replace(tmp, done)
+    return stats
+
+
+def _wait(done: Path, failed: Path, folder: Path, n_obs: int) -> GeneStats:
+    """Wait for rank 0's statistics (or its error note of this run) and read them."""
+    start = time.time()
+    deadline = time.monotonic() + WAIT_BASE_S + n_obs / CELLS_PER_SECOND
+    while True:
+        if done.exists():
+            stats = _read_stats(done)
+            if stats is not None:
+                return stats
+        if failed.exists() and failed.stat().st_mtime >= start - STALE_S:
             raise ValueError(f"the statistics pass of global rank 0 failed: "
                              f"{failed.read_text()}")
         if time.monotonic() > deadline:
             raise TimeoutError(
-                f"waited for global rank 0's statistics of the store in {str(folder)!r}; is "
-                "checkpoint_dir on a filesystem every process of the run can read?")
+                f"waited for global rank 0's statistics of the store in {str(folder)!r}. Is "
+                "checkpoint_dir on a filesystem every process of the run can read, and does "
+                "every process read the same cells (the same store, or exact copies)?")
         time.sleep(2.0)
-    return _read_stats(done)
 
 
 _STATS_FIELDS = ("n_obs", "representation", "values", "mean", "var", "norm_mean", "norm_var",
                  "n_cells_expressed", "row_sums")
 
 
-def _read_stats(path: Path) -> GeneStats:
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {f: z[f] for f in _STATS_FIELDS}
+def _read_stats(path: Path) -> GeneStats | None:
+    """The statistics kept in ``path``, or ``None`` when the file cannot be read (being
+    replaced, or damaged: it is then computed again)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {f: z[f] for f in _STATS_FIELDS}
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
     return GeneStats(n_obs=int(arrays["n_obs"]), representation=str(arrays["representation"]),
                      values=str(arrays["values"]),
                      **{f: arrays[f] for f in _STATS_FIELDS[3:]})

@@ -284,6 +284,18 @@ class CellStore:
             stop = min(start + block_rows, self.n_obs)
             yield start, stop, self.read(slice(start, stop))
 
+    def stored_values(self) -> list[int]:
+        """Per store, the number of stored values: non-zeros of a CSR matrix (the last entry
+        of its ``indptr``), every entry of a dense one."""
+        out = []
+        for part in self._parts:
+            x = part.matrix()
+            if isinstance(x, ad.abc.CSRDataset):
+                out.append(int(part._group["indptr"][-1]))
+            else:
+                out.append(int(np.prod(x.shape)))
+        return out
+
     def obs_column(self, key: str) -> pd.Series:
         """One ``obs`` column, with a clear error when a store lacks it."""
         self.require_obs([key])

@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import anndata as ad
@@ -26,6 +28,7 @@ from tests.helpers import UP_BLOCKS, dense, make_counts_adata
 from tests.train.test_resume import _same_weights, _wait_for_checkpoint
 
 pytest.importorskip("scdataset")
+_real_sleep = time.sleep
 
 KW = {"preset": "tiny", "max_steps": 40, "max_minutes": None, "seed": 0, "verbose": False,
       "train": scdit.TrainConfig(batch_size=64, val_every=10)}
@@ -176,36 +179,77 @@ def test_a_list_of_in_memory_anndata_is_refused_clearly(store):
 
 def test_statistics_pass_is_kept_in_the_checkpoint_dir(tmp_path, monkeypatch):
     """With a checkpoint_dir the checked statistics pass runs once: a resumed fit on unchanged
-    files reads it, changed files are counted again; a process other than rank 0 waits for rank
-    0's result, or its error."""
-    path = _write(make_counts_adata(), tmp_path / "c.h5ad")
+    data reads it; other data or another layer are counted again, in the same folder."""
+    adata = make_counts_adata()
+    adata.layers["other"] = np.asarray(adata.X) * 2
+    path = _write(adata, tmp_path / "c.h5ad")
     calls = []
     real = ondisk.gene_stats
     monkeypatch.setattr(ondisk, "gene_stats", lambda *a, **k: calls.append(1) or real(*a, **k))
     run = tmp_path / "run"
-    train = scdit.TrainConfig(batch_size=64, checkpoint_dir=str(run))
-    kw = {**KW, "max_steps": 4, "train": train}
+    kw = {**KW, "max_steps": 4, "train": scdit.TrainConfig(batch_size=64, checkpoint_dir=str(run))}
     first = scdit.fit(path, "condition", **kw)
     assert len(calls) == 1 and len(list(run.glob("gene_stats-*.npz"))) == 1
     again = scdit.fit(path, "condition", **{**kw, "train": scdit.TrainConfig(
         batch_size=64, checkpoint_dir=str(run), resume=True)})
     assert len(calls) == 1 and _same_weights(again, first)
-    os.replace(_write(make_counts_adata(seed=1), tmp_path / "new.h5ad"), path)  # other values
-    other = tmp_path / "other"
-    scdit.fit(path, "condition", **{**kw, "train": scdit.TrainConfig(
-        batch_size=64, checkpoint_dir=str(other))})
-    assert len(calls) == 2
-    # another process of a multi-device run: waits for rank 0's file, or reports its error
-    monkeypatch.setattr(ondisk, "is_global_zero", lambda: False)
     store = open_cells(path)
-    got = ondisk.shared_gene_stats(store, "counts", verbose=False, workers=0,
-                                   cache_dir=str(other))
-    assert len(calls) == 2 and np.array_equal(got.norm_var, real(store).norm_var)
-    (other / "gene_stats-x.error").write_text("boom")
-    monkeypatch.setattr(ondisk, "_store_key", lambda *a: "x")
-    with pytest.raises(ValueError, match="statistics pass of global rank 0 failed: boom"):
-        ondisk.shared_gene_stats(store, "counts", verbose=False, workers=0,
-                                 cache_dir=str(other))
+    probe = store.read(np.arange(0, 400, 7))
+
+    def stats(data, layer=None, folder=run):
+        st = open_cells(data, layer=layer)
+        return ondisk.shared_gene_stats(st, ondisk.store_key(st, probe if layer is None else
+                                                             st.read(np.arange(0, 400, 7)),
+                                                             layer, "counts"),
+                                        "counts", verbose=False, workers=0, cache_dir=str(folder))
+
+    stats(path)
+    stats(path)
+    assert len(calls) == 2  # the same key: computed once, then read
+    stats(path, layer="other")
+    assert len(calls) == 3  # another layer of the same file
+    os.replace(_write(make_counts_adata(seed=1), tmp_path / "new.h5ad"), path)
+    new = open_cells(path)
+    key = ondisk.store_key(new, new.read(np.arange(0, 400, 7)), None, "counts")
+    ondisk.shared_gene_stats(new, key, "counts", verbose=False, workers=0, cache_dir=str(run))
+    assert len(calls) == 4  # other values in the same file
+
+
+def test_other_processes_wait_for_rank_zero(tmp_path, monkeypatch):
+    """A process other than global rank 0 of a multi-process run waits for rank 0's file, fails
+    with rank 0's error of this run, ignores an error note left by an earlier run, and a single
+    process never waits, whatever its environment says."""
+    path = _write(make_counts_adata(), tmp_path / "c.h5ad")
+    store = open_cells(path)
+    want = gene_stats(store)
+    monkeypatch.setattr(ondisk, "is_global_zero", lambda: False)
+    monkeypatch.setattr(ondisk, "WAIT_BASE_S", 3.0)
+    monkeypatch.setattr(time, "sleep", lambda s: _real_sleep(0.05))
+
+    def call(key, world=2):
+        return ondisk.shared_gene_stats(store, key, "counts", verbose=False, workers=0,
+                                        cache_dir=str(tmp_path), world=world)
+
+    def rank0_writes(key, delay):
+        _real_sleep(delay)
+        np.savez(tmp_path / f"gene_stats-{key}.npz",
+                 **{f: np.asarray(getattr(want, f)) for f in ondisk._STATS_FIELDS})
+
+    writer = threading.Thread(target=rank0_writes, args=("a", 0.5))
+    writer.start()
+    got = call("a")  # waits until the file appears
+    writer.join()
+    np.testing.assert_array_equal(got.norm_var, want.norm_var)
+    stale = tmp_path / "gene_stats-b.error"
+    stale.write_text("an earlier run")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    with pytest.raises(TimeoutError, match="every process of the run can read"):
+        call("b")  # the old note is not this run's: no error from it, a timeout instead
+    (tmp_path / "gene_stats-c.error").write_text("ValueError: NaN in rows 5-9")
+    with pytest.raises(ValueError, match="pass of global rank 0 failed: ValueError: NaN"):
+        call("c")
+    got = call("d", world=1)  # one process: computes, even if not "rank 0" by its environment
+    np.testing.assert_array_equal(got.norm_var, want.norm_var)
 
 
 def test_bad_stores_are_refused_before_training(tmp_path):
