@@ -117,6 +117,32 @@ def test_scattered_rows_with_gaps_and_empty_rows_read_exactly(tmp_path, monkeypa
         got = store.read(rows)
         assert sp.issparse(got)
         np.testing.assert_array_equal(got.toarray(), X[rows].toarray())
+    # the spans read: rows 7 apart are merged, but never across a block of 256 rows
+    part = store._parts[0]
+    part.matrix()
+    spans = []
+
+    class Spy:
+        def __init__(self, group):
+            self.group = group
+
+        def __getitem__(self, name):
+            arr = self.group[name]
+            if name != "data":
+                return arr
+
+            class Data:
+                def __getitem__(self, sl):
+                    spans.append((sl.start, sl.stop))
+                    return arr[sl]
+            return Data()
+
+    part._group = Spy(part._group)
+    store.read(np.arange(0, 3000, 7))
+    first_rows = [np.searchsorted(X.indptr, lo, side="right") - 1 for lo, _ in spans]
+    last_rows = [np.searchsorted(X.indptr, hi, side="left") - 1 for _, hi in spans]
+    assert 10 <= len(spans) <= 13  # 3,000 rows in blocks of 256: 12 spans
+    assert all(a // 256 == b // 256 for a, b in zip(first_rows, last_rows, strict=True))
 
 
 def test_a_dense_store_is_read_too(tmp_path):
