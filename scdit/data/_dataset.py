@@ -68,14 +68,19 @@ class CellDataset(Dataset):
         if self.source_X is not None:
             rng = np.random.default_rng([self.seed, int(rows[0]), len(rows)]) \
                 if self.fixed_source else self._rng
-            ctx = self.context[rows]
-            src = np.empty(len(rows), dtype=np.int64)
-            for c in np.unique(ctx):
-                m = ctx == c
-                src[m] = rng.choice(self.pools[int(c)], int(m.sum()), replace=True)
-            batch["x_src"] = dense_tensor(self.source_X[src])
-            batch["ctx"] = torch.as_tensor(ctx)
+            batch.update(source_batch(self.source_X, self.pools, self.context[rows], rng))
         return batch
+
+
+def source_batch(source_X, pools: dict[int, np.ndarray], ctx: np.ndarray,
+                 rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """``x_src``: for each cell, a source cell drawn at random (with replacement) from the pool
+    of its context (``pools``: context id → rows of ``source_X``); ``ctx``: the context ids."""
+    src = np.empty(len(ctx), dtype=np.int64)
+    for c in np.unique(ctx):
+        m = ctx == c
+        src[m] = rng.choice(pools[int(c)], int(m.sum()), replace=True)
+    return {"x_src": dense_tensor(source_X[src]), "ctx": torch.as_tensor(ctx)}
 
 
 def _as_matrix(X):

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ._dataset import dense_tensor
+from ._dataset import dense_tensor, source_batch
 from ._ondisk import CellStore
 from ._stream import StreamedCells
 
@@ -156,13 +156,7 @@ class StreamedTrainingSet(IterableDataset):
         if self.dose is not None:
             batch["dose"] = self.dose[rows]
         if self.source_X is not None:
-            ctx = self.context[rows]
-            src = np.empty(len(rows), dtype=np.int64)
-            for c in np.unique(ctx):
-                m = ctx == c
-                src[m] = rng.choice(self.pools[int(c)], int(m.sum()), replace=True)
-            batch["x_src"] = dense_tensor(self.source_X[src])
-            batch["ctx"] = torch.as_tensor(ctx)
+            batch.update(source_batch(self.source_X, self.pools, self.context[rows], rng))
         return batch
 
 

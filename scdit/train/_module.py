@@ -154,6 +154,21 @@ class FlowModule(L.LightningModule):
             set_rng_state(self._resume_rng)
             self._resume_rng = None
 
+    def training_state(self) -> dict:
+        """What a run has made besides the weights: EMA, best validated state, history, length."""
+        return {"ema": self.ema.module.state_dict(), "ema_updates": self.ema.n_updates,
+                "best_val": self.best_val, "best_state": self.best_state,
+                "history": self.history, "max_steps": self.max_steps}
+
+    def load_training_state(self, state: dict) -> None:
+        """Restore :meth:`training_state`."""
+        self.ema.module.load_state_dict(state["ema"])
+        self.ema.n_updates = int(state["ema_updates"])
+        self.best_val = float(state["best_val"])
+        self.best_state = state["best_state"]
+        self.history = [dict(h) for h in state["history"]]
+        self.max_steps = int(state["max_steps"])
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Add what Lightning does not save: the EMA, best validated state, history, random states.
 
@@ -163,22 +178,14 @@ class FlowModule(L.LightningModule):
         With several processes, those of every process are gathered (``rng_by_rank``).
         """
         rng = rng_state()
-        checkpoint["scdit_module"] = {
-            "ema": self.ema.module.state_dict(), "ema_updates": self.ema.n_updates,
-            "best_val": self.best_val, "best_state": self.best_state, "history": self.history,
-            "max_steps": self.max_steps, "rng": rng}
+        checkpoint["scdit_module"] = {**self.training_state(), "rng": rng}
         if rank_and_world()[1] > 1:
             checkpoint["scdit_module"]["rng_by_rank"] = gather_objects(rng)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Restore what :meth:`on_save_checkpoint` added (random states: at the next step)."""
         state = checkpoint["scdit_module"]
-        self.ema.module.load_state_dict(state["ema"])
-        self.ema.n_updates = int(state["ema_updates"])
-        self.best_val = float(state["best_val"])
-        self.best_state = state["best_state"]
-        self.history = [dict(h) for h in state["history"]]
-        self.max_steps = int(state["max_steps"])
+        self.load_training_state(state)
         rank, world = rank_and_world()
         by_rank = state.get("rng_by_rank")
         if world > 1 and (by_rank is None or len(by_rank) != world):

@@ -258,10 +258,7 @@ class _SpawnResults(Callback):
         if not trainer.is_global_zero:
             return
         budget = next((c for c in trainer.callbacks if isinstance(c, TimeBudget)), None)
-        torch.save({"ema": pl_module.ema.module.state_dict(),
-                    "ema_updates": pl_module.ema.n_updates, "best_val": pl_module.best_val,
-                    "best_state": pl_module.best_state, "history": pl_module.history,
-                    "max_steps": pl_module.max_steps, "step": int(trainer.global_step),
+        torch.save({**pl_module.training_state(), "step": int(trainer.global_step),
                     "budget": None if budget is None else budget.shortened_to}, self.path)
 
     def restore(self, module: FlowModule, budget: TimeBudget | None) -> int:
@@ -273,12 +270,7 @@ class _SpawnResults(Callback):
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         finally:
             shutil.rmtree(self.path.parent, ignore_errors=True)
-        module.ema.module.load_state_dict(state["ema"])
-        module.ema.n_updates = int(state["ema_updates"])
-        module.best_val = float(state["best_val"])
-        module.best_state = state["best_state"]
-        module.history = [dict(h) for h in state["history"]]
-        module.max_steps = int(state["max_steps"])
+        module.load_training_state(state)
         if budget is not None:
             budget.shortened_to = state["budget"]
         return int(state["step"])
