@@ -43,6 +43,16 @@ class SamplingConfig:
         and rescale them by ``sqrt(b / (b − 1))``: each cell's noise stays exactly standard
         normal, the block's noise sums to zero. A variance-reduction device: the generated
         population's mean carries less Monte-Carlo noise. ``False``: independent draws.
+    invert
+        For a model that generates from noise (``FlowConfig.source="noise"``): ``True`` starts
+        each generated cell from the noise point that the *control* condition's flow carries
+        to its reference cell (the source cell, or a stored control cell of the context),
+        found by running the flow backwards with the same solver and steps, then integrates
+        the perturbation's flow from there: the cell's counterfactual under the perturbation.
+        The generator's errors common to both conditions cancel, and a control cell comes
+        back as itself (up to the solver's error). ``False``: independent Gaussian noise.
+        ``None``: ``False``. Not available for control-source models (they transport their
+        source cells already).
     """
 
     steps: int | None = None
@@ -52,6 +62,7 @@ class SamplingConfig:
     batch_size: int = 512
     center_noise: bool = True
     precision: str = "auto"
+    invert: bool | None = None
 
     def __post_init__(self) -> None:
         check_field(self, "steps", integer=True, low=1, none_ok=True,
@@ -70,6 +81,9 @@ class SamplingConfig:
         if not isinstance(self.center_noise, bool):
             raise TypeError(f"SamplingConfig.center_noise must be True or False, got "
                             f"{self.center_noise!r}.")
+        if self.invert is not None and not isinstance(self.invert, bool):
+            raise TypeError(f"SamplingConfig.invert must be True, False or None, got "
+                            f"{self.invert!r}.")
 
 
 #: Lightning strategies ``TrainConfig.strategy`` accepts.

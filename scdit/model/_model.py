@@ -185,7 +185,8 @@ class ScDiT:
         gen = torch.Generator().manual_seed(int(seed) if seed is not None else
                                             int(np.random.default_rng().integers(2**31)))
         cells = self.cells
-        if self.config.flow.source == "control" and source_tokens is None:
+        invert = self._inverts(sampling)
+        if (self.config.flow.source == "control" or invert) and source_tokens is None:
             if isinstance(covariates, pd.DataFrame):
                 raise ValueError("A model with a control source needs source cells per row; use "
                                  "predict(..., source=control_cells) for per-cell covariates.")
@@ -207,8 +208,20 @@ class ScDiT:
         covs = self.generator.covariate_codes(label, cov_df, n, cells.seen_in_context)
         weight = self.generator.compose_weight(label, sampling.compose, self._seen)
         job = self.generator.job(label, n, covs, gen=gen, sampling=sampling, weight=weight,
-                                 dose=dose, source_tokens=source_tokens, sink=None)
+                                 dose=dose, source_tokens=source_tokens, sink=None,
+                                 invert=invert)
         return job, estimates or None, cov_df
+
+    def _inverts(self, sampling: SamplingConfig) -> bool:
+        """Whether generated cells start from their inverted reference cells
+        (``SamplingConfig.invert``; a clear error for a control-source model)."""
+        if self.config.flow.source == "control":
+            if sampling.invert:
+                raise ValueError("SamplingConfig(invert=True) is for models that generate from "
+                                 "noise; this model transports its source cells already "
+                                 "(FlowConfig.source='control'). Leave invert=None.")
+            return False
+        return bool(sampling.invert)
 
     def predict(self, perturbations: str | Sequence[str], n_cells: int | None = None, *,
                 covariates: Mapping[str, str] | None = None, source: ad.AnnData | None = None,
@@ -322,7 +335,7 @@ class ScDiT:
         base = seed if seed is not None else int(np.random.default_rng().integers(2**63))
         cells = self.cells
         src = cells.check_source(source, layer) if source is not None else None
-        transport = self.config.flow.source == "control"
+        transport = self.config.flow.source == "control" or self._inverts(sampling)
         per_label = n_cells_arg(n_cells) if n_cells is not None else \
             src.n_obs if src is not None else 100
         out = OutputBuilder(self.var_names, per_label * len(labels))

@@ -95,7 +95,9 @@ class SampleJob:
     each cell; ``noise`` and ``source`` (tokens ``(n, T, P)`` of a control-source model, or
     ``None``) give its start; ``shared``: the velocity is the joint condition alone, so the
     cells may share batches with other such jobs; ``sink(first_row, tokens)`` receives the
-    generated cells in consecutive batches.
+    generated cells in consecutive batches. ``invert``: ``source`` holds cells of a
+    noise-source model, each started from the point the control condition's flow carries it
+    from (the flow run backwards, :meth:`Generator.run`) instead of from noise.
     """
 
     label: str
@@ -109,9 +111,13 @@ class SampleJob:
     weight: float
     shared: bool
     sink: Callable[[int, torch.Tensor], None]
+    invert: bool = False
 
     def start(self, a: int, b: int) -> torch.Tensor:
-        """The starting points ``(b − a, T, P)`` of cells ``a`` to ``b − 1`` (read in order)."""
+        """The starting points ``(b − a, T, P)`` of cells ``a`` to ``b − 1`` (read in order);
+        for an ``invert`` job, the cells to invert."""
+        if self.invert:
+            return self.source[a:b].float()
         x1 = self.noise.take(a, b)
         if self.source is not None:
             x1 = self.source[a:b].float() + self.sigma * x1
@@ -205,18 +211,20 @@ class Generator:
     def job(self, label: str, n: int, covs: torch.Tensor, *, gen: torch.Generator,
             sampling: SamplingConfig, weight: float, dose=None,
             source_tokens: torch.Tensor | None = None,
-            sink: Callable[[int, torch.Tensor], None]) -> SampleJob:
+            sink: Callable[[int, torch.Tensor], None], invert: bool = False) -> SampleJob:
         """The integration of ``n`` cells of ``label`` with covariate codes ``covs`` ``(n, K)``,
-        from Gaussian noise (``gen``, drawn by :class:`NoiseStream`) or from ``source_tokens``
-        plus ``FlowConfig.source_noise`` × noise for a control-source model; its cells go to
-        ``sink(first_row, tokens)`` in consecutive batches (run it with :meth:`run`)."""
+        from Gaussian noise (``gen``, drawn by :class:`NoiseStream`), from ``source_tokens``
+        plus ``FlowConfig.source_noise`` × noise for a control-source model, or (``invert``, a
+        noise-source model) from the noise that the control condition's flow carries to
+        ``source_tokens``; its cells go to ``sink(first_row, tokens)`` in consecutive batches
+        (run it with :meth:`run`)."""
         t, p = self.shape
         atoms = torch.as_tensor(self.vocab.encode([label] * n))
         sigma = self.config.flow.source_noise if self.config.flow.source == "control" else 1.0
         shared = float(weight) == 0.0 or len(self.vocab.members(label)) < 2
         return SampleJob(label, n, atoms, covs, self.dose_tensor(label, dose, n, atoms.shape[1]),
                          NoiseStream(n, (t, p), gen, sampling.center_noise), source_tokens,
-                         sigma, float(weight), shared, sink)
+                         sigma, float(weight), shared, sink, bool(invert))
 
     def run(self, jobs: Iterable[SampleJob], sampling: SamplingConfig, device: torch.device,
             progress=None) -> None:
@@ -225,7 +233,9 @@ class Generator:
         Consecutive jobs whose velocity is the joint condition alone (``SampleJob.shared``)
         share batches: only the network evaluations are batched, each job's noise and source
         come from its own streams. A composed job gets batches of its own. Each batch's cells
-        go to their jobs' sinks in job order; ``progress`` (a tqdm bar) counts the cells."""
+        go to their jobs' sinks in job order; ``progress`` (a tqdm bar) counts the cells.
+        The cells of ``invert`` jobs are first integrated from ``t = 0`` up to ``t = 1`` under
+        the control condition (with their covariates), with the same solver and steps."""
         bs, net = int(sampling.batch_size), self.network(device, sampling.precision)
         kw = {"steps": sampling.steps or self.config.flow.steps,
               "solver": sampling.solver or self.config.flow.solver}
@@ -234,9 +244,14 @@ class Generator:
         def flush() -> None:
             if not batch:
                 return
+            x1 = torch.cat([j.start(a, b) for j, a, b in batch]).to(device)
+            if any(j.invert for j, _, _ in batch):
+                if not all(j.invert for j, _, _ in batch):
+                    raise ValueError("A batch mixes inverted and noise starts.")
+                x1 = integrate(self._control_velocity(batch, net, sampling.guidance_scale,
+                                                      device), x1, t_start=0.0, t_end=1.0, **kw)
             x0 = integrate(self._batch_velocity(batch, net, sampling.guidance_scale, device),
-                           torch.cat([j.start(a, b) for j, a, b in batch]).to(device),
-                           **kw).cpu()  # (b, T, P)
+                           x1, **kw).cpu()  # (b, T, P)
             done = 0
             for j, a, b in batch:
                 j.sink(a, x0[done:done + b - a])
@@ -258,6 +273,17 @@ class Generator:
             if not job.shared:
                 flush()
         flush()
+
+    def _control_velocity(self, batch: list[tuple[SampleJob, int, int]], net: Callable,
+                          scale: float, device: torch.device) -> Callable:
+        """Guided velocity of the control condition for the batch's cells (their covariates;
+        dose 0 in a dose model)."""
+        covs = torch.cat([j.covs[a:b] for j, a, b in batch]).to(device)
+        cond = {"atoms": torch.zeros((len(covs), 1), dtype=torch.long, device=device),
+                "covariates": covs}
+        if batch[0][0].doses is not None:
+            cond["dose"] = torch.zeros((len(covs), 1), device=device)
+        return guided(net, cond, scale)
 
     def _batch_velocity(self, batch: list[tuple[SampleJob, int, int]], net: Callable,
                         scale: float, device: torch.device) -> Callable:

@@ -100,6 +100,19 @@ def test_forward_integration_from_data_recovers_source():
     torch.testing.assert_close(x.std(0), torch.ones(3, dtype=torch.float64), atol=2e-2, rtol=0)
 
 
+@pytest.mark.parametrize(("solver", "steps", "tol"), SOLVER_CASES)
+def test_integrate_backwards_inverts_the_flow_map(solver, steps, tol):
+    """``t_start=0, t_end=1`` maps data to the source points the flow carries to them: the
+    analytic inverse ``(x0 − mu) / sigma``, and a round trip returns the cells."""
+    v = exact_velocity(MU.double(), SIGMA)
+    z = standard_normal(2000, 3, seed=2)
+    x0 = MU.double() + SIGMA * z
+    up = integrate(v, x0, steps=steps or 20, solver=solver, t_start=0.0, t_end=1.0)
+    torch.testing.assert_close(up, z, atol=tol / SIGMA, rtol=0)
+    back = integrate(v, up, steps=steps or 20, solver=solver)
+    torch.testing.assert_close(back, x0, atol=2 * tol, rtol=0)
+
+
 @pytest.mark.parametrize(("solver", "evals"), [("euler", 1), ("midpoint", 2), ("heun", 2),
                                                ("rk4", 4)])
 def test_fixed_step_solvers_evaluate_times_in_unit_interval(solver, evals):
