@@ -84,6 +84,7 @@ def log1p_to_counts(
     target_sum: float = TARGET_SUM,
     rng: np.random.Generator | None = None,
     unbiased: str = "log1p",
+    rounding: str = "independent",
 ) -> np.ndarray:
     """Invert :func:`counts_to_log1p` for given library sizes, returning non-negative integers.
 
@@ -98,9 +99,19 @@ def log1p_to_counts(
     levels to a much lower expected log1p value (measured on the held-out glioblastoma
     patients benchmark: a lower energy distance). ``unbiased="counts"`` keeps the expected *count* equal
     to ``expm1(X) * lib / target_sum`` instead.
+
+    ``rounding="independent"`` (default) rounds every value with its own uniform draw.
+    ``"systematic"`` rounds each column (gene) of the matrix by systematic sampling over its
+    rows in a random order: every value still rounds up with exactly the same probability, but
+    the number of rows rounded up in a column is the sum of those probabilities rounded up or
+    down, so a column's mean over the rows carries almost no rounding noise (the counts
+    analogue of :attr:`scdit.SamplingConfig.center_noise`). Rows of one column become slightly
+    negatively correlated in their rounding; each row alone is unchanged in distribution.
     """
     if unbiased not in ("log1p", "counts"):
         raise ValueError(f"unbiased must be 'log1p' or 'counts', got {unbiased!r}.")
+    if rounding not in ("independent", "systematic"):
+        raise ValueError(f"rounding must be 'independent' or 'systematic', got {rounding!r}.")
     rng = rng or np.random.default_rng(0)
     x = np.clip(np.asarray(X, dtype=np.float64), 0.0, None)
     scale = np.asarray(lib, dtype=np.float64)[:, None] / target_sum  # (n, 1)
@@ -112,7 +123,30 @@ def log1p_to_counts(
         inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
         lo, hi = np.log1p(k * inv), np.log1p((k + 1) * inv)
         p = np.divide(x - lo, hi - lo, out=np.zeros_like(x), where=hi > lo)
-    return (k + (rng.random(mu.shape) < np.clip(p, 0.0, 1.0))).astype(np.float32)
+    p = np.clip(p, 0.0, 1.0)
+    if rounding == "systematic" and p.ndim == 2 and p.shape[0] > 1:
+        return (k + systematic_round_up(p, rng)).astype(np.float32)
+    return (k + (rng.random(mu.shape) < p)).astype(np.float32)
+
+
+def systematic_round_up(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Booleans ``(n, G)`` with ``P(up[i, g]) = p[i, g]`` whose column sums are ``floor`` or
+    ``ceil`` of ``p.sum(0)``: systematic sampling over the rows of each column in a random
+    order (one uniform offset per column).
+
+    Row ``i`` of column ``g`` (at position ``j`` of the order) rounds up when the interval
+    ``[c_{j-1}, c_j)`` of the cumulative probabilities contains a point ``u_g + m`` (integer
+    ``m``, ``u_g`` uniform on [0, 1)): exactly the probability ``p[i, g]`` for ``p ≤ 1``.
+    """
+    n, g = p.shape
+    order = np.argsort(rng.random((n, g)), axis=0)  # a random order of the rows per column
+    c = np.cumsum(np.take_along_axis(p, order, axis=0), axis=0)
+    u = rng.random(g)
+    f = np.floor(c - u)
+    prev = np.vstack([np.floor(-u)[None, :], f[:-1]])
+    up = np.empty((n, g), dtype=bool)
+    np.put_along_axis(up, order, f > prev, axis=0)
+    return up
 
 
 def clipped_mean_shift(values: np.ndarray, target: np.ndarray, iters: int = 60) -> np.ndarray:

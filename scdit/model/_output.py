@@ -97,6 +97,13 @@ class OutputBuilder:
         return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=self.var_names))
 
 
+#: How generated log1p values become counts (:func:`scdit.data.log1p_to_counts`): systematic
+#: rounding over a chunk's cells, so that a label's mean per gene carries almost no rounding
+#: noise (each value rounds up with the same probability as independent rounding). On the
+#: Papalexi seen-perturbations benchmark it raised Pearson Δ of the same generated cells.
+COUNT_ROUNDING = "systematic"
+
+
 def decode_chunk(cells: CellStore, tokenizer, tokens: torch.Tensor, X, obs: pd.DataFrame, rng,
                  representation: str) -> np.ndarray:
     """Decode generated ``tokens`` ``(b, T, P)`` into copies of ``b`` reference cells (their
@@ -104,7 +111,8 @@ def decode_chunk(cells: CellStore, tokenizer, tokens: torch.Tensor, X, obs: pd.D
 
     Counts come from the tokenizer's ``decode_counts`` (scVI: sampled from its likelihood with
     the reference cell's library size of the modelled genes) when it has one, else from the
-    decoded log1p with the reference cell's library size. ``representation="log1p"`` for a
+    decoded log1p with the reference cell's library size, rounded by
+    :data:`COUNT_ROUNDING` over the chunk's cells (one label's). ``representation="log1p"`` for a
     counts model returns the decoded log1p instead (unmodelled genes: the reference cells'
     own, normalised).
     """
@@ -121,7 +129,8 @@ def decode_chunk(cells: CellStore, tokenizer, tokens: torch.Tensor, X, obs: pd.D
         X[:, idx] = tokenizer.decode_counts(z, lib, obs=obs, generator=rng).numpy()
     elif trained == "counts":
         lib = obs[LIBRARY_KEY].to_numpy()
-        X[:, idx] = log1p_to_counts(tokenizer.decode(z, obs=obs).numpy(), lib, rng=rng)
+        X[:, idx] = log1p_to_counts(tokenizer.decode(z, obs=obs).numpy(), lib, rng=rng,
+                                    rounding=COUNT_ROUNDING)
     else:
         X[:, idx] = tokenizer.decode(z, obs=obs).numpy()
     return X

@@ -323,5 +323,5 @@ class UnmodelledAnchor:
         has = code >= 0
         u[has] = np.maximum(u[has] + self.shifts[code[has]], 0.0)
         if self.rng is not None:
-            u = log1p_to_counts(u, self.lib[start:stop], rng=self.rng)
+            u = log1p_to_counts(u, self.lib[start:stop], rng=self.rng, rounding="systematic")
         out[:, self.cols] = u.astype(out.dtype)

@@ -67,5 +67,33 @@ def test_log1p_to_counts_inverse_and_unbiased():
     assert np.log1p(counts_way * 50.0).mean() < 0.5  # rounding in count space: biased low
     with pytest.raises(ValueError, match="unbiased"):
         log1p_to_counts(x, lib200, unbiased="mean")
+    with pytest.raises(ValueError, match="rounding must be"):
+        log1p_to_counts(x, lib200, rounding="nearest")
     # negative log1p (from a generator overshoot) is clipped to zero counts
     assert np.all(log1p_to_counts(np.full((2, 3), -1.0), np.ones(2) * 1e4) == 0)
+
+
+def test_systematic_rounding_keeps_each_value_and_fixes_column_sums():
+    """Each value rounds up with its own probability, as with independent rounding, but a
+    column's number of round-ups is floor or ceil of the sum of its probabilities."""
+    lib = np.full(12, 200.0)  # levels 0, log1p(50), log1p(100), ...
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, np.log1p(100.0), (12, 5))
+    draws = np.stack([log1p_to_counts(x, lib, rng=np.random.default_rng(s),
+                                      rounding="systematic") for s in range(4000)])
+    indep = np.stack([log1p_to_counts(x, lib, rng=np.random.default_rng(s))
+                      for s in range(4000)])
+    np.testing.assert_allclose(draws.mean(0), indep.mean(0), atol=0.035)  # same marginals
+    assert set(np.unique(draws)) <= {0.0, 1.0, 2.0}
+    back = np.log1p(draws * 50.0)
+    np.testing.assert_allclose(back.mean(0), x, atol=0.1)  # unbiased in log1p, per value
+    # the column means vary much less between draws than with independent rounding
+    sd_sys, sd_ind = back.mean(1).std(0), np.log1p(indep * 50.0).mean(1).std(0)
+    assert np.all(sd_sys < 0.6 * sd_ind)
+    k = np.floor(np.expm1(x) / 50.0)
+    p = (x - np.log1p(k * 50.0)) / (np.log1p((k + 1) * 50.0) - np.log1p(k * 50.0))
+    ups = (draws - k).sum(1)  # (draws, columns)
+    assert np.all(ups >= np.floor(p.sum(0)) - 1e-9) and np.all(ups <= np.ceil(p.sum(0)) + 1e-9)
+    # one row: plain independent rounding
+    one = log1p_to_counts(x[:1], lib[:1], rng=np.random.default_rng(1), rounding="systematic")
+    assert one.shape == (1, 5)
