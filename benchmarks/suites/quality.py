@@ -10,6 +10,11 @@ Settings (``--settings``; held-out units with ``--holdouts``):
   cells; covariate ``patient_id``. One unit per patient.
 * ``papalexi_seen``: ``scdit.datasets.papalexi21_thp1()``; 20 % of every perturbation's cells
   held out (``random_cells``), predicted from the training control cells.
+* ``norman_seen``: K562 cells of ``scdit.datasets.norman19_devel()`` (log1p); 20 % of every
+  perturbation's cells held out (``random_cells``), predicted from the training control cells.
+* ``glioblastoma_seen``: ``scdit.datasets.glioblastoma_panobinostat()`` (counts); 20 % of every
+  patient's treated cells held out (``random_cells`` stratified by ``patient_id``), one fit with
+  covariate ``patient_id``; each patient's cells predicted from its training control cells.
 * ``papalexi_unseen``: the same screen; three folds of three knocked-out targets that are
   measured genes, all their cells held out (``split_unseen_perturbations``).
 * ``synthetic_seen``: the acceptance case on ``scdit.datasets.synthetic_perturbation`` (20,000
@@ -64,6 +69,8 @@ class Task:
     real: ad.AnnData
     source: ad.AnnData
     n_cells: dict[str, int]
+    #: Several sources, each with its own cells to predict (one per context); empty: ``source``.
+    parts: tuple[tuple[ad.AnnData, dict[str, int]], ...] = ()
 
 
 @dataclass
@@ -93,8 +100,30 @@ def _controls(train: ad.AnnData, key: str, control: str) -> ad.AnnData:
     return train[train.obs[key] == control].copy()
 
 
+#: Most training control cells a seen-perturbation setting predicts from (and scores the
+#: baselines with): every condition gets as many predicted cells as the baselines have.
+SEEN_SOURCE_CELLS = 500
+
+
+def _seen_source(train: ad.AnnData, key: str, control: str, quick: bool) -> ad.AnnData:
+    """Up to :data:`SEEN_SOURCE_CELLS` random training control cells (seed 0)."""
+    src = _controls(train, key, control)
+    n = 100 if quick else SEEN_SOURCE_CELLS
+    if src.n_obs <= n:
+        return src
+    rows = np.sort(np.random.default_rng(0).choice(src.n_obs, n, replace=False))
+    return src[rows].copy()
+
+
 def _task(train, test, source, key, n_min: int, with_source: bool = False) -> Task:
-    """Task whose real cells are the test cells plus the source (control) cells."""
+    """Task whose real cells are the test cells plus the source (control) cells.
+
+    ``with_source``: each condition gets at least as many predicted cells as there are source
+    cells. The shift baselines' cells are the source cells (real control cells + a shift), and
+    the energy distance over all pairs (a V-statistic, as pertpy's) is biased upwards by about
+    ``E‖x − x′‖ / n`` for a set of ``n`` cells: a model scored with fewer cells than the
+    baselines would be penalised for its cell count alone.
+    """
     real = ad.concat([test, source], merge="same")
     real.obs_names_make_unique()
     counts = test.obs[key].value_counts()
@@ -153,7 +182,47 @@ def _papalexi_seen(holdout: str, quick: bool, opts) -> Task:
         a = _cap(a[a.obs["perturbation"].isin(top)].copy(), "perturbation", 200)
     split = random_cells(a, "perturbation", fraction=0.2, control="control", seed=0)
     train, test = split.subset(a)
-    return _task(train, test, _controls(train, "perturbation", "control"), "perturbation", 0)
+    return _task(train, test, _seen_source(train, "perturbation", "control", quick),
+                 "perturbation", 0, with_source=True)
+
+
+def _norman_seen(holdout: str, quick: bool, opts) -> Task:
+    import scdit
+    from scdit.splits import random_cells
+
+    a = scdit.datasets.norman19_devel()
+    a = a[a.obs["cell_type"].astype(str) == "k562"].copy()
+    a.obs["perturbation"] = a.obs["perturbation"].astype(str)
+    a.obs_names_make_unique()
+    if quick:  # control and the four largest perturbations, 100 cells each
+        top = a.obs["perturbation"].value_counts().index[:5]
+        a = _cap(a[a.obs["perturbation"].isin(top)].copy(), "perturbation", 100)
+    split = random_cells(a, "perturbation", fraction=0.2, control="control", seed=0)
+    train, test = split.subset(a)
+    return _task(train, test, _seen_source(train, "perturbation", "control", quick),
+                 "perturbation", 0, with_source=True)
+
+
+def _glioblastoma_seen(holdout: str, quick: bool, opts) -> Task:
+    import scdit
+    from scdit.splits import random_cells
+
+    a = scdit.datasets.glioblastoma_panobinostat()
+    if quick:
+        a = _cap(a[a.obs["patient_id"].isin(["PW030", "PW036"])].copy(), "sample_id", 100)
+    split = random_cells(a, "condition", fraction=0.2, stratify_key="patient_id",
+                         control="ctrl", seed=0)
+    train, test = split.subset(a)
+    controls = _controls(train, "condition", "ctrl")
+    parts = []
+    for patient in sorted(test.obs["patient_id"].unique()):
+        src = controls[controls.obs["patient_id"] == patient].copy()
+        held = test[test.obs["patient_id"] == patient]
+        parts.append((src, {str(c): max(int(k), src.n_obs) for c, k in
+                            held.obs["condition"].value_counts().items() if k > 0}))
+    real = ad.concat([test, controls], merge="same")
+    real.obs_names_make_unique()
+    return Task(train=train, real=real, source=controls, n_cells={}, parts=tuple(parts))
 
 
 def _papalexi_unseen(holdout: str, quick: bool, opts) -> Task:
@@ -180,7 +249,8 @@ def _synthetic_seen(holdout: str, quick: bool, opts) -> Task:
                                                  **size)
     split = random_cells(a, "perturbation", fraction=0.2, control="control", seed=0)
     train, test = split.subset(a)
-    return _task(train, test, _controls(train, "perturbation", "control"), "perturbation", 0)
+    return _task(train, test, _seen_source(train, "perturbation", "control", quick),
+                 "perturbation", 0, with_source=True)
 
 
 def _baselines(*wanted: str, context: bool = False) -> tuple[str, ...]:
@@ -205,6 +275,10 @@ def settings() -> dict[str, Setting]:
                                          ("PW036",), _glioblastoma, log1p_output=True),
         "papalexi_seen": Setting("perturbation", "control", None, seen, ("20%",), ("20%",),
                                  _papalexi_seen),
+        "norman_seen": Setting("perturbation", "control", None, seen, ("20%",), ("20%",),
+                               _norman_seen),
+        "glioblastoma_seen": Setting("condition", "ctrl", "patient_id", seen, ("20%",),
+                                     ("20%",), _glioblastoma_seen, log1p_output=True),
         "papalexi_unseen": Setting("perturbation", "control", None,
                                    _baselines("no_change", "mean", "linear"),
                                    tuple(PAPALEXI_FOLDS), ("fold1",), _papalexi_unseen),
@@ -231,9 +305,18 @@ def run_unit(name: str, setting: Setting, holdout: str, seed: int, quick: bool,
                       max_steps=getattr(opts, "max_steps", None),
                       budget=not getattr(opts, "no_budget", False), backbone=backbone)
     fit_s = time.perf_counter() - t0
-    conds = sorted(task.n_cells)
+    parts = task.parts or ((task.source, task.n_cells),)
+    conds = sorted({c for _, n in parts for c in n})
+
+    def predict_all(**kw) -> ad.AnnData:
+        cells = [predict_cells(model, sorted(n), n, src, seed=seed + 1000 * i, quick=quick, **kw)
+                 for i, (src, n) in enumerate(parts)]
+        out = ad.concat(cells, merge="same") if len(cells) > 1 else cells[0]
+        out.obs_names_make_unique()
+        return out
+
     t0 = time.perf_counter()
-    pred = predict_cells(model, conds, task.n_cells, task.source, seed=seed, quick=quick)
+    pred = predict_all()
     predict_s = time.perf_counter() - t0
     common = dict(control=setting.control, train=task.train, covariate_key=cov, seed=seed)
     frames = [scdit.evaluate(pred, task.real, key, baselines=setting.baselines,
@@ -242,8 +325,7 @@ def run_unit(name: str, setting: Setting, holdout: str, seed: int, quick: bool,
     if setting.log1p_output and getattr(model, "representation", None) == "counts":
         extras[f"{ours}_log1p"] = {"representation": "log1p"}
     for method, kw in extras.items():
-        cells = predict_cells(model, conds, task.n_cells, task.source, seed=seed, quick=quick,
-                              **kw)
+        cells = predict_all(**kw)
         df = scdit.evaluate(cells, task.real, key, baselines=(), method_name=method, **common)
         frames.append(df[df["method"] == method])
     table = scdit.evaluate.summarize(pd.concat(frames, ignore_index=True))
