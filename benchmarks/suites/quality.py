@@ -16,7 +16,8 @@ Settings (``--settings``; held-out units with ``--holdouts``):
   patient's treated cells held out (``random_cells`` stratified by ``patient_id``), one fit with
   covariate ``patient_id``; each patient's cells predicted from its training control cells.
 * ``papalexi_unseen``: the same screen; three folds of three knocked-out targets that are
-  measured genes, all their cells held out (``split_unseen_perturbations``).
+  measured genes, all their cells held out (``split_unseen_perturbations``), and ``most6``:
+  six of the nine measured targets held out at once.
 * ``synthetic_seen``: the acceptance case on ``scdit.datasets.synthetic_perturbation`` (20,000
   negative-binomial cells × 300 genes, 25 perturbations), 20 % of each perturbation's cells held
   out.
@@ -56,7 +57,9 @@ METRICS = ("pearson_delta", "pearson_delta_de", "pearson_delta_pert_mean", "mse_
 SUMMARY = ("pearson_delta", "pearson_delta_de", "energy_distance", "discrimination_l1")
 
 PAPALEXI_FOLDS = {"fold1": ("IFNGR2", "CMTM6", "STAT3"), "fold2": ("JAK2", "NFKBIA", "UBE2L6"),
-                  "fold3": ("STAT1", "TNFRSF14", "STAT2")}
+                  "fold3": ("STAT1", "TNFRSF14", "STAT2"),
+                  # most of the measured targets held out (6 of 9): issue 17's hard case
+                  "most6": ("JAK2", "IFNGR2", "STAT1", "STAT3", "NFKBIA", "UBE2L6")}
 PATIENTS = ("PW030", "PW032", "PW034", "PW036", "PW040")
 KANG_CELL_TYPES = ("CD4T", "B", "CD14+Mono", "CD8T", "Dendritic", "FCGR3A+Mono", "NK")
 
