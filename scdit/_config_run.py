@@ -50,7 +50,11 @@ class SamplingConfig:
         found by running the flow backwards with the same solver and steps, then integrates
         the perturbation's flow from there: the cell's counterfactual under the perturbation.
         The generator's errors common to both conditions cancel, and a control cell comes
-        back as itself (up to the solver's error). ``False``: independent Gaussian noise.
+        back as itself (up to the solver's error; and to bf16 rounding where the network runs
+        in bf16, see ``precision``). A cell is a deterministic function of its reference cell:
+        predict at most one cell per source cell (repeats are copies, with a warning). Without
+        ``source``, the reference cells are stored control cells of the context (their library
+        sizes and unmodelled genes are carried over). ``False``: independent Gaussian noise.
         ``None``: ``False``. Not available for control-source models (they transport their
         source cells already).
     """

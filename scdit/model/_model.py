@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,9 @@ class ScDiT:
         generated tokens ``(n_cells, n_tokens, patch_size)`` (decode them with
         ``model.tokenizer.decode``). ``covariates`` is a mapping (one context for all cells) or
         a DataFrame with one row per cell. ``source_tokens`` ``(n_cells, T, P)`` are the tokens
-        a control-source model starts from (encoded control cells, see :meth:`encode`);
-        without them it starts from stored control cells of the context. The noise is drawn on
+        a control-source model (or ``SamplingConfig(invert=True)``) starts from (encoded control
+        cells, see :meth:`encode`); without them it starts from stored control cells of the
+        context. The noise is drawn on
         the CPU so that a seed gives the same cells on any device (up to floating-point
         error). See :meth:`predict` for the other arguments (``verbose``: the progress bar).
         """
@@ -185,11 +187,12 @@ class ScDiT:
         gen = torch.Generator().manual_seed(int(seed) if seed is not None else
                                             int(np.random.default_rng().integers(2**31)))
         cells = self.cells
-        invert = self._inverts(sampling)
+        invert = self.generator.inverts(sampling)
         if (self.config.flow.source == "control" or invert) and source_tokens is None:
             if isinstance(covariates, pd.DataFrame):
-                raise ValueError("A model with a control source needs source cells per row; use "
-                                 "predict(..., source=control_cells) for per-cell covariates.")
+                raise ValueError("A model with a control source (or invert=True) needs source "
+                                 "cells per row; use predict(..., source=control_cells) for "
+                                 "per-cell covariates.")
             rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))
             ref = cells.control_cells(label, n, covariates, rng)
             source_tokens, covariates = self.encode(ref), cells.frame(ref)
@@ -211,17 +214,6 @@ class ScDiT:
                                  dose=dose, source_tokens=source_tokens, sink=None,
                                  invert=invert)
         return job, estimates or None, cov_df
-
-    def _inverts(self, sampling: SamplingConfig) -> bool:
-        """Whether generated cells start from their inverted reference cells
-        (``SamplingConfig.invert``; a clear error for a control-source model)."""
-        if self.config.flow.source == "control":
-            if sampling.invert:
-                raise ValueError("SamplingConfig(invert=True) is for models that generate from "
-                                 "noise; this model transports its source cells already "
-                                 "(FlowConfig.source='control'). Leave invert=None.")
-            return False
-        return bool(sampling.invert)
 
     def predict(self, perturbations: str | Sequence[str], n_cells: int | None = None, *,
                 covariates: Mapping[str, str] | None = None, source: ad.AnnData | None = None,
@@ -335,7 +327,8 @@ class ScDiT:
         base = seed if seed is not None else int(np.random.default_rng().integers(2**63))
         cells = self.cells
         src = cells.check_source(source, layer) if source is not None else None
-        transport = self.config.flow.source == "control" or self._inverts(sampling)
+        transport_only = self.config.flow.source == "control"
+        transport = transport_only or self.generator.inverts(sampling)
         per_label = n_cells_arg(n_cells) if n_cells is not None else \
             src.n_obs if src is not None else 100
         out = OutputBuilder(self.var_names, per_label * len(labels))
@@ -354,6 +347,11 @@ class ScDiT:
                                               else n_cells_arg(n_cells), covariates, rng)
                 else:
                     ref = cells.reference_cells(label, src, n_cells, covariates, rng)
+                if transport and not transport_only and len(set(ref.rows)) < ref.n_obs:
+                    warnings.warn(f"invert=True repeats reference cells of {label!r}: a cell "
+                                  "is a deterministic function of its reference cell, so the "
+                                  "repeats are copies. Predict at most one cell per source "
+                                  "cell.", UserWarning, stacklevel=3)
                 given = ref if transport and src is None and effects.mode != "none" \
                     else given_all
                 if given is given_all and given is not None and "means" not in shared:
@@ -390,6 +388,7 @@ class ScDiT:
                             "precision": "bf16" if sampling_bf16(sampling.precision,
                                                                  self._device(device)) else "fp32",
                             "representation": out_rep, "effects": effects.mode,
+                            "invert": bool(sampling.invert) and not transport_only,
                             "shrink": "auto" if effects.shrink is None else effects.shrink,
                             "target_prior": effects.use_target_prior,
                             "mean_set_by": set_by}

@@ -143,6 +143,17 @@ class Generator:
         self.vocab = vocab
         self.covariates = covariates
 
+    def inverts(self, sampling: SamplingConfig) -> bool:
+        """Whether generated cells start from their inverted reference cells
+        (``SamplingConfig.invert``; a clear error for a control-source model)."""
+        if self.config.flow.source == "control":
+            if sampling.invert:
+                raise ValueError("SamplingConfig(invert=True) is for models that generate from "
+                                 "noise; this model transports its source cells already "
+                                 "(FlowConfig.source='control'). Leave invert=None.")
+            return False
+        return bool(sampling.invert)
+
     def compose_weight(self, label: str, compose: float | None, seen: set) -> float:
         """Weight of member composition: ``compose``, else 0 for seen combinations and
         ``FlowConfig.compose`` for unseen ones (``seen``: canonical training labels)."""
@@ -219,6 +230,9 @@ class Generator:
         ``source_tokens``; its cells go to ``sink(first_row, tokens)`` in consecutive batches
         (run it with :meth:`run`)."""
         t, p = self.shape
+        if invert and source_tokens is None:
+            raise ValueError("invert=True needs the tokens of the cells to invert "
+                             "(source_tokens).")
         atoms = torch.as_tensor(self.vocab.encode([label] * n))
         sigma = self.config.flow.source_noise if self.config.flow.source == "control" else 1.0
         shared = float(weight) == 0.0 or len(self.vocab.members(label)) < 2

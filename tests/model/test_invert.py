@@ -48,11 +48,17 @@ def test_inversion_is_deterministic_and_needs_no_noise(counts_model, counts_adat
     """Given the same reference cells, the cells do not depend on the noise seed; counts out."""
     src = _controls(counts_adata)
     a = counts_model.predict("G1", source=src, effects="none", sampling=INVERT, seed=0,
-                             verbose=False)
-    b = counts_model.predict("G1", source=src, effects="none", sampling=INVERT, seed=0,
-                             verbose=False)
-    assert np.array_equal(dense(a.X), dense(b.X))
-    X = dense(a.X)
+                             representation="log1p", verbose=False)
+    b = counts_model.predict("G1", source=src, effects="none", sampling=INVERT, seed=7,
+                             representation="log1p", verbose=False)
+    np.testing.assert_allclose(dense(a.X), dense(b.X), atol=1e-5)
+    assert a.uns["scdit"]["invert"] is True
+    plain = [counts_model.predict("G1", source=src, effects="none", seed=s,
+                                  representation="log1p", verbose=False) for s in (0, 7)]
+    assert not np.allclose(dense(plain[0].X), dense(plain[1].X))  # from noise: seed matters
+    assert plain[0].uns["scdit"]["invert"] is False
+    X = dense(counts_model.predict("G1", source=src, effects="none", sampling=INVERT, seed=0,
+                                   verbose=False).X)
     assert np.all(X >= 0) and np.all(X == np.round(X))
     tok = counts_model.sample("G1", len(src), covariates=src.obs[["cell_type"]].reset_index(
         drop=True), source_tokens=counts_model.encode(src), effects="none", sampling=INVERT,
@@ -77,6 +83,18 @@ def test_invert_refused_for_control_source_models(counts_adata, tiny):
         model.predict("G1", covariates={"cell_type": "T"}, sampling=INVERT, verbose=False)
     # the default (None) is fine
     model.predict("G1", n_cells=5, covariates={"cell_type": "T"}, verbose=False)
+
+
+def test_repeated_reference_cells_warn(log1p_model, log1p_adata):
+    src = _controls(log1p_adata, n=10)
+    with pytest.warns(UserWarning, match="repeats reference cells of 'G1'"):
+        out = log1p_model.predict("G1", n_cells=15, source=src, effects="none",
+                                  sampling=INVERT, seed=0, verbose=False)
+    refs = out.obs["reference_cell"].to_numpy()
+    X = dense(out.X)
+    first = {r: i for i, r in enumerate(refs)}
+    dup = [i for i, r in enumerate(refs) if first[r] != i]
+    assert dup and all(np.allclose(X[i], X[first[refs[i]]], atol=1e-5) for i in dup)
 
 
 def test_invert_checked():
