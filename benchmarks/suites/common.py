@@ -290,12 +290,19 @@ def summary_table(rows: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
 def norman_doubles_split() -> tuple[ad.AnnData, ad.AnnData]:
     """``(train, test)`` of the bundled Norman K562 cells with the doubles whose two singles
     were both seen held out (``split_combinations(seen=2)``, the demo split)."""
-    import scdit
     from scdit.splits import split_combinations
+
+    a = norman_k562()
+    split = split_combinations(a, "perturbation", seen=2, control="control", seed=0)
+    return split.subset(a)
+
+
+def norman_k562() -> ad.AnnData:
+    """The K562 cells of the bundled Norman subset, labels as strings, unique names."""
+    import scdit
 
     a = scdit.datasets.norman19_devel()
     a = a[a.obs["cell_type"].astype(str) == "k562"].copy()
     a.obs["perturbation"] = a.obs["perturbation"].astype(str)
     a.obs_names_make_unique()
-    split = split_combinations(a, "perturbation", seen=2, control="control", seed=0)
-    return split.subset(a)
+    return a

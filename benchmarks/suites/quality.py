@@ -47,7 +47,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .common import fit_model, norman_doubles_split, predict_cells
+from .common import fit_model, norman_doubles_split, norman_k562, predict_cells
 
 NAME = "quality"
 #: Metric columns of the table (means over the unit's held-out conditions).
@@ -176,34 +176,27 @@ def _papalexi(quick: bool) -> ad.AnnData:
     return a
 
 
-def _papalexi_seen(holdout: str, quick: bool, opts) -> Task:
+def _seen_task(a: ad.AnnData, quick: bool, quick_cells: int | None = None) -> Task:
+    """20 % of every perturbation's cells held out (``random_cells``), predicted from up to
+    :data:`SEEN_SOURCE_CELLS` training control cells. ``quick_cells``: in quick mode, keep the
+    control and the four largest perturbations, that many cells each."""
     from scdit.splits import random_cells
 
-    a = _papalexi(quick)
-    if quick:  # control and the four largest perturbations, 200 cells each
+    if quick and quick_cells:
         top = a.obs["perturbation"].value_counts().index[:5]
-        a = _cap(a[a.obs["perturbation"].isin(top)].copy(), "perturbation", 200)
+        a = _cap(a[a.obs["perturbation"].isin(top)].copy(), "perturbation", quick_cells)
     split = random_cells(a, "perturbation", fraction=0.2, control="control", seed=0)
     train, test = split.subset(a)
     return _task(train, test, _seen_source(train, "perturbation", "control", quick),
                  "perturbation", 0, with_source=True)
+
+
+def _papalexi_seen(holdout: str, quick: bool, opts) -> Task:
+    return _seen_task(_papalexi(quick), quick, quick_cells=200)
 
 
 def _norman_seen(holdout: str, quick: bool, opts) -> Task:
-    import scdit
-    from scdit.splits import random_cells
-
-    a = scdit.datasets.norman19_devel()
-    a = a[a.obs["cell_type"].astype(str) == "k562"].copy()
-    a.obs["perturbation"] = a.obs["perturbation"].astype(str)
-    a.obs_names_make_unique()
-    if quick:  # control and the four largest perturbations, 100 cells each
-        top = a.obs["perturbation"].value_counts().index[:5]
-        a = _cap(a[a.obs["perturbation"].isin(top)].copy(), "perturbation", 100)
-    split = random_cells(a, "perturbation", fraction=0.2, control="control", seed=0)
-    train, test = split.subset(a)
-    return _task(train, test, _seen_source(train, "perturbation", "control", quick),
-                 "perturbation", 0, with_source=True)
+    return _seen_task(norman_k562(), quick, quick_cells=100)
 
 
 def _glioblastoma_seen(holdout: str, quick: bool, opts) -> Task:
@@ -243,17 +236,13 @@ def _papalexi_unseen(holdout: str, quick: bool, opts) -> Task:
 
 def _synthetic_seen(holdout: str, quick: bool, opts) -> Task:
     import scdit
-    from scdit.splits import random_cells
 
     size = (dict(n_genes=100, n_perturbations=5, n_cells_per_condition=100, n_control=200)
             if quick else
             dict(n_genes=300, n_perturbations=25, n_cells_per_condition=760, n_control=1000))
     a, _ = scdit.datasets.synthetic_perturbation(n_combinations=0, cell_types=("K562",), seed=0,
                                                  **size)
-    split = random_cells(a, "perturbation", fraction=0.2, control="control", seed=0)
-    train, test = split.subset(a)
-    return _task(train, test, _seen_source(train, "perturbation", "control", quick),
-                 "perturbation", 0, with_source=True)
+    return _seen_task(a, quick)
 
 
 def _baselines(*wanted: str, context: bool = False) -> tuple[str, ...]:
