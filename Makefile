@@ -11,6 +11,9 @@ CONSTRAINTS ?= requirements/constraints-cpu.txt
 TORCH       ?= torch==2.13.0
 PIP_ARGS    ?=
 BENCH_ARGS  ?= --quick
+# Test processes (pytest-xdist): the suite is many small single-threaded tests, so one worker per
+# core of the 2-core dev/CI machines halves its wall time; `make test TEST_WORKERS=0` runs serially.
+TEST_WORKERS ?= 2
 
 PY    := $(VENV)/bin/python
 PIP   := $(PY) -m pip
@@ -46,10 +49,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	@touch $@
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-all: venv
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "slow or not slow"
 
 demo: venv
 	$(PY) -m scdit.demo

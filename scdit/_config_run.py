@@ -55,8 +55,12 @@ class SamplingConfig:
         predict at most one cell per source cell (repeats are copies, with a warning). Without
         ``source``, the reference cells are stored control cells of the context (their library
         sizes and unmodelled genes are carried over). ``False``: independent Gaussian noise.
-        ``None``: ``False``. Not available for control-source models (they transport their
-        source cells already).
+        ``None`` (automatic): ``True`` for a *seen* perturbation (its mean set by its training
+        mean, ``effects="auto"``) predicted from given ``source`` cells, one cell per source
+        cell; ``False`` otherwise. There the counterfactuals matched the real held-out cells'
+        distribution better than noise starts (seen-perturbation benchmarks, docs/results.md);
+        for generator-set means and for unseen combinations they did not. Not available for
+        control-source models (they transport their source cells already).
     """
 
     steps: int | None = None

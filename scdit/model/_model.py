@@ -21,15 +21,12 @@ from ..flow import SOLVERS
 from ..models import VelocityField
 from ..tokenizers import Tokenizer
 from ._cells import CellStore, covariates_arg, labels_arg, n_cells_arg, take
+from ._encoded import ENCODE_ROWS, EncodedCells, context_means
 from ._io import read_model, write_model
 from ._output import CellWriter, LabelSink, OutputBuilder, chunk_rows, target_prior_genes
 from ._sampler import Generator, SampleJob, progress_bar, sampling_bf16
 from ._seeds import ANCHOR, CELLS, LabelSeeds
 from ._targets import EffectTargets
-
-#: Cells encoded (and token means accumulated) at a time; the PCA tokenizer's own chunk of
-#: 4,096 cells, so that chunking does not change its output.
-ENCODE_ROWS = 4096
 
 
 class ScDiT:
@@ -177,12 +174,15 @@ class ScDiT:
     def _prepare(self, label: str, n: int, covariates, dose, seed: int | None,
                  effects: EffectConfig, sampling: SamplingConfig,
                  source_tokens: torch.Tensor | None, source_cells: ad.AnnData | None,
-                 device: str | None, source_means: dict | None = None
+                 device: str | None, source_means: dict | None = None,
+                 auto_invert: EncodedCells | None = None
                  ) -> tuple[SampleJob, dict | None, pd.DataFrame | None]:
         """The integration of ``n`` cells of ``label`` (its ``sink`` left to the caller), the
         estimates that set their means per context (``None``: the generator alone) and the
         covariate frame. ``source_means``: the mean token per context of ``source_cells``
-        where the caller already has them (they do not depend on the label)."""
+        where the caller already has them (they do not depend on the label).
+        ``auto_invert``: the tokens of the label's distinct source cells, inverted when a seen
+        mean sets the label's mean in every context (``SamplingConfig.invert=None``)."""
         self.field.to(self._device(device))
         gen = torch.Generator().manual_seed(int(seed) if seed is not None else
                                             int(np.random.default_rng().integers(2**31)))
@@ -203,11 +203,14 @@ class ScDiT:
             if len(source_tokens) != n:
                 raise ValueError(f"source_tokens has {len(source_tokens)} rows for {n} cells.")
         if source_cells is not None and source_tokens is not None and effects.mode != "none":
-            means = source_means if source_means is not None else _context_means(
+            means = source_means if source_means is not None else context_means(
                 cells, EncodedCells(self.encode, source_cells), cells.frame(source_cells))
         else:
-            means = _context_means(cells, source_tokens, cov_df)
+            means = context_means(cells, source_tokens, cov_df)
         estimates = self.targets.resolve(label, cov_df, effects, means, source_cells)
+        if auto_invert is not None and estimates and all(
+                e.kind == "seen" for e in estimates.values()):
+            invert, source_tokens = True, auto_invert  # seen means do not use source means
         covs = self.generator.covariate_codes(label, cov_df, n, cells.seen_in_context)
         weight = self.generator.compose_weight(label, sampling.compose, self._seen)
         job = self.generator.job(label, n, covs, gen=gen, sampling=sampling, weight=weight,
@@ -300,7 +303,9 @@ class ScDiT:
         -------
         AnnData with ``obs[condition_key]``, the covariates and ``obs["reference_cell"]``;
         ``uns["scdit"]`` holds the sampling settings (``"precision"``: ``"bf16"`` or ``"fp32"``,
-        as used), ``"mean_set_by"`` (per ``"label"`` or
+        as used), ``"invert"`` (the setting) and ``"inverted"`` (the labels whose cells are
+        their reference cells' counterfactuals, :class:`~scdit.SamplingConfig`),
+        ``"mean_set_by"`` (per ``"label"`` or
         ``"label | context"``: ``"generator"``, ``"seen"``, ``"additive"``,
         ``"additive_shrunk"`` or ``"context:<method>"``) and, for held-out contexts,
         ``"context_estimator"`` (the estimator chosen, its parameter, its
@@ -329,10 +334,12 @@ class ScDiT:
         src = cells.check_source(source, layer) if source is not None else None
         transport_only = self.config.flow.source == "control"
         transport = transport_only or self.generator.inverts(sampling)
+        auto_invert = sampling.invert is None and not transport_only and src is not None \
+            and effects.mode != "none"  # per label: seen means, one cell per source cell
         per_label = n_cells_arg(n_cells) if n_cells is not None else \
             src.n_obs if src is not None else 100
         out = OutputBuilder(self.var_names, per_label * len(labels))
-        set_by, chosen = {}, {}
+        set_by, chosen, inverted = {}, {}, []
         rows = chunk_rows(sampling.batch_size, len(self.var_names))
         given_all = take(src, np.arange(src.n_obs), covariates) \
             if transport and src is not None and effects.mode != "none" else None
@@ -355,7 +362,7 @@ class ScDiT:
                 given = ref if transport and src is None and effects.mode != "none" \
                     else given_all
                 if given is given_all and given is not None and "means" not in shared:
-                    shared["means"] = _context_means(cells, EncodedCells(self.encode, given),
+                    shared["means"] = context_means(cells, EncodedCells(self.encode, given),
                                                      cells.frame(given))
                 prior = target_prior_genes(cells, self.summary, label) \
                     if effects.use_target_prior else None
@@ -364,10 +371,14 @@ class ScDiT:
                 job, est, cov_df = self._prepare(
                     label, ref.n_obs, cells.frame(ref), dose, seeds.torch_seed(), effects,
                     sampling, EncodedCells(self.encode, ref) if transport else None, given,
-                    device, shared.get("means") if given is given_all else None)
+                    device, shared.get("means") if given is given_all else None,
+                    EncodedCells(self.encode, ref) if auto_invert
+                    and len(set(ref.rows)) == ref.n_obs else None)
                 job.sink = LabelSink(writer, ref.n_obs, self.generator.shape, None if est is None
                                      else self._finisher(label, ref, est, cov_df, out_rep,
                                                          seeds, writer))
+                if job.invert:
+                    inverted.append(label)
                 by, ce = self.targets.report(label, est)
                 set_by.update(by or {label: "generator"})
                 chosen.update(ce)
@@ -388,7 +399,9 @@ class ScDiT:
                             "precision": "bf16" if sampling_bf16(sampling.precision,
                                                                  self._device(device)) else "fp32",
                             "representation": out_rep, "effects": effects.mode,
-                            "invert": bool(sampling.invert) and not transport_only,
+                            "invert": False if transport_only else "auto"
+                            if sampling.invert is None else sampling.invert,
+                            "inverted": list(dict.fromkeys(inverted)),
                             "shrink": "auto" if effects.shrink is None else effects.shrink,
                             "target_prior": effects.use_target_prior,
                             "mean_set_by": set_by}
@@ -443,49 +456,3 @@ def _sampling_arg(sampling) -> SamplingConfig:
         raise ValueError(f"Unknown solver {sampling.solver!r} in SamplingConfig; choose from "
                          f"{list(SOLVERS)} (or None for the model's default).")
     return sampling
-
-
-class EncodedCells:
-    """The tokens of ``cells``, encoded when a range of rows is read (``tokens[a:b]``), so that
-    the tokens of all the cells never need to be held at once.
-
-    Parameters
-    ----------
-    encode
-        ``AnnData -> (n, T, P)`` tokens (:meth:`ScDiT.encode`).
-    cells
-        The cells, in the training genes and representation.
-    """
-
-    def __init__(self, encode, cells: ad.AnnData):
-        self.encode, self.cells = encode, cells
-
-    def __len__(self) -> int:
-        return self.cells.n_obs
-
-    def __getitem__(self, rows: slice) -> torch.Tensor:
-        if not isinstance(rows, slice):
-            raise TypeError("EncodedCells are read by ranges of rows (tokens[a:b]).")
-        return self.encode(self.cells[rows])
-
-
-def _context_means(cells: CellStore, tokens: torch.Tensor | EncodedCells | None,
-                   cov_df: pd.DataFrame | None) -> dict[tuple[str, ...], np.ndarray]:
-    """Per context of ``cov_df``: the mean token ``(T·P,)`` of ``tokens`` (empty without),
-    accumulated in float64 over :data:`ENCODE_ROWS` consecutive rows at a time."""
-    if tokens is None:
-        return {}
-    n = len(tokens)
-    ctx_of = cells.context_keys(cov_df, n)
-    order = {ctx: i for i, ctx in enumerate(dict.fromkeys(ctx_of))}
-    code = np.array([order[c] for c in ctx_of], dtype=np.int64)
-    sums: list[torch.Tensor | None] = [None] * len(order)
-    for s in range(0, n, ENCODE_ROWS):
-        flat = torch.as_tensor(tokens[s:s + ENCODE_ROWS]).flatten(1)
-        part = code[s:s + ENCODE_ROWS]
-        for i in np.unique(part):
-            rows = flat if (part == i).all() else flat[torch.as_tensor(np.flatnonzero(part == i))]
-            add = rows.double().sum(0)
-            sums[i] = add if sums[i] is None else sums[i] + add
-    counts = np.bincount(code, minlength=len(order))
-    return {ctx: (sums[i] / int(counts[i])).numpy() for ctx, i in order.items()}

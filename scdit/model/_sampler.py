@@ -144,8 +144,9 @@ class Generator:
         self.covariates = covariates
 
     def inverts(self, sampling: SamplingConfig) -> bool:
-        """Whether generated cells start from their inverted reference cells
-        (``SamplingConfig.invert``; a clear error for a control-source model)."""
+        """Whether all generated cells start from their inverted reference cells
+        (``SamplingConfig.invert=True``; a clear error for a control-source model; the
+        automatic choice of ``None`` is made per label by ``predict``)."""
         if self.config.flow.source == "control":
             if sampling.invert:
                 raise ValueError("SamplingConfig(invert=True) is for models that generate from "
@@ -275,7 +276,7 @@ class Generator:
             batch.clear()
 
         for job in jobs:
-            if not job.shared:
+            if not job.shared or (batch and batch[0][0].invert != job.invert):
                 flush()
             s = 0
             while s < job.n:

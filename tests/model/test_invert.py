@@ -3,6 +3,8 @@ reference cell (the control flow run backwards), then integrates the perturbatio
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -56,7 +58,8 @@ def test_inversion_is_deterministic_and_needs_no_noise(counts_model, counts_adat
     plain = [counts_model.predict("G1", source=src, effects="none", seed=s,
                                   representation="log1p", verbose=False) for s in (0, 7)]
     assert not np.allclose(dense(plain[0].X), dense(plain[1].X))  # from noise: seed matters
-    assert plain[0].uns["scdit"]["invert"] is False
+    assert plain[0].uns["scdit"]["invert"] == "auto"  # the default, which inverts no label here
+    assert plain[0].uns["scdit"]["inverted"] == []
     X = dense(counts_model.predict("G1", source=src, effects="none", sampling=INVERT, seed=0,
                                    verbose=False).X)
     assert np.all(X >= 0) and np.all(X == np.round(X))
@@ -95,6 +98,41 @@ def test_repeated_reference_cells_warn(log1p_model, log1p_adata):
     first = {r: i for i, r in enumerate(refs)}
     dup = [i for i, r in enumerate(refs) if first[r] != i]
     assert dup and all(np.allclose(X[i], X[first[refs[i]]], atol=1e-5) for i in dup)
+
+
+def test_auto_inverts_seen_perturbations_predicted_from_source_cells(log1p_model, log1p_adata):
+    """The default (``invert=None``): a seen perturbation whose training mean sets its mean,
+    predicted one cell per given source cell, gets the source cells' counterfactuals — the
+    cells of ``invert=True`` whatever the noise seed; unseen combinations (additive estimate)
+    keep their noise starts, in the same call (batches do not mix the two)."""
+    src = _controls(log1p_adata)
+    both = log1p_model.predict(["G1", "G2+G3"], source=src, seed=0, verbose=False)
+    assert both.uns["scdit"]["invert"] == "auto" and both.uns["scdit"]["inverted"] == ["G1"]
+    g1 = dense(both[both.obs["condition"] == "G1"].X)
+    forced = log1p_model.predict("G1", source=src, sampling=INVERT, seed=5, verbose=False)
+    np.testing.assert_allclose(g1, dense(forced.X), atol=1e-5)
+    combo = log1p_model.predict("G2+G3", source=src, seed=0, verbose=False)
+    np.testing.assert_allclose(dense(both[both.obs["condition"] == "G2+G3"].X),
+                               dense(combo.X), atol=1e-5)
+    assert combo.uns["scdit"]["inverted"] == []
+    other_seed = log1p_model.predict("G2+G3", source=src, seed=1, verbose=False)
+    assert not np.allclose(dense(combo.X), dense(other_seed.X))  # noise starts
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"n_cells": 50},  # more cells than source cells: inverted repeats would be copies
+    {"effects": "none"},  # the generator sets the mean
+    {"sampling": scdit.SamplingConfig(invert=False)},
+    {"source": None, "n_cells": 20},  # no source cells given
+], ids=["repeats", "generator-mean", "invert-false", "no-source"])
+def test_auto_keeps_noise_starts_elsewhere(log1p_model, log1p_adata, kwargs):
+    kw = {"source": _controls(log1p_adata), **kwargs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # in particular, no warning about repeated references
+        a = log1p_model.predict("G1", seed=0, verbose=False, **kw)
+    assert a.uns["scdit"]["inverted"] == []
+    b = log1p_model.predict("G1", seed=1, verbose=False, **kw)
+    assert not np.allclose(dense(a.X), dense(b.X))
 
 
 def test_invert_checked():
