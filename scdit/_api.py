@@ -43,7 +43,7 @@ from .data import (
 )
 from .model import ScDiT, build_field, make_reference
 from .tokenizers import format_ceiling, reconstruction_ceiling, resolve_tokenizer
-from .train import is_global_zero, train_field
+from .train import contexts_lacking_perturbations, is_global_zero, train_field
 
 
 class _Unset:
@@ -215,8 +215,9 @@ def fit(
         the default token budget. Give either a preset or ``dit=``.
     max_steps
         Optimisation steps (``train.max_steps``); ``None`` picks a length from the number of
-        cells and the source (:func:`scdit.train.auto_max_steps`: noise ≥ 4,000 steps,
-        control ≥ 300).
+        cells, the source and the design (:func:`scdit.train.auto_max_steps`: noise ≥ 4,000
+        steps; control ≥ 300 when a context lacks perturbations the others have, else
+        ≥ 1,200).
     max_minutes
         Opt-in wall-time budget of training in minutes (``train.max_minutes``; default
         ``None``: none, so that a fit depends only on its data, settings and seed, not on the
@@ -290,6 +291,9 @@ def fit(
         else np.zeros(adata.n_obs, np.int64)
     if flow.source == "control":
         check_control_contexts(adata.obs, labels, info.control, context, covariate_keys)
+    lacking = contexts_lacking_perturbations(labels, context, info.control)
+    if flow.source_noise is None:  # the design decides: transfer to held-out contexts or not
+        flow = dataclasses.replace(flow, source_noise=0.5 if lacking else 0.1)
     cfg = ScDiTConfig(
         data=DataConfig(condition_key=condition_key, control=info.control,
                         covariate_keys=tuple(covariate_keys), separator=separator, layer=layer,
@@ -385,7 +389,8 @@ def fit(
             cfg.conditions, covariate_dropout=cov_drop))
     summary = {"n_cells": int(adata.n_obs), "n_train": int(len(tr)), "n_val": int(len(val)),
                "n_params": int(n_params), "n_modelled_genes": tok.n_genes,
-               "tokenizer": tok_cfg.kind, "ceiling": ceiling}
+               "tokenizer": tok_cfg.kind, "ceiling": ceiling,
+               "contexts_lacking_perturbations": lacking}
     if disk is not None:
         summary["on_disk"] = disk.summary()
     if feat_kind != "none":
@@ -405,7 +410,8 @@ def fit(
         checkpoint = run.callback(snapshot_writer(
             run.dirpath / "model", cfg, vocab, covs, tok, adata.var_names, reference, summary))
     result = train_field(field, tok, train_ds, val_ds, dit=cfg.dit, flow=cfg.flow, train=cfg.train,
-                         covariate_dropout=cov_drop, verbose=verbose, checkpoint=checkpoint,
+                         covariate_dropout=cov_drop, held_out_contexts=lacking > 0,
+                         verbose=verbose, checkpoint=checkpoint,
                          resume_from=None if run is None else run.resume_from)
     summary.update({"steps": result.steps, "max_steps": result.max_steps,
                     "budget_steps": result.budget_steps, "stopped_by_time": result.stopped_by_time,

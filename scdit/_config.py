@@ -206,9 +206,13 @@ class FlowConfig:
     ``source`` is ``"noise"`` (standard Gaussian: generate) or ``"control"`` (control cells of
     the same covariate context, paired by minibatch optimal transport within each context and
     condition, plus ``source_noise``-scaled Gaussian noise: transport control cells to their
-    perturbed state). ``source_noise`` 0.5 (standardised units; CellFlow's tutorial value too)
-    beat 0.1 on the held-out glioblastoma patients benchmark: the noise keeps the field from
-    memorising the training contexts' exact cell-to-cell maps.
+    perturbed state). ``source_noise`` ``None`` (default) is set by ``fit`` from the design:
+    0.5 (standardised units; CellFlow's tutorial value too) when a context of the training
+    data has control cells but lacks perturbations other contexts have (a held-out context,
+    :func:`scdit.train.contexts_lacking_perturbations`), else 0.1. 0.5 beat 0.1 on the
+    held-out glioblastoma patients benchmark: the noise keeps the field from memorising the
+    training contexts' exact cell-to-cell maps; predicting the contexts it was trained on
+    (seen patients), 0.1 was better. A fitted model stores the value used.
 
     ``source="auto"`` (the default) becomes ``"control"`` when ``fit`` is given covariate keys
     (predicting a context from its own control cells), else ``"noise"``; a fitted model stores
@@ -220,7 +224,7 @@ class FlowConfig:
     """
 
     source: str = "auto"
-    source_noise: float = 0.5
+    source_noise: float | None = None
     time_sampling: str = "logit_normal"
     logit_mean: float = 0.0
     logit_std: float = 1.0
@@ -232,7 +236,8 @@ class FlowConfig:
         check_field(self, "steps", integer=True, low=1)
         check_field(self, "compose", low=0.0, high=1.0,
                     hint="0 is the joint condition, 1 the composition of the members")
-        check_field(self, "source_noise", low=0.0)
+        check_field(self, "source_noise", low=0.0, none_ok=True,
+                    hint="None lets fit choose from the design")
         check_field(self, "logit_mean")
         check_field(self, "logit_std", low=0.0, low_open=True)
 
@@ -321,6 +326,7 @@ def config_schema() -> dict[str, Any]:
 def _legacy_flow(flow: Mapping[str, Any]) -> dict[str, Any]:
     """Flow settings of older model files: ``center`` (removed; measured harmful) must be off."""
     flow = dict(flow)
+    flow.setdefault("source_noise", 0.5)  # the fixed default before fit chose it
     if flow.pop("center", False):
         raise ValueError("This model was saved with FlowConfig.center=True, an option removed "
                          "from scdit (it lowered accuracy on held-out patients); refit it.")

@@ -20,6 +20,7 @@ from ._trainer import (
     COMPILE_MIN_STEPS,
     TrainResult,
     auto_max_steps,
+    contexts_lacking_perturbations,
     resolve_compile,
     resolve_precision,
     resolve_strategy,
@@ -29,6 +30,7 @@ from ._trainer import (
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "COMPILE_MIN_MINUTES",
            "COMPILE_MIN_STEPS", "EMA", "EpochBatchSampler", "FlowModule", "PairDataset",
            "ResumableLoader", "StepCheckpoint", "TimeBudget", "TrainResult", "auto_max_steps",
+           "contexts_lacking_perturbations",
            "digest", "eval_loader", "group_ids", "is_global_zero", "pair_within_groups",
            "read_checkpoint", "resolve_compile", "resolve_precision", "resolve_strategy",
            "rng_state", "set_rng_state", "train_field"]

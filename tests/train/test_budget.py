@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 
+import numpy as np
 import pytest
 
 import scdit
@@ -97,13 +98,61 @@ def test_fit_records_the_budget(counts_adata, tiny):
     assert "budget_steps" in model.summary and model.summary["budget_steps"] is None
 
 
-@pytest.mark.parametrize("source,n_cells,expected", [
-    ("noise", 2875, 4000), ("noise", 200_000, 8000), ("control", 4500, 300),
-    ("control", 100_000, 2000)])
-def test_auto_max_steps_by_source(source, n_cells, expected):
+@pytest.mark.parametrize("source,held_out,n_cells,expected", [
+    ("noise", True, 2875, 4000), ("noise", False, 200_000, 8000), ("control", True, 4500, 300),
+    ("control", True, 100_000, 2000), ("control", False, 4500, 1200),
+    ("control", False, 10_240, 2400), ("control", False, 100_000, 8000)])
+def test_auto_max_steps_by_source_and_design(source, held_out, n_cells, expected):
     from scdit.train import auto_max_steps
 
-    assert auto_max_steps(n_cells, 256, source=source) == expected
+    assert auto_max_steps(n_cells, 256, source=source, held_out_contexts=held_out) == expected
+
+
+def test_contexts_lacking_perturbations():
+    from scdit.train import contexts_lacking_perturbations as lacking
+
+    labels = np.array(["c", "A", "B", "c", "A", "B", "c", "A"])
+    context = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    assert lacking(labels, context, "c") == 1  # context 2 has control cells, no B
+    assert lacking(labels[:6], context[:6], "c") == 0  # a complete design
+    # a context without control cells is not a held-out context (nothing to transport)
+    assert lacking(np.array(["c", "A", "B", "A"]), np.array([0, 0, 0, 1]), "c") == 0
+    assert lacking(labels, np.zeros(8, int), "c") == 0  # no covariates: one context
+
+
+def test_fit_chooses_the_control_source_schedule_from_the_design(counts_adata):
+    """Control source: a held-out context (control cells only) keeps the short, noisy schedule
+    that transfers; a complete design gets the longer one with less source noise; a given
+    source_noise is kept."""
+    held = counts_adata[~((counts_adata.obs["cell_type"] == "B")
+                          & (counts_adata.obs["condition"] == "G1"))].copy()
+    kw = dict(covariate_keys=["cell_type"], source="control", max_steps=2, preset="tiny",
+              verbose=False)
+    m_held = scdit.fit(held, "condition", **kw)
+    m_full = scdit.fit(counts_adata, "condition", **kw)
+    assert m_held.summary["contexts_lacking_perturbations"] == 1
+    assert m_full.summary["contexts_lacking_perturbations"] == 0
+    assert m_held.config.flow.source_noise == 0.5 and m_full.config.flow.source_noise == 0.1
+    kept = scdit.fit(counts_adata, "condition", flow=scdit.FlowConfig(source_noise=0.3), **kw)
+    assert kept.config.flow.source_noise == 0.3
+
+
+def test_fit_passes_the_design_to_the_automatic_length(counts_adata, monkeypatch):
+    from scdit.train import _trainer
+
+    seen = []
+
+    def fake(n_cells, batch_size, source, held_out_contexts):
+        seen.append((source, held_out_contexts))
+        return 2
+
+    monkeypatch.setattr(_trainer, "auto_max_steps", fake)
+    held = counts_adata[~((counts_adata.obs["cell_type"] == "B")
+                          & (counts_adata.obs["condition"] == "G1"))].copy()
+    for adata in (held, counts_adata):
+        scdit.fit(adata, "condition", covariate_keys=["cell_type"], source="control",
+                  preset="tiny", verbose=False)
+    assert seen == [("control", True), ("control", False)]
 
 
 def test_fit_reports_a_run_cut_by_the_hard_time_limit(counts_adata, tiny):
