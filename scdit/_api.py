@@ -43,7 +43,12 @@ from .data import (
 )
 from .model import ScDiT, build_field, make_reference
 from .tokenizers import format_ceiling, reconstruction_ceiling, resolve_tokenizer
-from .train import contexts_lacking_perturbations, is_global_zero, train_field
+from .train import (
+    contexts_lacking_perturbations,
+    default_source_noise,
+    is_global_zero,
+    train_field,
+)
 
 
 class _Unset:
@@ -291,9 +296,10 @@ def fit(
         else np.zeros(adata.n_obs, np.int64)
     if flow.source == "control":
         check_control_contexts(adata.obs, labels, info.control, context, covariate_keys)
-    lacking = contexts_lacking_perturbations(labels, context, info.control)
+    lacking = contexts_lacking_perturbations(labels, context, info.control, separator)
     if flow.source_noise is None:  # the design decides: transfer to held-out contexts or not
-        flow = dataclasses.replace(flow, source_noise=0.5 if lacking else 0.1)
+        flow = dataclasses.replace(flow, source_noise=default_source_noise(flow.source,
+                                                                           lacking > 0))
     cfg = ScDiTConfig(
         data=DataConfig(condition_key=condition_key, control=info.control,
                         covariate_keys=tuple(covariate_keys), separator=separator, layer=layer,

@@ -326,7 +326,8 @@ def config_schema() -> dict[str, Any]:
 def _legacy_flow(flow: Mapping[str, Any]) -> dict[str, Any]:
     """Flow settings of older model files: ``center`` (removed; measured harmful) must be off."""
     flow = dict(flow)
-    flow.setdefault("source_noise", 0.5)  # the fixed default before fit chose it
+    if flow.get("source_noise") is None:  # fit resolves None; older files: the fixed 0.5
+        flow["source_noise"] = 0.5
     if flow.pop("center", False):
         raise ValueError("This model was saved with FlowConfig.center=True, an option removed "
                          "from scdit (it lowered accuracy on held-out patients); refit it.")

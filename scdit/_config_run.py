@@ -55,9 +55,11 @@ class SamplingConfig:
         predict at most one cell per source cell (repeats are copies, with a warning). Without
         ``source``, the reference cells are stored control cells of the context (their library
         sizes and unmodelled genes are carried over). ``False``: independent Gaussian noise.
-        ``None`` (automatic): ``True`` for a *seen* perturbation (its mean set by its training
-        mean, ``effects="auto"``) predicted from given ``source`` cells, one cell per source
-        cell; ``False`` otherwise. There the counterfactuals matched the real held-out cells'
+        ``None`` (automatic, ``predict`` only): ``True`` for a *seen* perturbation whose
+        training mean sets its mean (``effects="auto"`` or ``"always"``) predicted from given
+        ``source`` cells, one cell per source cell, by a model not straightened by
+        :func:`scdit.reflow` (not measured there); ``False`` otherwise (``sample`` always
+        starts from noise unless ``True``). Such cells then do not depend on the seed. There the counterfactuals matched the real held-out cells'
         distribution better than noise starts (seen-perturbation benchmarks, docs/results.md);
         for generator-set means and for unseen combinations they did not. Not available for
         control-source models (they transport their source cells already).

@@ -335,7 +335,7 @@ class ScDiT:
         transport_only = self.config.flow.source == "control"
         transport = transport_only or self.generator.inverts(sampling)
         auto_invert = sampling.invert is None and not transport_only and src is not None \
-            and effects.mode != "none"  # per label: seen means, one cell per source cell
+            and effects.mode != "none" and "reflow" not in self.summary  # measured: not reflowed
         per_label = n_cells_arg(n_cells) if n_cells is not None else \
             src.n_obs if src is not None else 100
         out = OutputBuilder(self.var_names, per_label * len(labels))
@@ -375,8 +375,8 @@ class ScDiT:
                     EncodedCells(self.encode, ref) if auto_invert
                     and len(set(ref.rows)) == ref.n_obs else None)
                 job.sink = LabelSink(writer, ref.n_obs, self.generator.shape, None if est is None
-                                     else self._finisher(label, ref, est, cov_df, out_rep,
-                                                         seeds, writer))
+                                     else _finisher(self.targets, label, ref, est, cov_df,
+                                                    out_rep, seeds, writer))
                 if job.invert:
                     inverted.append(label)
                 by, ce = self.targets.report(label, est)
@@ -409,19 +409,6 @@ class ScDiT:
             out.uns["scdit"]["context_estimator"] = chosen
         return out
 
-    def _finisher(self, label: str, ref, est: dict, cov_df: pd.DataFrame | None, out_rep: str,
-                  seeds: LabelSeeds, writer: CellWriter):
-        """``tokens -> tokens`` of a label whose means estimates set: shifted to the targets,
-        with the writer's anchoring of the unmodelled genes set."""
-
-        def finish(tokens: torch.Tensor) -> torch.Tensor:
-            tokens = self.targets.shift(est, tokens, cov_df)
-            writer.anchor = self.targets.unmodelled_anchor(label, ref, est, out_rep,
-                                                           seeds.rng(ANCHOR))
-            return tokens
-
-        return finish
-
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write ``config.json``, ``model.safetensors`` and ``reference.h5ad`` into ``path``."""
@@ -431,6 +418,19 @@ class ScDiT:
     def load(cls, path: str | Path) -> ScDiT:
         """Load a model written by :meth:`save`."""
         return cls(**read_model(path))
+
+
+def _finisher(targets: EffectTargets, label: str, ref, est: dict,
+              cov_df: pd.DataFrame | None, out_rep: str, seeds: LabelSeeds, writer: CellWriter):
+    """``tokens -> tokens`` of a label whose means estimates set: shifted to the targets,
+    with the writer's anchoring of the unmodelled genes set."""
+
+    def finish(tokens: torch.Tensor) -> torch.Tensor:
+        tokens = targets.shift(est, tokens, cov_df)
+        writer.anchor = targets.unmodelled_anchor(label, ref, est, out_rep, seeds.rng(ANCHOR))
+        return tokens
+
+    return finish
 
 
 def _seed_arg(seed) -> int | None:

@@ -21,6 +21,7 @@ from ._trainer import (
     TrainResult,
     auto_max_steps,
     contexts_lacking_perturbations,
+    default_source_noise,
     resolve_compile,
     resolve_precision,
     resolve_strategy,
@@ -30,7 +31,7 @@ from ._trainer import (
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "COMPILE_MIN_MINUTES",
            "COMPILE_MIN_STEPS", "EMA", "EpochBatchSampler", "FlowModule", "PairDataset",
            "ResumableLoader", "StepCheckpoint", "TimeBudget", "TrainResult", "auto_max_steps",
-           "contexts_lacking_perturbations",
+           "contexts_lacking_perturbations", "default_source_noise",
            "digest", "eval_loader", "group_ids", "is_global_zero", "pair_within_groups",
            "read_checkpoint", "resolve_compile", "resolve_precision", "resolve_strategy",
            "rng_state", "set_rng_state", "train_field"]

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from ..config import DiTConfig, FlowConfig, TrainConfig
-from ..data import CellDataset, StreamedTrainingSet, StreamLoader
+from ..data import CellDataset, StreamedTrainingSet, StreamLoader, canonical_label
 from ..models import VelocityField, bf16_supported
 from ._budget import TimeBudget
 from ._checkpoint import StepCheckpoint
@@ -73,8 +74,8 @@ def auto_max_steps(n_cells: int, batch_size: int, source: str = "noise",
     return int(min(8000, max(4000, round(50 * n_cells / batch_size))))
 
 
-def contexts_lacking_perturbations(labels: np.ndarray, context: np.ndarray,
-                                   control: str) -> int:
+def contexts_lacking_perturbations(labels: np.ndarray, context: np.ndarray, control: str,
+                                   separator: str | None = "+") -> int:
     """How many covariate contexts have control cells but lack a perturbation that another
     context has: held-out contexts, which a model is fitted to transfer to (their control
     cells are in the training data, their perturbed cells are not).
@@ -82,22 +83,34 @@ def contexts_lacking_perturbations(labels: np.ndarray, context: np.ndarray,
     Parameters
     ----------
     labels
-        Condition label of each cell.
+        Condition label of each cell (combinations are order-free: ``B+A`` is ``A+B``).
     context
         Integer code of each cell's covariate context (all zeros without covariates).
-    control
-        The control label.
+    control, separator
+        The control label and the combination separator.
     """
-    labels, context = np.asarray(labels).astype(str), np.asarray(context)
-    perturbed = labels != control
-    everything = set(labels[perturbed].tolist())
-    n = 0
-    for c in np.unique(context):
-        here = context == c
-        if (labels[here] == control).any() and set(labels[here & perturbed].tolist()) \
-                != everything:
-            n += 1
-    return n
+    codes, uniques = pd.factorize(np.asarray(labels, dtype=object))
+    canon = pd.Index([canonical_label(str(u), control, separator) for u in uniques])
+    lab_codes, lab_names = pd.factorize(canon)
+    lab = lab_codes[codes]  # canonical label code of each cell
+    ctx = pd.factorize(np.asarray(context))[0]
+    n_lab = len(lab_names)
+    pairs = np.unique(ctx.astype(np.int64) * n_lab + lab)
+    has = np.zeros((int(ctx.max()) + 1 if len(ctx) else 0, n_lab), bool)
+    has[pairs // n_lab, pairs % n_lab] = True
+    is_ctrl = np.asarray(lab_names == control)
+    perturbed = has[:, ~is_ctrl]
+    everything = perturbed.any(0)
+    with_control = has[:, is_ctrl].any(1)
+    return int((with_control & (perturbed != everything).any(1)).sum())
+
+
+def default_source_noise(source: str, held_out_contexts: bool) -> float:
+    """``FlowConfig.source_noise=None`` resolved: 0.5 for a control-source model fitted with
+    held-out contexts (and for noise-source models, which do not use it: the value earlier
+    versions stored), 0.1 for a control-source model of a complete design (see
+    :class:`~scdit.FlowConfig`)."""
+    return 0.1 if source == "control" and not held_out_contexts else 0.5
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -197,7 +210,9 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset | Streame
         warmup_steps=min(train.warmup_steps, max_steps // 5), max_steps=max_steps,
         ema_decay=train.ema_decay, cond_dropout=dit.cond_dropout,
         time_sampling=flow.time_sampling, logit_mean=flow.logit_mean, logit_std=flow.logit_std,
-        val_seed=train.seed, source=flow.source, source_noise=flow.source_noise,
+        val_seed=train.seed, source=flow.source,
+        source_noise=default_source_noise(flow.source, held_out_contexts)
+        if flow.source_noise is None else flow.source_noise,
         covariate_dropout=covariate_dropout, compile_field=compiled, seed=train.seed,
     )
     if streamed:

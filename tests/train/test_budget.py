@@ -118,6 +118,9 @@ def test_contexts_lacking_perturbations():
     # a context without control cells is not a held-out context (nothing to transport)
     assert lacking(np.array(["c", "A", "B", "A"]), np.array([0, 0, 0, 1]), "c") == 0
     assert lacking(labels, np.zeros(8, int), "c") == 0  # no covariates: one context
+    # combinations are order-free: B+A in one context is A+B in the other
+    assert lacking(np.array(["c", "A+B", "c", "B+A"]), np.array([0, 0, 1, 1]), "c") == 0
+    assert lacking(np.array(["c", "A+B", "c", "A"]), np.array([0, 0, 1, 1]), "c") == 2
 
 
 def test_fit_chooses_the_control_source_schedule_from_the_design(counts_adata):
@@ -135,6 +138,19 @@ def test_fit_chooses_the_control_source_schedule_from_the_design(counts_adata):
     assert m_held.config.flow.source_noise == 0.5 and m_full.config.flow.source_noise == 0.1
     kept = scdit.fit(counts_adata, "condition", flow=scdit.FlowConfig(source_noise=0.3), **kw)
     assert kept.config.flow.source_noise == 0.3
+    noise = scdit.fit(counts_adata, "condition", source="noise", max_steps=2, preset="tiny",
+                      verbose=False)
+    assert noise.config.flow.source_noise == 0.5  # unused there; the value stored before
+
+
+def test_model_files_without_a_source_noise_load_with_the_old_default():
+    from scdit import DataConfig, ScDiTConfig
+
+    d = ScDiTConfig(data=DataConfig(condition_key="condition", control="ctrl")).to_dict()
+    for old in (d["flow"].pop("source_noise"), None):
+        if old is None:
+            d["flow"]["source_noise"] = None
+        assert ScDiTConfig.from_dict(d).flow.source_noise == 0.5
 
 
 def test_fit_passes_the_design_to_the_automatic_length(counts_adata, monkeypatch):
