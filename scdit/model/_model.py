@@ -243,7 +243,9 @@ class ScDiT:
             training genes and representation. A model fitted with ``source="control"``
             transports these very cells (cell ``i`` of the output is source cell ``i`` under the
             perturbation); without ``source`` it transports stored control cells of the context
-            (``covariates``), or of the contexts the perturbation was seen in.
+            (``covariates``), or of the contexts the perturbation was seen in. A noise-source
+            model by default returns, for a seen perturbation predicted one cell per source
+            cell, each source cell's counterfactual (``SamplingConfig.invert``).
         layer
             Layer of ``source`` holding expression (default ``.X``).
         dose
@@ -254,7 +256,8 @@ class ScDiT:
             only on the seed and the label (its canonical form: ``"B+A"`` is ``"A+B"``), with
             the other arguments, not on the other labels or their order in the list; a label
             listed twice gives the same cells twice. ``uns["scdit"]["seed"]`` records the seed
-            used (the drawn one for ``None``), so any prediction can be repeated.
+            used (the drawn one for ``None``), so any prediction can be repeated. Inverted
+            cells (``uns["scdit"]["inverted"]``) do not depend on it.
         effects
             What sets the mean of the generated cells (:class:`scdit.EffectConfig`; see
             :mod:`scdit.effects` and the user guide). ``"auto"`` (default): an effect estimate
