@@ -11,11 +11,6 @@ CONSTRAINTS ?= requirements/constraints-cpu.txt
 TORCH       ?= torch==2.13.0
 PIP_ARGS    ?=
 BENCH_ARGS  ?= --quick
-# Test processes (pytest-xdist): the suite is many small single-threaded tests, so one worker per
-# core of the 2-core dev/CI machines halves its wall time; `make test TEST_WORKERS=0` runs serially.
-TEST_WORKERS ?= 2
-# Whole files per worker: a file's module-scoped fits are built once.
-TEST_DIST    ?= --dist loadfile
 
 PY    := $(VENV)/bin/python
 PIP   := $(PY) -m pip
@@ -51,10 +46,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	@touch $@
 
 test: venv
-	$(PY) -m pytest -q -n $(TEST_WORKERS) $(TEST_DIST)
+	$(PY) -m pytest -q
 
 test-all: venv
-	$(PY) -m pytest -q -n $(TEST_WORKERS) $(TEST_DIST) -m "slow or not slow"
+	$(PY) -m pytest -q -m "slow or not slow"
 
 demo: venv
 	$(PY) -m scdit.demo
