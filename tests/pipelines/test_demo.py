@@ -65,10 +65,24 @@ def oracle(monkeypatch):
     return model, seen, split
 
 
-def test_demo_smoke(oracle, tmp_path, capsys):
+def test_demo_smoke(oracle, tmp_path, capsys, monkeypatch):
     model, seen, split = oracle
+    # the joint UMAP is drawn by the real pipeline in the slow end-to-end test and the
+    # tutorials; here a stand-in saves its figure (numba compiling UMAP is ~40 s per process)
+    drawn = []
+
+    def fake_embedding(real, pred, condition_key, *, seed, save):
+        import matplotlib.pyplot as plt
+
+        drawn.append((real.n_obs, pred.n_obs, condition_key, seed))
+        fig, ax = plt.subplots()
+        fig.savefig(save)
+        plt.close(fig)
+
+    monkeypatch.setattr("scdit.plotting.embedding", fake_embedding)
     out = tmp_path / "report"
     assert demo.main(["--out", str(out), "--fast", "--seed", "0"]) == 0
+    assert len(drawn) == 1 and drawn[0][2:] == ("perturbation", 0) and drawn[0][1] > 0
     for f in FILES:
         assert (out / f).is_file(), f
     # training side: controls in, held-out doubles out; fast settings passed to fit
