@@ -225,8 +225,11 @@ class FlowModule(L.LightningModule):
         for name, p in self.field.named_parameters():
             table = name.startswith(("encoder.atoms", "encoder.covariates"))
             (no_decay if p.ndim < 2 or table else decay).append(p)
+        # the fused kernel (one pass over all parameters rather than one per operation and
+        # tensor list) where no gradient scaler ("16-mixed") unscales the gradients inside it
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.lr)
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.lr,
+                                fused=not self._scaled())
         warm = max(1, self.warmup_steps)
 
         def schedule(step: int) -> float:
@@ -239,6 +242,25 @@ class FlowModule(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _scaled(self) -> bool:
+        """Whether the trainer scales the loss (fp16 mixed precision's ``GradScaler``)."""
+        trainer = self._trainer  # None outside a fit
+        return getattr(getattr(trainer, "precision_plugin", None), "scaler", None) is not None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None) -> None:
+        """Clip the gradients' norm to ``gradient_clip_val`` before the fused optimiser step.
+
+        Lightning refuses to clip for fused optimisers because under a gradient scaler they
+        unscale internally; without a scaler (fp32, bf16) the gradients are already unscaled.
+        """
+        if self._scaled():
+            super().configure_gradient_clipping(optimizer, gradient_clip_val,
+                                                gradient_clip_algorithm)
+        elif gradient_clip_val:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, float(gradient_clip_val))
 
     def final_field(self) -> VelocityField:
         """EMA weights from the best validation check (or the last EMA if never validated)."""
