@@ -149,23 +149,31 @@ def systematic_round_up(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return up
 
 
-def clipped_mean_shift(values: np.ndarray, target: np.ndarray, iters: int = 60) -> np.ndarray:
+def clipped_mean_shift(values: np.ndarray, target: np.ndarray, iters: int | None = None
+                       ) -> np.ndarray:
     """Per column, the constant ``s`` with ``mean(max(values + s, 0)) == max(target, 0)``.
 
     ``values`` ``(n, G)`` are unclipped log1p values, ``target`` ``(G,)`` the wanted mean after
-    clipping at 0 (a negative target is clipped to 0: the shift that zeroes the column). The
-    clipped mean is monotone in ``s``, so each column is solved by bisection. Used where a mean
-    is imposed on log1p output (anchoring): a plain shift followed by clipping would raise the
-    mean of lowly expressed genes.
+    clipping at 0 (a negative target is clipped to 0: the shift ``-max(values)`` that zeroes
+    the column). Used where a mean is imposed on log1p output (anchoring): a plain shift
+    followed by clipping would raise the mean of lowly expressed genes.
+
+    Solved exactly: the clipped mean is piecewise linear in ``s``, with a kink where a value
+    crosses 0. With a column sorted in decreasing order ``u_1 ≥ … ≥ u_n`` and the ``k`` largest
+    values positive, ``mean = (u_1 + … + u_k + k s) / n``; the solution is the ``s`` of the one
+    ``k`` whose interval ``-u_k ≤ s ≤ -u_{k+1}`` contains it (one sort per column rather than
+    an iterative search). ``iters`` is ignored (kept for callers of the earlier bisection).
     """
     u = np.asarray(values, dtype=np.float64)
     target = np.maximum(np.asarray(target, dtype=np.float64), 0.0)
-    if u.shape[0] == 0:
+    n = u.shape[0]
+    if n == 0:
         return np.zeros(u.shape[1])
-    lo = -u.max(0)  # every value <= 0: clipped mean 0
-    hi = target - u.min(0)  # every value >= target: clipped mean >= target
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        low = np.maximum(u + mid, 0.0).mean(0) < target
-        lo, hi = np.where(low, mid, lo), np.where(low, hi, mid)
-    return np.where(target > 0, (lo + hi) / 2, lo)
+    desc = -np.sort(-u, axis=0)  # (n, G) each column in decreasing order
+    k = np.arange(1, n + 1, dtype=np.float64)[:, None]  # (n, 1) values above 0
+    s = (n * target[None, :] - np.cumsum(desc, axis=0)) / k  # (n, G) solution if k are positive
+    below = np.vstack([desc[1:], np.full((1, u.shape[1]), -np.inf)])  # u_{k+1}
+    valid = (s >= -desc) & (s <= -below)  # (n, G)
+    first = np.argmax(valid, axis=0)  # (G,) the interval holding the solution (monotone mean)
+    shift = s[first, np.arange(u.shape[1])]
+    return np.where(target > 0, shift, -desc[0])

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ._labels import split_label
 
@@ -57,7 +58,7 @@ class ConditionVocab:
     def unknown_atoms(self, labels: Iterable[str]) -> list[str]:
         """Atoms of ``labels`` neither seen in training nor known through features."""
         known = set(self.atoms) | set(self.featured)
-        return sorted({a for lab in labels for a in self.members(lab) if a not in known})
+        return sorted({a for lab in set(labels) for a in self.members(lab) if a not in known})
 
     def encode(self, labels: Sequence[str], max_members: int | None = None) -> np.ndarray:
         """Integer matrix ``(n, max_members)`` of atom rows, 0-padded (control = all zeros)."""
@@ -74,13 +75,13 @@ class ConditionVocab:
                 f"perturbations: {list(self.atoms)[:20]}{' ...' if len(self.atoms) > 20 else ''}."
             )
         index = self.atom_index
-        uniq = {lab: [index[a] for a in self.members(lab)] for lab in set(labels)}
-        width = max_members or max([1] + [len(v) for v in uniq.values()])
-        out = np.zeros((len(labels), width), dtype=np.int64)
-        for i, lab in enumerate(labels):
-            ids = uniq[lab]
-            out[i, : len(ids)] = ids
-        return out
+        codes, uniq = pd.factorize(pd.Index(list(labels), dtype=object))  # one row per label
+        rows = [[index[a] for a in self.members(lab)] for lab in uniq]
+        width = max_members or max([1] + [len(r) for r in rows])
+        table = np.zeros((len(rows), width), dtype=np.int64)
+        for i, ids in enumerate(rows):
+            table[i, : len(ids)] = ids
+        return table[codes] if len(codes) else np.zeros((0, width), dtype=np.int64)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""

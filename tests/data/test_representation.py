@@ -98,3 +98,23 @@ def test_systematic_rounding_keeps_each_value_and_fixes_column_sums():
     one = log1p_to_counts(x[:1], lib[:1], rng=np.random.default_rng(1), rounding="systematic")
     np.testing.assert_array_equal(one, log1p_to_counts(x[:1], lib[:1],
                                                        rng=np.random.default_rng(1)))
+
+
+def test_clipped_mean_shift_is_exact():
+    """The shift gives the wanted clipped mean, by hand on a small column and on random ones."""
+    from scdit.data import clipped_mean_shift
+
+    # column (2, 0, -2): a mean of 1 needs (2 + s) + max(s, 0) = 3, so s = 0.5 (two positive)
+    col = np.array([[2.0], [0.0], [-2.0]])
+    assert clipped_mean_shift(col, np.array([1.0])) == pytest.approx([0.5], abs=1e-12)
+    # a mean of 0.5 keeps one value positive: (2 + s) / 3 = 0.5, s = -0.5
+    assert clipped_mean_shift(col, np.array([0.5])) == pytest.approx([-0.5], abs=1e-12)
+    # a target of 0 (or below) zeroes the column: the shift is -max
+    assert clipped_mean_shift(col, np.array([-1.0])) == pytest.approx([-2.0])
+    rng = np.random.default_rng(0)
+    u = rng.normal(0.2, 1.5, (40, 25))
+    u[:, 3] = 0.7  # ties
+    target = rng.uniform(0.05, 2.0, 25)
+    s = clipped_mean_shift(u, target)
+    assert np.allclose(np.maximum(u + s, 0.0).mean(0), target, atol=1e-10)
+    assert clipped_mean_shift(u[:0], target).shape == (25,)

@@ -79,3 +79,14 @@ def test_parse_doses_aligns_with_sorted_members():
         parse_doses(["A"], ["high"], v, 1)
     with pytest.raises(ValueError, match="does not fit"):
         parse_doses(["B+A"], ["1+2+3"], v, 2)
+
+
+def test_encode_rows_follow_the_labels():
+    """Each row holds its own label's atoms (rows of repeated labels are built once)."""
+    vocab = ConditionVocab.build(["ctrl", "A", "B", "A+B"], "ctrl")
+    idx = vocab.atom_index
+    codes = vocab.encode(["B", "ctrl", "B+A", "A", "B"])
+    assert codes.tolist() == [[idx["B"], 0], [0, 0], [idx["A"], idx["B"]], [idx["A"], 0],
+                              [idx["B"], 0]]
+    assert vocab.encode(["A"], max_members=3).tolist() == [[idx["A"], 0, 0]]
+    assert vocab.encode([]).shape == (0, 1)
