@@ -160,20 +160,26 @@ def clipped_mean_shift(values: np.ndarray, target: np.ndarray, iters: int | None
 
     Solved exactly: the clipped mean is piecewise linear in ``s``, with a kink where a value
     crosses 0. With a column sorted in decreasing order ``u_1 ≥ … ≥ u_n`` and the ``k`` largest
-    values positive, ``mean = (u_1 + … + u_k + k s) / n``; the solution is the ``s`` of the one
-    ``k`` whose interval ``-u_k ≤ s ≤ -u_{k+1}`` contains it (one sort per column rather than
-    an iterative search). ``iters`` is ignored (kept for callers of the earlier bisection).
+    values positive, ``mean = (u_1 + … + u_k + k s) / n``. The clipped mean at the kink
+    ``s = -u_{k+1}`` is ``(C_k - k u_{k+1}) / n`` (``C_k = u_1 + … + u_k``), non-decreasing in
+    ``k``, so the number of kinks below the target gives ``k``; ``s`` is then clipped into
+    that piece, ``[-u_k, -u_{k+1}]`` (one sort per column rather than an iterative search).
+    Columns holding NaN give NaN. ``iters`` is ignored (kept for callers of the earlier
+    bisection).
     """
     u = np.asarray(values, dtype=np.float64)
     target = np.maximum(np.asarray(target, dtype=np.float64), 0.0)
-    n = u.shape[0]
+    n, g = u.shape
     if n == 0:
-        return np.zeros(u.shape[1])
-    desc = -np.sort(-u, axis=0)  # (n, G) each column in decreasing order
-    k = np.arange(1, n + 1, dtype=np.float64)[:, None]  # (n, 1) values above 0
-    s = (n * target[None, :] - np.cumsum(desc, axis=0)) / k  # (n, G) solution if k are positive
-    below = np.vstack([desc[1:], np.full((1, u.shape[1]), -np.inf)])  # u_{k+1}
-    valid = (s >= -desc) & (s <= -below)  # (n, G)
-    first = np.argmax(valid, axis=0)  # (G,) the interval holding the solution (monotone mean)
-    shift = s[first, np.arange(u.shape[1])]
-    return np.where(target > 0, shift, -desc[0])
+        return np.zeros(g)
+    desc = np.sort(u, axis=0)[::-1]  # (n, G) each column in decreasing order (NaN first)
+    csum = np.cumsum(desc, axis=0)  # (n, G) C_k
+    goal = n * target  # (G,)
+    kinks = csum[:-1] - np.arange(1, n, dtype=np.float64)[:, None] * desc[1:]  # (n-1, G)
+    below = np.minimum((kinks < goal).sum(0), n - 1)  # (G,) index k - 1 of the piece
+    cols = np.arange(g)
+    shift = (goal - csum[below, cols]) / (below + 1.0)
+    upper = np.where(below + 1 < n, -desc[np.minimum(below + 1, n - 1), cols], np.inf)
+    shift = np.clip(shift, -desc[below, cols], upper)
+    out = np.where(target > 0, shift, -desc[0])
+    return np.where(np.isnan(u).any(0), np.nan, out)

@@ -75,7 +75,7 @@ class ConditionVocab:
                 f"perturbations: {list(self.atoms)[:20]}{' ...' if len(self.atoms) > 20 else ''}."
             )
         index = self.atom_index
-        codes, uniq = pd.factorize(pd.Index(list(labels), dtype=object))  # one row per label
+        codes, uniq = pd.factorize(pd.Index(list(labels), dtype=object), use_na_sentinel=False)
         rows = [[index[a] for a in self.members(lab)] for lab in uniq]
         width = max_members or max([1] + [len(r) for r in rows])
         table = np.zeros((len(rows), width), dtype=np.int64)

@@ -260,7 +260,10 @@ class FlowModule(L.LightningModule):
                                                 gradient_clip_algorithm)
         elif gradient_clip_val:
             params = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, float(gradient_clip_val))
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, float(gradient_clip_val))
+            else:  # Lightning's default, "norm"
+                torch.nn.utils.clip_grad_norm_(params, float(gradient_clip_val))
 
     def final_field(self) -> VelocityField:
         """EMA weights from the best validation check (or the last EMA if never validated)."""

@@ -118,3 +118,14 @@ def test_clipped_mean_shift_is_exact():
     s = clipped_mean_shift(u, target)
     assert np.allclose(np.maximum(u + s, 0.0).mean(0), target, atol=1e-10)
     assert clipped_mean_shift(u[:0], target).shape == (25,)
+    # targets exactly at a kink (the clipped mean at s = -u_j), where rounding once left no
+    # piece of the piecewise-linear mean to solve in
+    for trial in range(300):
+        col = np.round(rng.normal(0, 2, (int(rng.integers(2, 30)), 1)), int(rng.integers(0, 3)))
+        kink = np.maximum(col - col[rng.integers(0, len(col))], 0).mean(0)
+        if kink[0] > 0:
+            s = clipped_mean_shift(col, kink)
+            assert np.maximum(col + s, 0).mean(0) == pytest.approx(kink, abs=1e-10), trial
+    # a column with NaN has no shift
+    assert np.isnan(clipped_mean_shift(np.array([[1.0, np.nan], [2.0, 1.0]]),
+                                       np.array([1.0, 1.0]))).tolist() == [False, True]
