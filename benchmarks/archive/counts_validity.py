@@ -8,8 +8,8 @@ number of steps (``1``: the generator is the identity, so only the effect estima
 renormalised cells, count-unbiased rounding, and "valid and mean-matched" cells (each cell's
 ``expm1`` sum brought to 10^4 and each gene's mean restored, alternately, 100 rounds).
 Run from the repository root: ``python benchmarks/archive/counts_validity.py default``.
-Exploratory code, kept as it ran (not a maintained suite); the Sinkhorn-style variant at its
-end is not reached (it ran in an earlier version of the script, with the results logged).
+``--sinkhorn`` adds the Sinkhorn-style variant (per-gene factors that keep zeros at zero).
+Exploratory code (not a maintained suite).
 """
 import sys, argparse
 import numpy as np, pandas as pd, anndata as ad, torch, scipy.sparse as sp
@@ -83,76 +83,79 @@ variants["a_current_from_log1p"] = decode(Xl, reflib)
 variants["b_renorm"] = decode(np.log1p(np.expm1(Xl) * 1e4 / S), reflib)
 variants["c_renorm_libscaled"] = decode(np.log1p(np.expm1(Xl) * 1e4 / S), reflib * S.ravel() / 1e4)
 variants["d_counts_unbiased"] = decode(Xl, reflib, unbiased="counts")
-fr = []
-for m, X in variants.items():
-    q = P.copy(); q.X = sp.csr_matrix(X.astype(np.float32))
-    df = scdit.evaluate(q, task.real, key, baselines=(), method_name=m, **common)
-    fr.append(df[df["method"] == m])
-t = scdit.evaluate.summarize(pd.concat(fr, ignore_index=True))
-print(t[["pearson_delta", "pearson_delta_de", "energy_distance"]].round(4).to_string())
-from scdit.data import clipped_mean_shift
-grp = pd.Series(labels).astype(str) + "|" + L.obs[cov].astype(str).to_numpy()
-def valid_and_matched(X, iters):
+
+
+def score(cells: dict) -> None:
+    """Evaluate each named log1p/counts matrix (the predicted cells' obs) and print a table."""
+    frames = []
+    for name, X in cells.items():
+        q = P.copy()
+        q.X = sp.csr_matrix(X.astype(np.float32))
+        df = scdit.evaluate(q, task.real, key, baselines=(), method_name=name, **common)
+        frames.append(df[df["method"] == name])
+    t = scdit.evaluate.summarize(pd.concat(frames, ignore_index=True))
+    print(t[["pearson_delta", "pearson_delta_de", "energy_distance"]].round(4).to_string())
+
+
+def sums(X) -> str:
+    return "median %.0f, IQR %.0f-%.0f" % tuple(np.percentile(np.expm1(X).sum(1), [50, 25, 75]))
+
+
+score(variants)
+
+from scdit.data import clipped_mean_shift  # noqa: E402
+
+grp = (pd.Series(labels).astype(str) + "|" + L.obs[cov].astype(str).to_numpy()).to_numpy()
+
+
+def valid_and_matched(X, rounds):
+    """Alternately renormalise each cell (expm1 sum 1e4) and restore each gene's mean."""
     X = X.copy()
     for g in np.unique(grp):
-        r = (grp == g).to_numpy()
+        r = grp == g
         target = X[r].mean(0)
         x = X[r].astype(np.float64)
-        for _ in range(iters):
-            S = np.expm1(x).sum(1, keepdims=True)
-            x = np.log1p(np.expm1(x) * 1e4 / S)  # valid cells: expm1 sums of 1e4
-            u = x  # shift genes so that the clipped mean is the target again
-            x = np.maximum(u + clipped_mean_shift(u, target), 0)
+        for _ in range(rounds):
+            x = np.log1p(np.expm1(x) * 1e4 / np.expm1(x).sum(1, keepdims=True))
+            x = np.maximum(x + clipped_mean_shift(x, target), 0)
         X[r] = x
     return X
-fr = []
-Sr = np.expm1(Xl).sum(1, keepdims=True)
-for m, X in [("renorm_log1p_only", np.log1p(np.expm1(Xl) * 1e4 / Sr))]:
-    q = P.copy(); q.X = sp.csr_matrix(X.astype(np.float32))
-    df = scdit.evaluate(q, task.real, key, baselines=(), method_name=m, **common); fr.append(df[df["method"] == m])
-for it in (100,):
-    Xv = valid_and_matched(Xl, it)
-    S = np.expm1(Xv).sum(1)
-    print(it, "expm1 sum after: median %.0f IQR %.0f-%.0f" % tuple(np.percentile(S, [50, 25, 75])))
-    for m, X in [(f"valid{it}_log1p", Xv), (f"valid{it}_counts", decode(Xv, reflib))]:
-        q = P.copy(); q.X = sp.csr_matrix(X.astype(np.float32))
-        df = scdit.evaluate(q, task.real, key, baselines=(), method_name=m, **common)
-        fr.append(df[df["method"] == m])
-t = scdit.evaluate.summarize(pd.concat(fr, ignore_index=True))
-print(t[["pearson_delta", "pearson_delta_de", "energy_distance"]].round(4).to_string())
-import sys; sys.exit(0)
+
+
 def factor_match(E, t, iters=40):
-    # per column, log-factor a with mean(log1p(e^a E)) = t (bisection; columns with no mass: a=0)
-    lo = np.full(E.shape[1], -20.0); hi = np.full(E.shape[1], 20.0)
+    """Per column, the factor f with mean(log1p(f E)) = t (bisection on log f)."""
+    lo, hi = np.full(E.shape[1], -20.0), np.full(E.shape[1], 20.0)
     for _ in range(iters):
         mid = (lo + hi) / 2
-        m = np.log1p(np.exp(mid) * E).mean(0)
-        low = m < t
+        low = np.log1p(np.exp(mid) * E).mean(0) < t
         lo, hi = np.where(low, mid, lo), np.where(low, hi, mid)
     return np.exp((lo + hi) / 2)
+
+
 def sinkhorn(X, rounds):
+    """Renormalise cells and scale genes by factors (zeros stay zero), then one exact shift."""
     X = X.copy()
     for g in np.unique(grp):
-        r = (grp == g).to_numpy()
+        r = grp == g
         t = X[r].mean(0)
         E = np.expm1(X[r].astype(np.float64))
         for _ in range(rounds):
             E *= 1e4 / E.sum(1, keepdims=True)
             has = (E > 0).any(0)
-            f = factor_match(E, t)
-            E[:, has] *= f[has]
+            E[:, has] *= factor_match(E, t)[has]
         x = np.log1p(E)
-        x = np.maximum(x + clipped_mean_shift(x, t), 0)  # exact mean (zeros-only genes)
-        X[r] = x
+        X[r] = np.maximum(x + clipped_mean_shift(x, t), 0)  # exact mean (zeros-only genes)
     return X
-fr = []
-for it in (3, 10):
-    Xv = sinkhorn(Xl, it)
-    S = np.expm1(Xv).sum(1)
-    print(it, "sinkhorn expm1 sum: median %.0f IQR %.0f-%.0f" % tuple(np.percentile(S, [50, 25, 75])))
-    for m, X in [(f"sk{it}_log1p", Xv), (f"sk{it}_counts", decode(Xv, reflib))]:
-        q = P.copy(); q.X = sp.csr_matrix(X.astype(np.float32))
-        df = scdit.evaluate(q, task.real, key, baselines=(), method_name=m, **common)
-        fr.append(df[df["method"] == m])
-t = scdit.evaluate.summarize(pd.concat(fr, ignore_index=True))
-print(t[["pearson_delta", "pearson_delta_de", "energy_distance"]].round(4).to_string())
+
+
+cells = {"renorm_log1p_only": np.log1p(np.expm1(Xl) * 1e4 / np.expm1(Xl).sum(1, keepdims=True))}
+for rounds in (100,):
+    Xv = valid_and_matched(Xl, rounds)
+    print(rounds, "rounds, expm1 sums:", sums(Xv))
+    cells[f"valid{rounds}_log1p"], cells[f"valid{rounds}_counts"] = Xv, decode(Xv, reflib)
+if "--sinkhorn" in sys.argv:
+    for rounds in (3, 10):
+        Xv = sinkhorn(Xl, rounds)
+        print(rounds, "Sinkhorn rounds, expm1 sums:", sums(Xv))
+        cells[f"sk{rounds}_log1p"], cells[f"sk{rounds}_counts"] = Xv, decode(Xv, reflib)
+score(cells)

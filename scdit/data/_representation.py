@@ -149,8 +149,7 @@ def systematic_round_up(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return up
 
 
-def clipped_mean_shift(values: np.ndarray, target: np.ndarray, iters: int | None = None
-                       ) -> np.ndarray:
+def clipped_mean_shift(values: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Per column, the constant ``s`` with ``mean(max(values + s, 0)) == max(target, 0)``.
 
     ``values`` ``(n, G)`` are unclipped log1p values, ``target`` ``(G,)`` the wanted mean after
@@ -164,8 +163,7 @@ def clipped_mean_shift(values: np.ndarray, target: np.ndarray, iters: int | None
     ``s = -u_{k+1}`` is ``(C_k - k u_{k+1}) / n`` (``C_k = u_1 + … + u_k``), non-decreasing in
     ``k``, so the number of kinks below the target gives ``k``; ``s`` is then clipped into
     that piece, ``[-u_k, -u_{k+1}]`` (one sort per column rather than an iterative search).
-    Columns holding NaN give NaN. ``iters`` is ignored (kept for callers of the earlier
-    bisection).
+    Columns holding NaN give NaN.
     """
     u = np.asarray(values, dtype=np.float64)
     target = np.maximum(np.asarray(target, dtype=np.float64), 0.0)

@@ -211,7 +211,7 @@ class GeneTokenizer(BaseTokenizer):
             return self.rank.values(z)
         return z.clamp_min(0.0)
 
-    def match_decoded_mean(self, tokens: torch.Tensor, iters: int = 60) -> torch.Tensor:
+    def match_decoded_mean(self, tokens: torch.Tensor) -> torch.Tensor:
         """Shift each gene's tokens by one constant so that the mean of :meth:`decode` (clipped
         at 0) equals the mean of the unclipped decode (or 0 where that is negative).
 
@@ -225,8 +225,8 @@ class GeneTokenizer(BaseTokenizer):
         flat = tokens.reshape(tokens.shape[0], -1)
         std, mean = self.std.to(flat).double(), self.mean.to(flat).double()
         u = flat[:, : self.n_genes].double() * std + mean  # (B, G) unclipped log1p
-        shift = torch.as_tensor(clipped_mean_shift(u.cpu().numpy(), u.mean(0).cpu().numpy(),
-                                                   iters)).to(u)
+        shift = torch.as_tensor(clipped_mean_shift(u.cpu().numpy(),
+                                                   u.mean(0).cpu().numpy())).to(u)
         out = flat.clone()
         out[:, : self.n_genes] = (flat[:, : self.n_genes].double() + shift / std).to(flat.dtype)
         return out.reshape(tokens.shape)
