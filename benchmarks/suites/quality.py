@@ -230,8 +230,10 @@ def _papalexi_unseen(holdout: str, quick: bool, opts) -> Task:
     split = split_unseen_perturbations(a, "perturbation", held_out=list(PAPALEXI_FOLDS[holdout]),
                                        control="control", seed=0)
     train, test = split.subset(a)
-    return _task(train, test, _controls(train, "perturbation", "control"), "perturbation",
-                 50 if quick else 300)
+    # equal cell numbers, as in the seen settings: every target gets as many predicted cells
+    # as the baselines have control cells (up to SEEN_SOURCE_CELLS), and at least 300
+    return _task(train, test, _seen_source(train, "perturbation", "control", quick),
+                 "perturbation", 50 if quick else 300, with_source=True)
 
 
 def _synthetic_seen(holdout: str, quick: bool, opts) -> Task:

@@ -294,7 +294,10 @@ class ScDiT:
             ``None`` (default): the training representation. ``"log1p"``: log1p(normalize_total
             1e4) expression as the model generates it, also for a model trained on counts (the
             default converts each generated cell to counts with its reference cell's library
-            size, which re-adds sampling noise at the *reference* cell's depth).
+            size, which re-adds sampling noise at the *reference* cell's depth; where a seen
+            perturbation's training mean sets the mean, that size times the perturbation's
+            depth factor in the context: the median library size of its training cells over
+            control's, ``uns["scdit"]["depth_factor"]``).
         device
             Where to integrate (default: CUDA if available, else CPU).
         verbose
@@ -312,7 +315,8 @@ class ScDiT:
         ``"label | context"``: ``"generator"``, ``"seen"``, ``"additive"``,
         ``"additive_shrunk"`` or ``"context:<method>"``) and, for held-out contexts,
         ``"context_estimator"`` (the estimator chosen, its parameter, its
-        leave-one-context-out Pearson and the mean shift's).
+        leave-one-context-out Pearson and the mean shift's) and, for counts output,
+        ``"depth_factor"`` (per ``"label"`` or ``"label | context"`` whose factor is not 1).
         """
         out_rep = self.representation if representation is None else representation
         if out_rep not in ("log1p", "counts"):
@@ -342,7 +346,7 @@ class ScDiT:
         per_label = n_cells_arg(n_cells) if n_cells is not None else \
             src.n_obs if src is not None else 100
         out = OutputBuilder(self.var_names, per_label * len(labels))
-        set_by, chosen, inverted = {}, {}, []
+        set_by, chosen, inverted, depth = {}, {}, [], {}
         rows = chunk_rows(sampling.batch_size, len(self.var_names))
         given_all = take(src, np.arange(src.n_obs), covariates) \
             if transport and src is not None and effects.mode != "none" else None
@@ -382,6 +386,8 @@ class ScDiT:
                                                     out_rep, seeds, writer))
                 if job.invert:
                     inverted.append(label)
+                if out_rep == "counts" and est:
+                    depth.update(self.targets.depth_report(label, est))
                 by, ce = self.targets.report(label, est)
                 set_by.update(by or {label: "generator"})
                 chosen.update(ce)
@@ -410,6 +416,8 @@ class ScDiT:
                             "mean_set_by": set_by}
         if chosen:
             out.uns["scdit"]["context_estimator"] = chosen
+        if depth:
+            out.uns["scdit"]["depth_factor"] = depth
         return out
 
     # ------------------------------------------------------------------ persistence
@@ -431,6 +439,11 @@ def _finisher(targets: EffectTargets, label: str, ref, est: dict,
     def finish(tokens: torch.Tensor) -> torch.Tensor:
         tokens = targets.shift(est, tokens, cov_df)
         writer.anchor = targets.unmodelled_anchor(label, ref, est, out_rep, seeds.rng(ANCHOR))
+        if out_rep == "counts":  # a seen perturbation's counts at its own depth
+            writer.depth = targets.depth_factors(label, ref, est)
+            if writer.depth is not None and writer.anchor is not None \
+                    and writer.anchor.lib is not None:
+                writer.anchor.lib = writer.anchor.lib * writer.depth
         return tokens
 
     return finish

@@ -105,7 +105,7 @@ COUNT_ROUNDING = "systematic"
 
 
 def decode_chunk(cells: CellStore, tokenizer, tokens: torch.Tensor, X, obs: pd.DataFrame, rng,
-                 representation: str) -> np.ndarray:
+                 representation: str, depth: np.ndarray | None = None) -> np.ndarray:
     """Decode generated ``tokens`` ``(b, T, P)`` into copies of ``b`` reference cells (their
     expression ``X`` and ``obs`` rows), dense float32 ``(b, n_vars)``.
 
@@ -114,7 +114,8 @@ def decode_chunk(cells: CellStore, tokenizer, tokens: torch.Tensor, X, obs: pd.D
     decoded log1p with the reference cell's library size, rounded by
     :data:`COUNT_ROUNDING` over the chunk's cells (one label's). ``representation="log1p"`` for a
     counts model returns the decoded log1p instead (unmodelled genes: the reference cells'
-    own, normalised).
+    own, normalised). ``depth`` ``(b,)``: factors of the reference cells' library sizes (see
+    :meth:`EffectTargets.depth_factor`).
     """
     X = X.toarray() if sp.issparse(X) else np.array(X, dtype=np.float32)
     X = X.astype(np.float32, copy=False)
@@ -126,9 +127,13 @@ def decode_chunk(cells: CellStore, tokenizer, tokens: torch.Tensor, X, obs: pd.D
         X[:, idx] = tokenizer.decode(z, obs=obs).numpy()
     elif trained == "counts" and tokenizer.can_decode_counts:
         lib = X[:, idx].sum(1)  # (b,) reference library of the modelled genes
+        if depth is not None:
+            lib = lib * depth
         X[:, idx] = tokenizer.decode_counts(z, lib, obs=obs, generator=rng).numpy()
     elif trained == "counts":
         lib = obs[LIBRARY_KEY].to_numpy()
+        if depth is not None:
+            lib = lib * depth
         X[:, idx] = log1p_to_counts(tokenizer.decode(z, obs=obs).numpy(), lib, rng=rng,
                                     rounding=COUNT_ROUNDING)
     else:
@@ -181,6 +186,8 @@ class CellWriter:
         self.out, self.cells, self.tokenizer, self.label = out, cells, tokenizer, label
         self.ref, self.representation, self.rows = ref, representation, int(rows)
         self.anchor = None
+        #: Per cell, the factor of its reference cell's library size (``None``: all 1).
+        self.depth: np.ndarray | None = None
         self._counts_rng = seeds.rng(COUNTS)
         self._ratio, genes = prior if prior is not None else (1.0, [])
         self._prior_rngs = [(j, seeds.rng(PRIOR, j)) for j in genes]
@@ -196,7 +203,8 @@ class CellWriter:
             a, e = start + s, min(start + len(tokens), start + s + self.rows)
             part = ref[a:e]
             X = decode_chunk(self.cells, self.tokenizer, tokens[s:s + self.rows], part.X,
-                             part.obs, self._counts_rng, self.representation)
+                             part.obs, self._counts_rng, self.representation,
+                             None if self.depth is None else self.depth[a:e])
             if self.anchor is not None:
                 self.anchor.apply(X, a, e)
             for j, rng in self._prior_rngs:

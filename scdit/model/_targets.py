@@ -34,6 +34,9 @@ from ._cells import LIBRARY_KEY, CellRows, CellStore
 BASIS_CELLS = 3000
 #: Most values (cells × genes, float64) the unmodelled genes' shifts are solved on at a time.
 ANCHOR_VALUES = 2**21
+#: Fewest reference cells of a perturbation and of control in a context for
+#: :meth:`EffectTargets.depth_factor` to differ from 1.
+DEPTH_MIN_CELLS = 10
 
 
 class EffectTargets:
@@ -59,6 +62,7 @@ class EffectTargets:
         self._plan: EffectPlan | None = None
         self._genes: EffectTable | None = None
         self._bases: dict[int, np.ndarray | None] = {}
+        self._depth: dict[tuple, float] = {}
         #: Rank of the expression basis a held-out context's estimate is projected onto.
         self.rank = EFFECT_RANK
 
@@ -168,6 +172,52 @@ class EffectTargets:
         g = self.genes
         C = np.stack([g.mean(g.control, k) for k in pool])
         return C, np.stack([g.mean(label, k) for k in pool]) - C
+
+    def depth_factor(self, label: str, ctx: tuple) -> float:
+        """How much deeper the reference cells of ``label`` are sequenced than the control
+        cells of ``ctx``: the ratio of their median library sizes (counts models with at
+        least :data:`DEPTH_MIN_CELLS` reference cells of each, else 1).
+
+        A perturbation can change how many UMIs its cells yield (in the glioblastoma slices
+        panobinostat multiplies one patient's median depth by more than four): counts
+        generated at the control cell's library size would then sit at the wrong depth, and
+        their normalised values at the wrong discreteness."""
+        key = (label, ctx)
+        if key not in self._depth:
+            c, factor = self.cells, 1.0
+            obs = c.reference.obs
+            if LIBRARY_KEY in obs and label != c.canonical(c.vocab.control):
+                lib = obs[LIBRARY_KEY].to_numpy()
+                in_ctx = np.array([k == ctx for k in c.reference_contexts()], dtype=bool)
+                labels = c.canonical_labels()
+                own = lib[in_ctx & (labels == label)]
+                ctrl = lib[in_ctx & (labels == c.canonical(c.vocab.control))]
+                if min(len(own), len(ctrl)) >= DEPTH_MIN_CELLS and np.median(ctrl) > 0:
+                    factor = float(np.median(own) / np.median(ctrl))
+            self._depth[key] = factor
+        return self._depth[key]
+
+    def depth_factors(self, label: str, ref: CellRows, estimates: dict) -> np.ndarray | None:
+        """Per generated cell (one per row of ``ref``), the factor its library size is
+        multiplied by: :meth:`depth_factor` where a seen perturbation's training mean sets the
+        mean of its context, 1 elsewhere; ``None`` where every factor is 1."""
+        c = self.cells
+        ctx_of = c.context_keys(c.frame(ref), ref.n_obs)
+        canon = c.canonical(label)
+        per_ctx = {ctx: self.depth_factor(canon, ctx) for ctx, est in estimates.items()
+                   if est.kind == "seen"}
+        out = np.array([per_ctx.get(k, 1.0) for k in ctx_of], dtype=np.float64)
+        return None if np.all(out == 1.0) else out
+
+    def depth_report(self, label: str, estimates: dict) -> dict[str, float]:
+        """Per ``"label"`` or ``"label | context"``, the depth factor that is not 1."""
+        canon = self.cells.canonical(label)
+        out = {}
+        for ctx, est in estimates.items():
+            f = self.depth_factor(canon, ctx) if est.kind == "seen" else 1.0
+            if f != 1.0:
+                out[f"{label} | {', '.join(ctx)}" if ctx else label] = round(f, 6)
+        return out
 
     # ------------------------------------------------------------------ applying them
     def shift(self, estimates: dict, x0: torch.Tensor, cov_df: pd.DataFrame | None,

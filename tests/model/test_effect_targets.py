@@ -104,9 +104,12 @@ def test_anchor_covers_the_genes_outside_the_model(counts_model):
                                effects="always")
     X = out.X.toarray()
     np.testing.assert_array_equal(X, np.round(X))
-    # normalised by the libraries the counts were drawn for (the reference cells')
+    # normalised by the libraries the counts were drawn for: the reference cells' times G1's
+    # depth factor in the context
+    factor = out.uns["scdit"].get("depth_factor", {}).get("G1 | T", 1.0)
+    assert factor == pytest.approx(counts_model.targets.depth_factor("G1", ("T",)))
     out.obs[LIBRARY_KEY] = ref.obs.loc[out.obs["reference_cell"],
-                                                 LIBRARY_KEY].to_numpy()
+                                       LIBRARY_KEY].to_numpy() * factor
     got = _unmodelled_log1p(counts_model, out)[0].mean(0)
     assert np.abs(got - group("G1")).max() < 0.25
     assert np.abs(got - group("G1")).mean() < 0.08
