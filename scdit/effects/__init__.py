@@ -30,7 +30,14 @@ from ._estimators import (
     seen_mean,
 )
 from ._plan import EffectConfig, EffectPlan
-from ._shrinkage import MAX_DIM, MIN_EFFECTS, effect_prior, group_moments, posterior_effect
+from ._shrinkage import (
+    MAX_DIM,
+    MIN_EFFECTS,
+    SEEN_LIMIT,
+    effect_prior,
+    group_moments,
+    posterior_effect,
+)
 from ._table import EffectTable
 
 __all__ = [
@@ -39,6 +46,7 @@ __all__ = [
     "MAX_DIM",
     "MIN_CONTEXTS",
     "MIN_EFFECTS",
+    "SEEN_LIMIT",
     "EffectConfig",
     "EffectPlan",
     "EffectTable",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._context import context_effect, pc_basis
+from ._shrinkage import SEEN_LIMIT
 from ._table import Context, EffectTable
 
 #: Training contexts needed for the default held-out-context estimate (LOCO needs 3).
@@ -64,7 +65,9 @@ def seen_mean(table: EffectTable, label: str, ctx: Context, *, shrink: bool = Fa
     label, ctx
         Canonical label and context.
     shrink
-        Use the empirical-Bayes shrunk mean (:meth:`EffectTable.shrunk_mean`).
+        Use the empirical-Bayes shrunk mean (:meth:`EffectTable.shrunk_mean`), with limited
+        translation (:data:`~scdit.effects.SEEN_LIMIT` standard errors at most from the raw
+        mean).
 
     Returns
     -------
@@ -72,7 +75,7 @@ def seen_mean(table: EffectTable, label: str, ctx: Context, *, shrink: bool = Fa
     """
     if not table.has(label, ctx):
         return None
-    vec = table.shrunk_mean(label, ctx) if shrink else table.mean(label, ctx)
+    vec = table.shrunk_mean(label, ctx, limit=SEEN_LIMIT) if shrink else table.mean(label, ctx)
     return Estimate("seen", [(vec, 1.0)], [(label, 1.0)])
 
 

@@ -44,7 +44,9 @@ class EffectConfig:
         ``"always"``: an estimator for every label (error where none applies); ``"none"``: the
         generator alone.
     shrink
-        Use empirical-Bayes shrunk training effects in the seen-mean and additive estimates.
+        Use empirical-Bayes shrunk training effects in the seen-mean and additive estimates
+        (a seen perturbation's with limited translation: at most
+        :data:`~scdit.effects.SEEN_LIMIT` standard errors from its raw training effect).
         ``None``: where the context has at least :data:`~scdit.effects.MIN_EFFECTS` effects
         with standard errors and the coordinates are few enough for the dense prior;
         ``True``: wherever a prior can be estimated (error otherwise); ``False``: raw means.

@@ -158,20 +158,24 @@ class EffectTable:
                 self._priors[ctx] = (effect_prior(effects, noise), len(pairs))
         return self._priors[ctx]
 
-    def shrunk_mean(self, label: str, ctx: Context) -> np.ndarray | None:
+    def shrunk_mean(self, label: str, ctx: Context, limit: float | None = None
+                    ) -> np.ndarray | None:
         """Control mean plus the posterior mean of ``label``'s effect in ``ctx`` under the
-        context's prior; the raw mean where no prior or no standard error is available."""
+        context's prior; the raw mean where no prior or no standard error is available.
+        ``limit``: limited translation in standard errors (see
+        :func:`~scdit.effects.posterior_effect`)."""
         stats = self.stats(ctx)
         if label not in stats:
             return None
         prior = self.prior(ctx)
         if label == self.control or stats[label][1] is None or prior is None:
             return stats[label][0]
-        key = (label, ctx)
+        key = (label, ctx, limit)
         if key not in self._posteriors:
             (m, se2), (c, c_se2) = stats[label], stats[self.control]
             s = self.scale()
-            post = posterior_effect((m - c) * s, (se2 + c_se2) * s**2, prior[0])
+            post = posterior_effect((m - c) * s, (se2 + c_se2) * s**2, prior[0],
+                                    limit=limit)
             self._posteriors[key] = c + post / s
         return self._posteriors[key]
 

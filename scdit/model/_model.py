@@ -262,7 +262,8 @@ class ScDiT:
             What sets the mean of the generated cells (:class:`scdit.EffectConfig`; see
             :mod:`scdit.effects` and the user guide). ``"auto"`` (default): an effect estimate
             for labels seen in training with training cells in every requested context (their
-            training mean, empirical-Bayes shrunk where the context has enough perturbations;
+            training mean, empirical-Bayes shrunk where the context has enough perturbations,
+            by at most ``scdit.effects.SEEN_LIMIT`` standard errors;
             control included), for combinations unseen in training whose members and control
             have training cells in the context (the additive estimate of the members' training
             effects, shrunk likewise) and for perturbations never seen in the context but seen

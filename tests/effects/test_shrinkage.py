@@ -25,6 +25,36 @@ def test_one_dimensional_prior_and_posterior_by_hand():
     np.testing.assert_allclose(posterior_effect(np.array([3.0]), np.array([1.0]), sigma0), [0.0])
 
 
+def test_limited_translation_by_hand():
+    # Σ = 1, noise 4 (se 2), d = 10: posterior 10/5 = 2, i.e. 8 below d; a limit of 0.5 se
+    # allows 1: 9; a limit of 5 se allows 10: the plain posterior
+    sigma, d, noise = np.array([[1.0]]), np.array([10.0]), np.array([4.0])
+    np.testing.assert_allclose(posterior_effect(d, noise, sigma), [2.0])
+    np.testing.assert_allclose(posterior_effect(d, noise, sigma, limit=0.5), [9.0])
+    np.testing.assert_allclose(posterior_effect(-d, noise, sigma, limit=0.5), [-9.0])
+    np.testing.assert_allclose(posterior_effect(d, noise, sigma, limit=5.0), [2.0])
+    np.testing.assert_allclose(posterior_effect(d, noise, sigma, limit=0.0), d)
+
+
+def test_seen_mean_is_limited_and_additive_is_not():
+    from scdit.effects import SEEN_LIMIT, additive, seen_mean
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(["ctrl", *[f"P{i}" for i in range(12)]], 6)
+    X = rng.normal(size=(len(labels), 5))
+    X[labels == "P3", 0] += 4.0  # one large, idiosyncratic effect
+    t = EffectTable(X, labels, [()] * len(labels), "ctrl")
+    got = seen_mean(t, "P3", (), shrink=True).mean()
+    np.testing.assert_allclose(got, t.shrunk_mean("P3", (), limit=SEEN_LIMIT))
+    assert not np.allclose(got, t.shrunk_mean("P3", ()))
+    raw = t.mean("P3", ())
+    se = np.sqrt(t.stats(())["P3"][1] + t.stats(())["ctrl"][1])
+    assert np.all(np.abs(got - raw) <= SEEN_LIMIT * np.maximum(se, 0.1 * se.mean()) + 1e-12)
+    both = additive(t, ("P3", "P4"), (), shrink=True).mean()
+    plain = t.shrunk_mean("P3", ()) + t.shrunk_mean("P4", ()) - t.mean("ctrl", ())
+    np.testing.assert_allclose(both, plain)
+
+
 def test_prior_is_psd_and_nearly_noise_free_posterior_projects_on_the_training_span():
     rng = np.random.default_rng(0)
     effects = rng.normal(size=(4, 9))

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from scdit import EffectConfig
+from scdit.effects import SEEN_LIMIT
 
 ALWAYS_SHRUNK = EffectConfig("always", shrink=True)
 ALWAYS_RAW = EffectConfig("always", shrink=False)
@@ -23,7 +24,8 @@ def _context_tokens(model, cell_type: str) -> dict[str, np.ndarray]:
 
 def test_shrunk_anchor_is_control_plus_posterior_effect(counts_model):
     """effects="always", shrink=True: a seen perturbation's mean is the control mean plus
-    Σ (Σ + N)⁻¹ d with Σ, N and d computed here from the stored reference cells."""
+    Σ (Σ + N)⁻¹ d, moved at most SEEN_LIMIT standard errors from d, with Σ, N and d computed
+    here from the stored reference cells."""
     std = counts_model.tokenizer.std.numpy().astype(np.float64)  # work in log1p units
     tok = {k: v[:, :len(std)] * std for k, v in _context_tokens(counts_model, "T").items()}
     ctrl = tok.pop("ctrl")
@@ -35,7 +37,13 @@ def test_shrunk_anchor_is_control_plus_posterior_effect(counts_model):
     sigma = E.T @ E / len(labels) - np.diag(np.mean([n[k] for k in labels], axis=0))
     w, v = np.linalg.eigh(sigma)
     sigma = (v * np.clip(w, 0, None)) @ v.T
-    expected = (c_mean + sigma @ np.linalg.pinv(sigma + np.diag(n["G1"])) @ d["G1"]) / std
+    post = sigma @ np.linalg.pinv(sigma + np.diag(n["G1"])) @ d["G1"]
+    # a seen perturbation's shrinkage is limited to SEEN_LIMIT standard errors (noise floored
+    # at 1 % of its mean, as the posterior's)
+    se = np.sqrt(np.maximum(n["G1"], 1e-2 * n["G1"].mean()))
+    post = d["G1"] + np.clip(post - d["G1"], -SEEN_LIMIT * se, SEEN_LIMIT * se)
+    assert not np.allclose(post, d["G1"])  # the limit does not undo the shrinkage here
+    expected = (c_mean + post) / std
     cov = {"cell_type": "T"}
     out = torch.as_tensor(counts_model.sample("G1", 25, covariates=cov, output="tokens", seed=3,
                                               effects=ALWAYS_SHRUNK)).double()
