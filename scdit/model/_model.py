@@ -295,10 +295,9 @@ class ScDiT:
             ``None`` (default): the training representation. ``"log1p"``: log1p(normalize_total
             1e4) expression as the model generates it, also for a model trained on counts (the
             default converts each generated cell to counts with its reference cell's library
-            size, which re-adds sampling noise at the *reference* cell's depth; where a seen
-            perturbation's training mean sets the mean, that size times the perturbation's
-            depth factor in the context: the median library size of its training cells over
-            control's, ``uns["scdit"]["depth_factor"]``).
+            size, times, where a seen perturbation's training mean sets the mean, its depth
+            factor ``uns["scdit"]["depth_factor"]``: its training cells' median library
+            size over control's in the context).
         device
             Where to integrate (default: CUDA if available, else CPU).
         verbose
@@ -387,8 +386,8 @@ class ScDiT:
                                                     out_rep, seeds, writer))
                 if job.invert:
                     inverted.append(label)
-                if out_rep == "counts" and est:
-                    depth.update(self.targets.depth_report(label, est))
+                depth.update(self.targets.depth_report(label, est) if out_rep == "counts"
+                             and est else {})
                 by, ce = self.targets.report(label, est)
                 set_by.update(by or {label: "generator"})
                 chosen.update(ce)
@@ -417,8 +416,7 @@ class ScDiT:
                             "mean_set_by": set_by}
         if chosen:
             out.uns["scdit"]["context_estimator"] = chosen
-        if depth:
-            out.uns["scdit"]["depth_factor"] = depth
+        out.uns["scdit"].update({"depth_factor": depth} if depth else {})
         return out
 
     # ------------------------------------------------------------------ persistence
