@@ -85,6 +85,9 @@ def posterior_effect(effect: np.ndarray, noise: np.ndarray, sigma: np.ndarray,
     the shared programmes; the limit keeps most of the shrinkage's gain over many small
     coordinates while bounding that loss.
     """
+    if limit is not None and not float(limit) >= 0:
+        raise ValueError(f"limit must be a non-negative number of standard errors or None, "
+                         f"got {limit!r}.")
     effect = np.asarray(effect, dtype=np.float64)
     noise = np.asarray(noise, dtype=np.float64)
     floor = NOISE_FLOOR * max(float(noise.mean()), 1e-12) if noise.size else 0.0

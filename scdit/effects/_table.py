@@ -71,7 +71,7 @@ class EffectTable:
         self._means: dict[tuple[str, Context], np.ndarray | None] = {}
         self._present: dict[Context, set] = {}
         self._priors: dict[Context, tuple[np.ndarray, int] | None] = {}
-        self._posteriors: dict[tuple[str, Context], np.ndarray] = {}
+        self._posteriors: dict[tuple[str, Context, float | None], np.ndarray] = {}
         if moments is not None:
             for (lab, ctx), m in moments.items():
                 self._stats.setdefault(tuple(ctx), {})[lab] = m

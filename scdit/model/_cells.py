@@ -263,6 +263,8 @@ class CellStore:
                          var=pd.DataFrame(index=self.var_names))
         if trained == "counts":
             ref.obs[LIBRARY_KEY] = library_size(X)
+        if self.key in source.obs:  # the source cells' own condition (their depth, see
+            ref.obs[self.key] = source.obs[self.key].astype(str).to_numpy()  # depth_factors)
         return ref
 
     def _check_covariate_keys(self, covariates) -> None:

@@ -381,13 +381,13 @@ class ScDiT:
                     device, shared.get("means") if given is given_all else None,
                     EncodedCells(self.encode, ref) if auto_invert
                     and len(set(ref.rows)) == ref.n_obs else None)
+                factors = self.targets.depth_factors(label, ref, est) \
+                    if out_rep == "counts" and est else None
+                depth.update(self.targets.depth_report(label, ref, factors))
                 job.sink = LabelSink(writer, ref.n_obs, self.generator.shape, None if est is None
                                      else _finisher(self.targets, label, ref, est, cov_df,
-                                                    out_rep, seeds, writer))
-                if job.invert:
-                    inverted.append(label)
-                depth.update(self.targets.depth_report(label, est) if out_rep == "counts"
-                             and est else {})
+                                                    out_rep, seeds, writer, factors))
+                inverted.extend([label] if job.invert else [])
                 by, ce = self.targets.report(label, est)
                 set_by.update(by or {label: "generator"})
                 chosen.update(ce)
@@ -431,18 +431,17 @@ class ScDiT:
 
 
 def _finisher(targets: EffectTargets, label: str, ref, est: dict,
-              cov_df: pd.DataFrame | None, out_rep: str, seeds: LabelSeeds, writer: CellWriter):
+              cov_df: pd.DataFrame | None, out_rep: str, seeds: LabelSeeds, writer: CellWriter,
+              depth: np.ndarray | None = None):
     """``tokens -> tokens`` of a label whose means estimates set: shifted to the targets,
-    with the writer's anchoring of the unmodelled genes set."""
+    with the writer's anchoring of the unmodelled genes and library factors (``depth``) set."""
 
     def finish(tokens: torch.Tensor) -> torch.Tensor:
         tokens = targets.shift(est, tokens, cov_df)
         writer.anchor = targets.unmodelled_anchor(label, ref, est, out_rep, seeds.rng(ANCHOR))
-        if out_rep == "counts":  # a seen perturbation's counts at its own depth
-            writer.depth = targets.depth_factors(label, ref, est)
-            if writer.depth is not None and writer.anchor is not None \
-                    and writer.anchor.lib is not None:
-                writer.anchor.lib = writer.anchor.lib * writer.depth
+        writer.depth = depth  # a seen perturbation's counts at its own depth
+        if depth is not None and writer.anchor is not None and writer.anchor.lib is not None:
+            writer.anchor.lib = writer.anchor.lib * depth
         return tokens
 
     return finish

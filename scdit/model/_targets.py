@@ -62,7 +62,7 @@ class EffectTargets:
         self._plan: EffectPlan | None = None
         self._genes: EffectTable | None = None
         self._bases: dict[int, np.ndarray | None] = {}
-        self._depth: dict[tuple, float] = {}
+        self._depth: dict[tuple, tuple[float, int]] | None = None
         #: Rank of the expression basis a held-out context's estimate is projected onto.
         self.rank = EFFECT_RANK
 
@@ -173,50 +173,79 @@ class EffectTargets:
         C = np.stack([g.mean(g.control, k) for k in pool])
         return C, np.stack([g.mean(label, k) for k in pool]) - C
 
+    def _depth_table(self) -> dict[tuple, tuple[float, int]]:
+        """``(median library size, cells)`` of the reference cells per ``(canonical label,
+        context)``; empty for log1p models. Computed once."""
+        if self._depth is None:
+            c, self._depth = self.cells, {}
+            obs = c.reference.obs
+            if LIBRARY_KEY in obs and c.reference.n_obs:
+                keys = pd.Series(list(zip(c.canonical_labels(), c.reference_contexts(),
+                                          strict=True)))
+                codes, uniques = pd.factorize(keys)
+                lib = obs[LIBRARY_KEY].to_numpy(dtype=np.float64)
+                order = np.argsort(codes, kind="stable")
+                bounds = np.flatnonzero(np.diff(codes[order])) + 1
+                for idx in np.split(order, bounds):
+                    self._depth[uniques[codes[idx[0]]]] = (float(np.median(lib[idx])), len(idx))
+        return self._depth
+
     def depth_factor(self, label: str, ctx: tuple) -> float:
-        """How much deeper the reference cells of ``label`` are sequenced than the control
-        cells of ``ctx``: the ratio of their median library sizes (counts models with at
-        least :data:`DEPTH_MIN_CELLS` reference cells of each, else 1).
+        """How much deeper the reference cells of ``label`` (canonical) are sequenced than the
+        control cells of ``ctx``: the ratio of their median library sizes (counts models with
+        at least :data:`DEPTH_MIN_CELLS` reference cells of each and positive medians, else 1;
+        1 for control).
 
         A perturbation can change how many UMIs its cells yield (in the glioblastoma slices
         panobinostat multiplies one patient's median depth by more than four): counts
-        generated at the control cell's library size would then sit at the wrong depth, and
+        generated at a control cell's library size would then sit at the wrong depth, and
         their normalised values at the wrong discreteness."""
-        key = (label, ctx)
-        if key not in self._depth:
-            c, factor = self.cells, 1.0
-            obs = c.reference.obs
-            if LIBRARY_KEY in obs and label != c.canonical(c.vocab.control):
-                lib = obs[LIBRARY_KEY].to_numpy()
-                in_ctx = np.array([k == ctx for k in c.reference_contexts()], dtype=bool)
-                labels = c.canonical_labels()
-                own = lib[in_ctx & (labels == label)]
-                ctrl = lib[in_ctx & (labels == c.canonical(c.vocab.control))]
-                if min(len(own), len(ctrl)) >= DEPTH_MIN_CELLS and np.median(ctrl) > 0:
-                    factor = float(np.median(own) / np.median(ctrl))
-            self._depth[key] = factor
-        return self._depth[key]
+        table = self._depth_table()
+        own = table.get((label, ctx))
+        ctrl = table.get((self.cells.canonical(self.cells.vocab.control), ctx))
+        if own is None or ctrl is None or min(own[1], ctrl[1]) < DEPTH_MIN_CELLS \
+                or own[0] <= 0 or ctrl[0] <= 0:
+            return 1.0
+        return own[0] / ctrl[0]
 
     def depth_factors(self, label: str, ref: CellRows, estimates: dict) -> np.ndarray | None:
-        """Per generated cell (one per row of ``ref``), the factor its library size is
-        multiplied by: :meth:`depth_factor` where a seen perturbation's training mean sets the
-        mean of its context, 1 elsewhere; ``None`` where every factor is 1."""
+        """Per generated cell (one per row of ``ref``), the factor its reference cell's
+        library size is multiplied by: where a seen perturbation's training mean sets the mean
+        of its context, :meth:`depth_factor` of the label over that of the reference cell's own
+        condition (control cells, and source cells of an unknown condition, count as control:
+        their factor is the label's; the label's own stored cells keep their depth); 1
+        elsewhere. ``None`` where every factor is 1."""
         c = self.cells
-        ctx_of = c.context_keys(c.frame(ref), ref.n_obs)
         canon = c.canonical(label)
         per_ctx = {ctx: self.depth_factor(canon, ctx) for ctx, est in estimates.items()
                    if est.kind == "seen"}
-        out = np.array([per_ctx.get(k, 1.0) for k in ctx_of], dtype=np.float64)
+        if all(f == 1.0 for f in per_ctx.values()):
+            return None
+        ctrl = c.canonical(c.vocab.control)
+        if c.key in ref.obs:
+            names = {v: c.canonical(v) for v in ref.obs[c.key].astype(str).unique()}
+            names = {v: k if k in self.seen_labels else ctrl for v, k in names.items()}
+            own = ref.obs[c.key].astype(str).map(names).to_numpy()
+        else:
+            own = np.full(ref.n_obs, ctrl, dtype=object)
+        ctx_of = c.context_keys(c.frame(ref), ref.n_obs)
+        out = np.array([per_ctx[k] / self.depth_factor(o, k) if k in per_ctx else 1.0
+                        for k, o in zip(ctx_of, own, strict=True)], dtype=np.float64)
         return None if np.all(out == 1.0) else out
 
-    def depth_report(self, label: str, estimates: dict) -> dict[str, float]:
-        """Per ``"label"`` or ``"label | context"``, the depth factor that is not 1."""
-        canon = self.cells.canonical(label)
+    def depth_report(self, label: str, ref: CellRows, factors: np.ndarray | None
+                     ) -> dict[str, float]:
+        """Per ``"label"`` or ``"label | context"``, the median factor applied to its cells'
+        library sizes (:meth:`depth_factors`), where it is not 1."""
+        if factors is None:
+            return {}
+        c = self.cells
+        ctx_of = pd.Series(["\x1f".join(k) for k in c.context_keys(c.frame(ref), ref.n_obs)])
         out = {}
-        for ctx, est in estimates.items():
-            f = self.depth_factor(canon, ctx) if est.kind == "seen" else 1.0
+        for key, f in pd.Series(factors).groupby(ctx_of.to_numpy(), sort=True).median().items():
             if f != 1.0:
-                out[f"{label} | {', '.join(ctx)}" if ctx else label] = round(f, 6)
+                ctx = key.split("\x1f") if key else []
+                out[f"{label} | {', '.join(ctx)}" if ctx else label] = round(float(f), 6)
         return out
 
     # ------------------------------------------------------------------ applying them

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import scdit
+from scdit.model import LIBRARY_KEY
 from tests.helpers import TINY, dense, make_counts_adata
 
 
@@ -53,6 +54,40 @@ def test_seen_perturbation_is_generated_at_its_depth(deep_model):
     # log1p output is per 1e4 and carries no depth
     log1p = model.predict("G1", source=ctrl, seed=0, representation="log1p", verbose=False)
     assert np.isfinite(dense(log1p.X)).all() and "depth_factor" not in log1p.uns["scdit"]
+
+
+def test_cells_of_the_label_itself_keep_their_depth(deep_model):
+    """Without source cells a noise-source model carries over the label's own stored cells,
+    which already have its depth; cells of another condition are scaled by the ratio of the
+    two factors."""
+    adata, model = deep_model
+    ref = model.reference
+    own = model.predict("G1", 300, seed=0, verbose=False)
+    alone = model.predict("G1", 300, seed=0, effects="none", verbose=False)
+    assert (ref.obs.loc[own.obs["reference_cell"], "condition"] == "G1").all()
+    assert "depth_factor" not in own.uns["scdit"]
+    # decoded at the reference cells' own libraries, as the generator alone's (same cells):
+    # not another 3-4x above them
+    assert _median_library(own) / _median_library(alone) < 1.5
+    g2 = adata[adata.obs["condition"] == "G2"].copy()
+    from_g2 = model.predict("G1", source=g2, seed=0, verbose=False)
+    f1, f2 = (model.targets.depth_factor(g, ()) for g in ("G1", "G2"))
+    assert from_g2.uns["scdit"]["depth_factor"] == {"G1": pytest.approx(f1 / f2)}
+
+
+def test_factor_per_context(counts_model):
+    ref = counts_model.reference
+    lib = ref.obs[LIBRARY_KEY].to_numpy()
+    cond = ref.obs["condition"].astype(str).to_numpy()
+    ct = ref.obs["cell_type"].astype(str).to_numpy()
+    for c in ("T", "B"):
+        want = np.median(lib[(cond == "G2") & (ct == c)]) / np.median(lib[(cond == "ctrl")
+                                                                          & (ct == c)])
+        assert counts_model.targets.depth_factor("G2", (c,)) == pytest.approx(want)
+    ctrl = counts_model.reference[(cond == "ctrl") & (ct == "B")].copy()
+    out = counts_model.predict("G2", source=ctrl, seed=0, verbose=False)
+    assert out.uns["scdit"]["depth_factor"] == {
+        "G2 | B": pytest.approx(counts_model.targets.depth_factor("G2", ("B",)))}
 
 
 def test_small_groups_keep_their_depth():
