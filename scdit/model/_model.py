@@ -381,9 +381,9 @@ class ScDiT:
                     device, shared.get("means") if given is given_all else None,
                     EncodedCells(self.encode, ref) if auto_invert
                     and len(set(ref.rows)) == ref.n_obs else None)
-                factors = self.targets.depth_factors(label, ref, est) \
-                    if out_rep == "counts" and est else None
-                depth.update(self.targets.depth_report(label, ref, factors))
+                factors, report = self.targets.depth_factors(label, ref, est) \
+                    if out_rep == "counts" and est else (None, {})
+                depth.update(report)
                 job.sink = LabelSink(writer, ref.n_obs, self.generator.shape, None if est is None
                                      else _finisher(self.targets, label, ref, est, cov_df,
                                                     out_rep, seeds, writer, factors))

@@ -208,19 +208,22 @@ class EffectTargets:
             return 1.0
         return own[0] / ctrl[0]
 
-    def depth_factors(self, label: str, ref: CellRows, estimates: dict) -> np.ndarray | None:
+    def depth_factors(self, label: str, ref: CellRows, estimates: dict
+                      ) -> tuple[np.ndarray | None, dict[str, float]]:
         """Per generated cell (one per row of ``ref``), the factor its reference cell's
         library size is multiplied by: where a seen perturbation's training mean sets the mean
         of its context, :meth:`depth_factor` of the label over that of the reference cell's own
         condition (control cells, and source cells of an unknown condition, count as control:
         their factor is the label's; the label's own stored cells keep their depth); 1
-        elsewhere. ``None`` where every factor is 1."""
+        elsewhere. Returns ``(factors or None where every factor is 1, report)``; the report
+        gives per ``"label"`` or ``"label | context"`` the median factor applied, where it is
+        not 1 (``uns["scdit"]["depth_factor"]``)."""
         c = self.cells
         canon = c.canonical(label)
         per_ctx = {ctx: self.depth_factor(canon, ctx) for ctx, est in estimates.items()
                    if est.kind == "seen"}
         if all(f == 1.0 for f in per_ctx.values()):
-            return None
+            return None, {}
         ctrl = c.canonical(c.vocab.control)
         if c.key in ref.obs:
             names = {v: c.canonical(v) for v in ref.obs[c.key].astype(str).unique()}
@@ -228,25 +231,16 @@ class EffectTargets:
             own = ref.obs[c.key].astype(str).map(names).to_numpy()
         else:
             own = np.full(ref.n_obs, ctrl, dtype=object)
-        ctx_of = c.context_keys(c.frame(ref), ref.n_obs)
-        out = np.array([per_ctx[k] / self.depth_factor(o, k) if k in per_ctx else 1.0
-                        for k, o in zip(ctx_of, own, strict=True)], dtype=np.float64)
-        return None if np.all(out == 1.0) else out
-
-    def depth_report(self, label: str, ref: CellRows, factors: np.ndarray | None
-                     ) -> dict[str, float]:
-        """Per ``"label"`` or ``"label | context"``, the median factor applied to its cells'
-        library sizes (:meth:`depth_factors`), where it is not 1."""
-        if factors is None:
-            return {}
-        c = self.cells
-        ctx_of = pd.Series(["\x1f".join(k) for k in c.context_keys(c.frame(ref), ref.n_obs)])
-        out = {}
-        for key, f in pd.Series(factors).groupby(ctx_of.to_numpy(), sort=True).median().items():
-            if f != 1.0:
-                ctx = key.split("\x1f") if key else []
-                out[f"{label} | {', '.join(ctx)}" if ctx else label] = round(float(f), 6)
-        return out
+        out, pairs, by_ctx = np.ones(ref.n_obs), {}, {}
+        for i, key in enumerate(zip(c.context_keys(c.frame(ref), ref.n_obs), own, strict=True)):
+            if key[0] in per_ctx:  # one factor per distinct (context, own condition)
+                if key not in pairs:
+                    pairs[key] = per_ctx[key[0]] / self.depth_factor(key[1], key[0])
+                out[i] = pairs[key]
+                by_ctx.setdefault(key[0], []).append(pairs[key])
+        report = {f"{label} | {', '.join(ctx)}" if ctx else label: round(float(np.median(f)), 6)
+                  for ctx, f in sorted(by_ctx.items()) if np.median(f) != 1.0}
+        return (None if np.all(out == 1.0) else out), report
 
     # ------------------------------------------------------------------ applying them
     def shift(self, estimates: dict, x0: torch.Tensor, cov_df: pd.DataFrame | None,
