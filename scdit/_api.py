@@ -28,7 +28,7 @@ from ._config import (
 from ._fit_inputs import check_control_contexts, check_tokenizer_input, resolve_features, val_rows
 from ._fit_ondisk import DiskCells, is_on_disk, sample_positions
 from ._resume import open_run, snapshot_writer
-from .conditions import data_features, feature_table, target_prior
+from .conditions import data_features, feature_reliability, feature_table, target_prior
 from .data import (
     CellDataset,
     ConditionVocab,
@@ -403,6 +403,9 @@ def fit(
         mem_labels = labels if sample is None else labels[sample]
         summary["target_prior"] = target_prior(X_log, adata.var_names, mem_labels, info.control,
                                                separator)
+        summary["feature_reliability"] = feature_reliability(
+            X_log, adata.var_names, mem_labels, info.control, table, vocab.atoms,
+            separator=separator, genes=gene_idx)
     if disk is None:
         reference = make_reference(adata, X, cfg, seed=seed)
     else:

@@ -25,7 +25,16 @@ class SamplingConfig:
     solver
         ``"euler"``, ``"heun"``, ``"midpoint"`` or ``"rk4"`` (see :data:`scdit.flow.SOLVERS`).
     guidance_scale
-        Classifier-free guidance scale; 1 is the plain conditional model.
+        Classifier-free guidance scale, ``v = v_null + s (v_cond − v_null)``: 1 is the plain
+        conditional model, 0 the unconditional one (the mixture of the training cells).
+        ``None`` (automatic): 1 for labels whose members were all seen in training; for a
+        label with a member known only through its perturbation features, the model's
+        feature reliability (``model.summary["feature_reliability"]["scale"]``, in
+        ``[0, 1]``): the leave-one-out calibration of feature-based effect predictions on the
+        seen perturbations (:func:`scdit.conditions.feature_reliability`), so that such a
+        label's cells move from the unconditional model towards its feature-based condition
+        only as far as the features predicted the seen perturbations' effects (1 for models
+        saved without it).
     compose
         For combinations ``A+B``: weight ``w`` of composing the members' velocity fields,
         ``v = (1 − w) v_AB + w (v_A + v_B − v_control)``. ``None``: 0 for combinations seen in
@@ -55,19 +64,22 @@ class SamplingConfig:
         predict at most one cell per source cell (repeats are copies, with a warning). Without
         ``source``, the reference cells are stored control cells of the context (their library
         sizes and unmodelled genes are carried over). ``False``: independent Gaussian noise.
-        ``None`` (automatic, ``predict`` only): ``True`` for a *seen* perturbation whose
-        training mean sets its mean (``effects="auto"`` or ``"always"``) predicted from given
+        ``None`` (automatic, ``predict`` only): ``True``, where cells are predicted from given
         ``source`` cells, one cell per source cell, by a model not straightened by
-        :func:`scdit.reflow` (not measured there); ``False`` otherwise (``sample`` always
-        starts from noise unless ``True``). Such cells then do not depend on the seed. There the counterfactuals matched the real held-out cells'
-        distribution better than noise starts (seen-perturbation benchmarks, docs/results.md);
-        for generator-set means and for unseen combinations they did not. Not available for
+        :func:`scdit.reflow` (not measured there), for a *seen* perturbation whose training
+        mean sets its mean (``effects="auto"`` or ``"always"``) and for a label with a member
+        known only through its perturbation features (any ``effects``); ``False`` otherwise
+        (``sample`` always starts from noise unless ``True``). Such cells then do not depend on
+        the seed. There the counterfactuals matched the real held-out cells' distribution
+        better than noise starts (seen-perturbation and unseen-target benchmarks,
+        docs/results.md); for the other generator-set means and for unseen combinations of
+        seen members they did not. Not available for
         control-source models (they transport their source cells already).
     """
 
     steps: int | None = None
     solver: str | None = None
-    guidance_scale: float = 1.0
+    guidance_scale: float | None = None
     compose: float | None = None
     batch_size: int = 512
     center_noise: bool = True
@@ -80,7 +92,7 @@ class SamplingConfig:
         if self.solver is not None and not isinstance(self.solver, str):
             raise TypeError(f"SamplingConfig.solver must be a solver name or None, got "
                             f"{self.solver!r}.")
-        check_field(self, "guidance_scale", low=0.0,
+        check_field(self, "guidance_scale", low=0.0, none_ok=True,
                     hint="1 is the plain conditional model, 0 the unconditional one")
         check_field(self, "compose", low=0.0, high=1.0, none_ok=True,
                     hint="0 is the joint condition, 1 the composition of the members")

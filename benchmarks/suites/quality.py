@@ -121,16 +121,18 @@ def _seen_source(train: ad.AnnData, key: str, control: str, quick: bool) -> ad.A
 def _task(train, test, source, key, n_min: int, with_source: bool = False) -> Task:
     """Task whose real cells are the test cells plus the source (control) cells.
 
-    ``with_source``: each condition gets at least as many predicted cells as there are source
-    cells. The shift baselines' cells are the source cells (real control cells + a shift), and
-    the energy distance over all pairs (a V-statistic, as pertpy's) is biased upwards by about
-    ``E‖x − x′‖ / n`` for a set of ``n`` cells: a model scored with fewer cells than the
-    baselines would be penalised for its cell count alone.
+    ``with_source``: each condition gets as many predicted cells as there are source cells
+    (at least ``n_min``), whatever its number of test cells. The shift baselines' cells are
+    the source cells (real control cells + a shift), and the energy distance over all pairs (a
+    V-statistic, as pertpy's) is biased upwards by about ``E‖x − x′‖ / n`` for a set of ``n``
+    cells: a model scored with fewer cells than the baselines would be penalised for its cell
+    count alone, and with more it would be favoured. Otherwise as many as the test cells (at
+    least ``n_min``).
     """
     real = ad.concat([test, source], merge="same")
     real.obs_names_make_unique()
     counts = test.obs[key].value_counts()
-    n = {str(c): max(n_min, int(k), source.n_obs if with_source else 0)
+    n = {str(c): max(n_min, source.n_obs if with_source else int(k))
          for c, k in counts.items() if k > 0}
     return Task(train=train, real=real, source=source, n_cells=n)
 

@@ -60,8 +60,8 @@ class ScDiT:
         self.gene_index = self.var_names.get_indexer(list(tokenizer.genes))
         self.cells = CellStore(reference, config, vocab, covariates, self.var_names,
                                self.gene_index)
-        self.generator = Generator(field, config, vocab, covariates,
-                                   (tokenizer.n_tokens, tokenizer.patch_size))
+        self.generator = Generator(field, config, vocab, covariates, (tokenizer.n_tokens,
+                                   tokenizer.patch_size), _feature_scale(self.summary))
         self._seen = {self.cells.canonical(c) for c in vocab.conditions}
         self.targets = EffectTargets(self.cells, tokenizer, self.encode, self._seen)
 
@@ -182,7 +182,8 @@ class ScDiT:
         covariate frame. ``source_means``: the mean token per context of ``source_cells``
         where the caller already has them (they do not depend on the label).
         ``auto_invert``: the tokens of the label's distinct source cells, inverted when a seen
-        mean sets the label's mean in every context (``SamplingConfig.invert=None``)."""
+        mean sets the label's mean in every context or a member is known only through its
+        features (``SamplingConfig.invert=None``)."""
         self.field.to(self._device(device))
         gen = torch.Generator().manual_seed(int(seed) if seed is not None else
                                             int(np.random.default_rng().integers(2**31)))
@@ -208,8 +209,8 @@ class ScDiT:
         else:
             means = context_means(cells, source_tokens, cov_df)
         estimates = self.targets.resolve(label, cov_df, effects, means, source_cells)
-        if auto_invert is not None and estimates and all(
-                e.kind == "seen" for e in estimates.values()):
+        if auto_invert is not None and (self.generator.featured_only(label) or estimates and all(
+                e.kind == "seen" for e in estimates.values())):
             invert, source_tokens = True, auto_invert  # seen means do not use source means
         covs = self.generator.covariate_codes(label, cov_df, n, cells.seen_in_context)
         weight = self.generator.compose_weight(label, sampling.compose, self._seen)
@@ -243,9 +244,10 @@ class ScDiT:
             training genes and representation. A model fitted with ``source="control"``
             transports these very cells (cell ``i`` of the output is source cell ``i`` under the
             perturbation); without ``source`` it transports stored control cells of the context
-            (``covariates``), or of the contexts the perturbation was seen in. A noise-source
-            model by default returns, for a seen perturbation predicted one cell per source
-            cell, each source cell's counterfactual (``SamplingConfig.invert``).
+            (``covariates``), or of the contexts the perturbation was seen in. One cell per
+            source cell, a noise-source model by default returns each source cell's
+            counterfactual (``SamplingConfig.invert``) for a seen perturbation or one known
+            only through its features.
         layer
             Layer of ``source`` holding expression (default ``.X``).
         dose
@@ -342,11 +344,11 @@ class ScDiT:
         transport_only = self.config.flow.source == "control"
         transport = transport_only or self.generator.inverts(sampling)
         auto_invert = sampling.invert is None and not transport_only and src is not None \
-            and effects.mode != "none" and "reflow" not in self.summary  # measured: not reflowed
+            and "reflow" not in self.summary  # measured: not reflowed
         per_label = n_cells_arg(n_cells) if n_cells is not None else \
             src.n_obs if src is not None else 100
         out = OutputBuilder(self.var_names, per_label * len(labels))
-        set_by, chosen, inverted, depth = {}, {}, [], {}
+        set_by, chosen, inverted, depth, scales = {}, {}, [], {}, {}
         rows = chunk_rows(sampling.batch_size, len(self.var_names))
         given_all = take(src, np.arange(src.n_obs), covariates) \
             if transport and src is not None and effects.mode != "none" else None
@@ -388,6 +390,7 @@ class ScDiT:
                                      else _finisher(self.targets, label, ref, est, cov_df,
                                                     out_rep, seeds, writer, factors))
                 inverted.extend([label] if job.invert else [])
+                scales.update({label: job.scale} if job.scale != 1 else {})
                 by, ce = self.targets.report(label, est)
                 set_by.update(by or {label: "generator"})
                 chosen.update(ce)
@@ -401,19 +404,12 @@ class ScDiT:
                 bar.close()
         out = out.build()
         out.obs_names_make_unique()
-        out.uns["scdit"] = {"guidance_scale": sampling.guidance_scale,
-                            "steps": sampling.steps or self.config.flow.steps,
-                            "solver": sampling.solver or self.config.flow.solver, "seed": base,
-                            "compose": "auto" if sampling.compose is None else sampling.compose,
-                            "precision": "bf16" if sampling_bf16(sampling.precision,
-                                                                 self._device(device)) else "fp32",
+        out.uns["scdit"] = {**_sampling_record(sampling, self.config.flow, self._device(device),
+                                               transport_only), "guidance": scales, "seed": base,
                             "representation": out_rep, "effects": effects.mode,
-                            "invert": False if transport_only else "auto"
-                            if sampling.invert is None else sampling.invert,
                             "inverted": list(dict.fromkeys(inverted)),
                             "shrink": "auto" if effects.shrink is None else effects.shrink,
-                            "target_prior": effects.use_target_prior,
-                            "mean_set_by": set_by}
+                            "target_prior": effects.use_target_prior, "mean_set_by": set_by}
         if chosen:
             out.uns["scdit"]["context_estimator"] = chosen
         out.uns["scdit"].update({"depth_factor": depth} if depth else {})
@@ -445,6 +441,24 @@ def _finisher(targets: EffectTargets, label: str, ref, est: dict,
         return tokens
 
     return finish
+
+
+def _sampling_record(sampling: SamplingConfig, flow, device: torch.device,
+                     transport_only: bool) -> dict:
+    """The sampling settings a prediction used (``uns["scdit"]``)."""
+    return {"guidance_scale": "auto" if sampling.guidance_scale is None
+            else sampling.guidance_scale, "steps": sampling.steps or flow.steps,
+            "solver": sampling.solver or flow.solver,
+            "compose": "auto" if sampling.compose is None else sampling.compose,
+            "precision": "bf16" if sampling_bf16(sampling.precision, device) else "fp32",
+            "invert": False if transport_only else "auto" if sampling.invert is None
+            else sampling.invert}
+
+
+def _feature_scale(summary: dict) -> float:
+    """Guidance scale of labels known only through their features (1 for models saved
+    without :func:`scdit.conditions.feature_reliability`)."""
+    return float(summary.get("feature_reliability", {}).get("scale", 1.0))
 
 
 def _seed_arg(seed) -> int | None:

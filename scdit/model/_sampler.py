@@ -97,7 +97,8 @@ class SampleJob:
     cells may share batches with other such jobs; ``sink(first_row, tokens)`` receives the
     generated cells in consecutive batches. ``invert``: ``source`` holds cells of a
     noise-source model, each started from the point the control condition's flow carries it
-    from (the flow run backwards, :meth:`Generator.run`) instead of from noise.
+    from (the flow run backwards, :meth:`Generator.run`) instead of from noise. ``scale``: the
+    classifier-free guidance scale of the label (:meth:`Generator.guidance`).
     """
 
     label: str
@@ -112,6 +113,7 @@ class SampleJob:
     shared: bool
     sink: Callable[[int, torch.Tensor], None]
     invert: bool = False
+    scale: float = 1.0
 
     def start(self, a: int, b: int) -> torch.Tensor:
         """The starting points ``(b − a, T, P)`` of cells ``a`` to ``b − 1`` (read in order);
@@ -133,15 +135,36 @@ class Generator:
         The trained velocity field ``v(x, t, cond)``.
     config, vocab, covariates
         The model's configuration and vocabularies.
+    shape
+        ``(T, P)`` of a cell's tokens.
+    feature_scale
+        Guidance scale of labels with a member known only through its features where
+        ``SamplingConfig.guidance_scale`` is ``None`` (the fit's
+        :func:`scdit.conditions.feature_reliability`).
     """
 
     def __init__(self, field: VelocityField, config: ScDiTConfig, vocab: ConditionVocab,
-                 covariates: CovariateVocab, shape: tuple[int, int]):
+                 covariates: CovariateVocab, shape: tuple[int, int], feature_scale: float = 1.0):
         self.field = field
-        self.shape = shape  # (T, P) of a cell's tokens
+        self.shape = shape
         self.config = config
         self.vocab = vocab
         self.covariates = covariates
+        self.feature_scale = float(feature_scale)
+
+    def featured_only(self, label: str) -> bool:
+        """Whether ``label`` has a member never seen in training (known only through its
+        perturbation features)."""
+        seen = set(self.vocab.atoms)
+        return any(m not in seen for m in self.vocab.members(label))
+
+    def guidance(self, label: str, sampling: SamplingConfig) -> float:
+        """The guidance scale of ``label``: ``SamplingConfig.guidance_scale``, else
+        ``feature_scale`` for a label with a member known only through its features and 1 for
+        the rest."""
+        if sampling.guidance_scale is not None:
+            return float(sampling.guidance_scale)
+        return self.feature_scale if self.featured_only(label) else 1.0
 
     def inverts(self, sampling: SamplingConfig) -> bool:
         """Whether all generated cells start from their inverted reference cells
@@ -239,7 +262,8 @@ class Generator:
         shared = float(weight) == 0.0 or len(self.vocab.members(label)) < 2
         return SampleJob(label, n, atoms, covs, self.dose_tensor(label, dose, n, atoms.shape[1]),
                          NoiseStream(n, (t, p), gen, sampling.center_noise), source_tokens,
-                         sigma, float(weight), shared, sink, bool(invert))
+                         sigma, float(weight), shared, sink, bool(invert),
+                         self.guidance(label, sampling))
 
     def run(self, jobs: Iterable[SampleJob], sampling: SamplingConfig, device: torch.device,
             progress=None) -> None:
@@ -247,7 +271,8 @@ class Generator:
 
         Consecutive jobs whose velocity is the joint condition alone (``SampleJob.shared``)
         share batches: only the network evaluations are batched, each job's noise and source
-        come from its own streams. A composed job gets batches of its own. Each batch's cells
+        come from its own streams (and only jobs of the same guidance scale and start: noise or
+        inverted). A composed job gets batches of its own. Each batch's cells
         go to their jobs' sinks in job order; ``progress`` (a tqdm bar) counts the cells.
         The cells of ``invert`` jobs are first integrated from ``t = 0`` up to ``t = 1`` under
         the control condition (with their covariates), with the same solver and steps."""
@@ -263,10 +288,9 @@ class Generator:
             if any(j.invert for j, _, _ in batch):
                 if not all(j.invert for j, _, _ in batch):
                     raise ValueError("A batch mixes inverted and noise starts.")
-                x1 = integrate(self._control_velocity(batch, net, sampling.guidance_scale,
-                                                      device), x1, t_start=0.0, t_end=1.0, **kw)
-            x0 = integrate(self._batch_velocity(batch, net, sampling.guidance_scale, device),
-                           x1, **kw).cpu()  # (b, T, P)
+                x1 = integrate(self._control_velocity(batch, net, device), x1, t_start=0.0,
+                               t_end=1.0, **kw)
+            x0 = integrate(self._batch_velocity(batch, net, device), x1, **kw).cpu()  # (b, T, P)
             done = 0
             for j, a, b in batch:
                 j.sink(a, x0[done:done + b - a])
@@ -276,7 +300,8 @@ class Generator:
             batch.clear()
 
         for job in jobs:
-            if not job.shared or (batch and batch[0][0].invert != job.invert):
+            if not job.shared or (batch and (batch[0][0].invert, batch[0][0].scale)
+                                  != (job.invert, job.scale)):
                 flush()
             s = 0
             while s < job.n:
@@ -290,20 +315,22 @@ class Generator:
         flush()
 
     def _control_velocity(self, batch: list[tuple[SampleJob, int, int]], net: Callable,
-                          scale: float, device: torch.device) -> Callable:
-        """Guided velocity of the control condition for the batch's cells (their covariates;
-        dose 0 in a dose model)."""
+                          device: torch.device) -> Callable:
+        """Velocity of the control condition (unguided: the flow that carries a control cell
+        to its noise) for the batch's cells (their covariates; dose 0 in a dose model)."""
         covs = torch.cat([j.covs[a:b] for j, a, b in batch]).to(device)
         cond = {"atoms": torch.zeros((len(covs), 1), dtype=torch.long, device=device),
                 "covariates": covs}
         if batch[0][0].doses is not None:
             cond["dose"] = torch.zeros((len(covs), 1), device=device)
-        return guided(net, cond, scale)
+        return guided(net, cond, 1.0)
 
     def _batch_velocity(self, batch: list[tuple[SampleJob, int, int]], net: Callable,
-                        scale: float, device: torch.device) -> Callable:
+                        device: torch.device) -> Callable:
         """Velocity of one batch: :meth:`velocity` for a single job's cells, else the guided
-        joint condition of all the batch's cells (atoms 0-padded to the widest label)."""
+        joint condition of all the batch's cells (atoms 0-padded to the widest label; the
+        jobs of a batch share their guidance scale)."""
+        scale = batch[0][0].scale
         if len(batch) == 1:
             j, a, b = batch[0]
             return self.velocity(j.label, j.atoms[a:b].to(device), j.covs[a:b].to(device),

@@ -102,3 +102,40 @@ def test_unseen_measured_gene_without_any_measured_seen_target(counts_adata, tin
     with pytest.raises(KeyError, match=r"\['G3'\].*no perturbation features.*even a measured "
                                        r"gene such as 'G3'.*perturbation_features='data'"):
         model.predict("G3")
+
+
+def test_unseen_label_guided_by_the_feature_reliability(counts_adata, tiny, tmp_path):
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(4, 6)), index=["G1", "G2", "G3", "NEW"])
+    model = scdit.fit(counts_adata, "condition", perturbation_features=table, max_steps=10,
+                      **tiny)
+    rel = model.summary["feature_reliability"]
+    assert rel["n"] == 3 and 0.0 <= rel["scale"] <= 1.0  # G1, G2, G3 are featured singles
+    s = rel["scale"]
+    auto = model.predict(["NEW", "G1"], n_cells=12, seed=3)
+    assert auto.uns["scdit"]["guidance_scale"] == "auto"
+    assert auto.uns["scdit"]["guidance"] == ({} if s == 1 else {"NEW": s})
+    fixed = model.predict(["NEW", "G1"], n_cells=12, seed=3,
+                          sampling=scdit.SamplingConfig(guidance_scale=s))
+    assert np.array_equal(auto.X.toarray()[:12], fixed.X.toarray()[:12])
+    plain = model.predict(["NEW", "G1"], n_cells=12, seed=3,
+                          sampling=scdit.SamplingConfig(guidance_scale=1.0))
+    assert np.array_equal(auto.X.toarray()[12:], plain.X.toarray()[12:])  # seen: scale 1
+    assert plain.uns["scdit"]["guidance"] == {}
+    other = 0.0 if s > 0.5 else 1.0
+    moved = model.predict("NEW", n_cells=12, seed=3,
+                          sampling=scdit.SamplingConfig(guidance_scale=other))
+    assert not np.array_equal(auto.X.toarray()[:12], moved.X.toarray())
+    model.save(tmp_path / "m")
+    assert scdit.load(tmp_path / "m").summary["feature_reliability"] == rel
+    # from given control cells, an unseen label's cells are their counterfactuals, also for
+    # the generator alone; invert=False keeps noise starts
+    ctrl = counts_adata[counts_adata.obs.condition == "ctrl"][:20].copy()
+    for effects in ("auto", "none"):
+        cf = model.predict("NEW", source=ctrl, seed=0, effects=effects)
+        assert cf.uns["scdit"]["inverted"] == ["NEW"]
+        again = model.predict("NEW", source=ctrl, seed=1, effects=effects)
+        assert np.array_equal(cf.X.toarray(), again.X.toarray())  # no noise drawn
+    noise = model.predict("NEW", source=ctrl, seed=0,
+                          sampling=scdit.SamplingConfig(invert=False))
+    assert noise.uns["scdit"]["inverted"] == []
