@@ -30,11 +30,13 @@ class SamplingConfig:
         ``None`` (automatic): 1 for labels whose members were all seen in training; for a
         label with a member known only through its perturbation features, the model's
         feature reliability (``model.summary["feature_reliability"]["scale"]``, in
-        ``[0, 1]``): the leave-one-out calibration of feature-based effect predictions on the
-        seen perturbations (:func:`scdit.conditions.feature_reliability`), so that such a
-        label's cells move from the unconditional model towards its feature-based condition
-        only as far as the features predicted the seen perturbations' effects (1 for models
-        saved without it).
+        ``[0, 1]``): how well feature-based predictions of the seen perturbations' effects
+        correlated with the real ones, each perturbation left out, shrunk by its standard
+        error (:func:`scdit.conditions.feature_reliability`). Such a label's cells (its whole
+        velocity, a seen member's term of a combination included) move from the unconditional
+        model towards its feature-based condition only as far as the features earned. 1 for
+        models saved without it, and for models whose unconditional branch was not trained
+        (``DiTConfig.cond_dropout=0``, or reflowed: :func:`scdit.reflow`).
     compose
         For combinations ``A+B``: weight ``w`` of composing the members' velocity fields,
         ``v = (1 − w) v_AB + w (v_A + v_B − v_control)``. ``None``: 0 for combinations seen in

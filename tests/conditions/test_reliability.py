@@ -42,10 +42,10 @@ def test_features_that_place_effects_get_scale_one():
     X, labels = _screen(effects, 40)
     out = feature_reliability(X, [f"g{j}" for j in range(40)], labels, "ctrl", feats, names)
     assert out["n"] == 12
-    assert out["scale"] > 0.9 and out["cosine"] > 0.8
+    assert out["scale"] > 0.9 and out["correlation"] > 0.9 and out["slope"] > 0.9
 
 
-def test_features_unrelated_to_effects_get_a_small_scale():
+def test_features_unrelated_to_effects_get_a_small_scale():  # correlation ~0, shrunk
     scales = []
     for seed in range(5):
         names, feats, effects = _clusters(4, 3, 40, seed=seed, informative=False)
@@ -57,11 +57,11 @@ def test_features_unrelated_to_effects_get_a_small_scale():
 
 def test_hand_computed_two_clusters():
     # two clusters of three perturbations with identical features and effects a / b: every
-    # nearest distance is 0, so the bandwidth falls back to the median off-diagonal distance
-    # (the between-cluster one, D): a perturbation's other-cluster neighbours weigh e^-1
+    # nearest distance is 0, so the bandwidth falls back to the median positive distance (the
+    # between-cluster one, D): a perturbation's other-cluster neighbours weigh e^-1
     a, b = np.array([1.0, 0.0, 2.0]), np.array([0.0, -1.0, 0.5])
     names = ["A1", "A2", "A3", "B1", "B2", "B3"]
-    feats = np.array([[1.0, 0.0]] * 3 + [[0.0, 1.0]] * 3)
+    feats = np.array([[3.0, 0.0]] * 3 + [[0.0, 1.0]] * 3)  # D = (9 + 1) / 2
     X, labels = _screen({n: a if n[0] == "A" else b for n in names}, 3)
     out = feature_reliability(X, ["x", "y", "z"], labels, "ctrl", feats, names)
     w = np.exp(-1.0)
@@ -72,6 +72,8 @@ def test_hand_computed_two_clusters():
     yb = b - (2 * b + 3 * a) / 5
     slope = 3 * (p @ y + pb @ yb) / (3 * (p @ p + pb @ pb))
     assert out["slope"] == pytest.approx(slope, rel=1e-9)
+    assert out["bandwidth"] == pytest.approx(5.0)
+    assert out["se"] == pytest.approx(0.0, abs=1e-9)  # every perturbation alike: no spread
     assert out["scale"] == pytest.approx(min(slope, 1.0))
 
 
@@ -102,3 +104,35 @@ def test_too_few_featured_perturbations_give_zero():
     labels2 = [lab if lab != names[0] else f"{names[0]}+{names[1]}" for lab in labels]
     out2 = feature_reliability(X, [f"g{j}" for j in range(20)], labels2, "ctrl", feats, names)
     assert out2["n"] == len(names) - 1
+
+
+def test_singles_written_with_the_control_count_and_unfeatured_ones_do_not_centre():
+    names, feats, effects = _clusters(4, 3, 30, seed=2, informative=True)
+    genes = [f"g{j}" for j in range(30)]
+    X, labels = _screen(effects, 30)
+    base = feature_reliability(X, genes, labels, "ctrl", feats, names)
+    gears = [lab if lab == "ctrl" else f"{lab}+ctrl" for lab in labels]  # GEARS-style singles
+    assert feature_reliability(X, genes, gears, "ctrl", feats, names) == base
+    # singles without features (zero rows) change neither the predictions nor their centre
+    rng = np.random.default_rng(3)
+    extra = {f"U{i}": rng.normal(0, 2, 30) for i in range(4)}
+    X2, labels2 = _screen({**effects, **extra}, 30)
+    table = np.vstack([feats, np.zeros((4, feats.shape[1]))])
+    out = feature_reliability(X2, genes, labels2, "ctrl", table, names + list(extra))
+    assert out["n"] == base["n"] and out["slope"] == pytest.approx(base["slope"], rel=1e-9)
+
+
+def test_shrinkage_towards_zero_grows_with_the_noise_of_the_slope():
+    names, feats, effects = _clusters(4, 3, 40, seed=0, informative=True)
+    X, labels = _screen(effects, 40)
+    out = feature_reliability(X, [f"g{j}" for j in range(40)], labels, "ctrl", feats, names)
+    rho, se = out["correlation"], out["se"]
+    assert se > 0
+    assert out["scale"] == pytest.approx(min(1.0, rho**3 / (rho**2 + se**2)))
+    # fewer perturbations, noisier effects: a larger standard error
+    names, feats, effects = _clusters(2, 2, 40, seed=0, informative=True)
+    rng = np.random.default_rng(1)
+    noisy = {k: v + rng.normal(0, 1.5, 40) for k, v in effects.items()}
+    X, labels = _screen(noisy, 40)
+    small = feature_reliability(X, [f"g{j}" for j in range(40)], labels, "ctrl", feats, names)
+    assert small["se"] > se and small["scale"] < small["correlation"]

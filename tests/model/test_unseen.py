@@ -110,8 +110,9 @@ def test_unseen_label_guided_by_the_feature_reliability(counts_adata, tiny, tmp_
     model = scdit.fit(counts_adata, "condition", perturbation_features=table, max_steps=10,
                       **tiny)
     rel = model.summary["feature_reliability"]
-    assert rel["n"] == 3 and 0.0 <= rel["scale"] <= 1.0  # G1, G2, G3 are featured singles
+    assert rel["n"] == 3  # G1, G2, G3 are featured singles
     s = rel["scale"]
+    assert 0.0 <= s < 1.0  # random features: no evidence that they place effects
     auto = model.predict(["NEW", "G1"], n_cells=12, seed=3)
     assert auto.uns["scdit"]["guidance_scale"] == "auto"
     assert auto.uns["scdit"]["guidance"] == ({} if s == 1 else {"NEW": s})
