@@ -30,9 +30,9 @@ class SamplingConfig:
         ``None`` (automatic): 1 for labels whose members were all seen in training; for a
         label with a member known only through its perturbation features, the model's
         feature reliability (``model.summary["feature_reliability"]["scale"]``, in
-        ``[0, 1]``): how well feature-based predictions of the seen perturbations' effects
-        correlated with the real ones, each perturbation left out, shrunk by its standard
-        error (:func:`scdit.conditions.feature_reliability`). Such a label's cells (its whole
+        ``[0, 1]``): the evidence that feature-based predictions of the seen perturbations'
+        effects, each perturbation left out, correlate with the real ones
+        (:func:`scdit.conditions.feature_reliability`). Such a label's cells (its whole
         velocity, a seen member's term of a combination included) move from the unconditional
         model towards its feature-based condition only as far as the features earned. 1 for
         models saved without it, and for models whose unconditional branch was not trained

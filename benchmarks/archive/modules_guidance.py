@@ -32,6 +32,7 @@ held = sorted(set(test.obs["condition"]))
 real = ad.concat([test, ctrl], merge="same")
 real.obs_names_make_unique()
 variants = {"default": {}, "generator": {"effects": "none"},
+            "g0_inverted": {"sampling": scdit.SamplingConfig(guidance_scale=0.0)},
             "g1_inverted": {"sampling": scdit.SamplingConfig(guidance_scale=1.0)},
             "g1_noise": {"sampling": scdit.SamplingConfig(guidance_scale=1.0, invert=False)}}
 frames = []

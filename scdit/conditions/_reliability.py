@@ -5,14 +5,16 @@ data-derived description of a measured target gene, :func:`data_features`). Whet
 placement carries information is a property of the data, and it can be measured on the
 perturbations seen in training without refitting: predict each one's effect from the others
 with a kernel regression on the features (leave one out), and correlate the predictions with
-the real effects. The correlation, shrunk towards 0 by its jackknife standard error and clipped
-to ``[0, 1]``, is the reliability of a feature-based prediction (for a prediction on the right
-scale, the factor that best shrinks it towards the average effect; 0: no better than the
-average effect). :class:`~scdit.ScDiT` uses it as the default classifier-free guidance scale
-of perturbations known only through their features, so the generated cells of an unseen
-perturbation move from the unconditional model (the training cells' mixture) towards the
-feature-based conditional model only as far as the features have earned on the seen ones (see
-:class:`scdit.SamplingConfig`).
+the real effects. The reliability is the evidence that this correlation is positive: 0 up to
+:data:`Z_LOW` jackknife standard errors above 0, 1 from :data:`Z_HIGH` on, linear between.
+It is evidence, not a calibration: the network uses the features in its own way, and where
+they carry information the plain conditional model beat a shrunk one (the simulated screen
+with gene programmes, benchmarks/archive), while where they do not (the Papalexi screen) the
+unconditional model beat it. :class:`~scdit.ScDiT` uses it as the default classifier-free
+guidance scale of perturbations known only through their features: the generated cells of
+an unseen perturbation move from the unconditional model (the training cells' mixture)
+towards the feature-based conditional model only as far as the features have earned on the
+seen ones (see :class:`scdit.SamplingConfig`).
 
 Effects are taken in log1p expression over the given genes, relative to the average effect of
 the other featured perturbations, with the featured perturbations' own target genes left out,
@@ -31,6 +33,11 @@ from ..data import split_label
 #: Fewest seen single perturbations with features for the calibration to be estimated; with
 #: fewer, the scale is 0 (no evidence that the features predict effects).
 MIN_FEATURED = 3
+#: Standard errors above 0 of the leave-one-out correlation below which the scale is 0.
+Z_LOW = 1.0
+#: Standard errors above 0 of the leave-one-out correlation from which the scale is 1 (linear
+#: from :data:`Z_LOW`).
+Z_HIGH = 3.0
 #: Rows of the leave-one-out kernel computed at a time (bounds the memory to a few
 #: ``CHUNK × n`` and ``CHUNK × genes`` blocks for ``n`` featured perturbations).
 CHUNK = 1024
@@ -39,8 +46,8 @@ CHUNK = 1024
 def feature_reliability(X_log, var_names: Sequence[str], labels: Sequence[str], control: str,
                         table: np.ndarray, atoms: Sequence[str], *, separator: str = "+",
                         genes: Sequence[int] | None = None) -> dict:
-    """Leave-one-out correlation of feature-based effect predictions with the real effects,
-    shrunk by its uncertainty.
+    """Evidence that feature-based effect predictions correlate with the real effects (leave
+    one out), as a guidance scale in ``[0, 1]``.
 
     Parameters
     ----------
@@ -66,13 +73,14 @@ def feature_reliability(X_log, var_names: Sequence[str], labels: Sequence[str], 
     Returns
     -------
     dict
-        ``"scale"``: the correlation ``ρ`` of the leave-one-out predictions with the real
-        effects (over all featured perturbations and genes), shrunk towards 0 by its jackknife
-        standard error ``se`` over the featured perturbations (``ρ · ρ² / (ρ² + se²)``) and
-        clipped to ``[0, 1]``; ``"n"``: featured single perturbations used; where estimated,
-        also ``"correlation"`` (``ρ``), ``"se"``, ``"slope"`` (the real effects regressed on
-        the predictions through the origin) and ``"bandwidth"``. ``scale`` is 0 with fewer
-        than :data:`MIN_FEATURED` featured perturbations or no control cells.
+        ``"scale"``: ``clip((z − Z_LOW) / (Z_HIGH − Z_LOW), 0, 1)`` with ``z = ρ / se``, ``ρ``
+        the correlation of the leave-one-out predictions with the real effects (over all
+        featured perturbations and genes) and ``se`` its jackknife standard error over the
+        featured perturbations; ``"n"``: featured single perturbations used; where
+        estimated, also ``"correlation"`` (``ρ``), ``"se"``, ``"z"``, ``"slope"`` (the real
+        effects regressed on the predictions through the origin) and ``"bandwidth"``.
+        ``scale`` is 0 with fewer than :data:`MIN_FEATURED` featured perturbations or no
+        control cells.
 
     Notes
     -----
@@ -144,6 +152,7 @@ def feature_reliability(X_log, var_names: Sequence[str], labels: Sequence[str], 
     rho = float(corr(num.sum(), pp.sum(), yy.sum()))
     jack = corr(num.sum() - num, pp.sum() - pp, yy.sum() - yy)  # without each one
     se = float(np.sqrt((n - 1) / n * ((jack - jack.mean()) ** 2).sum()))
-    shrunk = rho * rho**2 / (rho**2 + se**2) if rho**2 + se**2 > 0 else 0.0
-    return {"scale": float(np.clip(shrunk, 0.0, 1.0)), "correlation": rho, "se": se,
+    z = rho / se if se > 0 else (np.inf if rho > 0 else 0.0)
+    scale = float(np.clip((z - Z_LOW) / (Z_HIGH - Z_LOW), 0.0, 1.0))
+    return {"scale": scale, "correlation": rho, "se": se, "z": float(z),
             "slope": float(num.sum() / pp.sum()), **out}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scdit.conditions import MIN_FEATURED, feature_reliability
+from scdit.conditions import MIN_FEATURED, Z_HIGH, Z_LOW, feature_reliability
 
 
 def _screen(effects: dict[str, np.ndarray], n_genes: int, cells: int = 4, seed: int = 0):
@@ -45,7 +45,7 @@ def test_features_that_place_effects_get_scale_one():
     assert out["scale"] > 0.9 and out["correlation"] > 0.9 and out["slope"] > 0.9
 
 
-def test_features_unrelated_to_effects_get_a_small_scale():  # correlation ~0, shrunk
+def test_features_unrelated_to_effects_get_a_small_scale():  # no evidence of a correlation
     scales = []
     for seed in range(5):
         names, feats, effects = _clusters(4, 3, 40, seed=seed, informative=False)
@@ -74,7 +74,7 @@ def test_hand_computed_two_clusters():
     assert out["slope"] == pytest.approx(slope, rel=1e-9)
     assert out["bandwidth"] == pytest.approx(5.0)
     assert out["se"] == pytest.approx(0.0, abs=1e-9)  # every perturbation alike: no spread
-    assert out["scale"] == pytest.approx(min(slope, 1.0))
+    assert out["scale"] == 1.0  # a positive correlation without any spread
 
 
 def test_target_genes_left_out_and_scale_invariance():
@@ -122,17 +122,23 @@ def test_singles_written_with_the_control_count_and_unfeatured_ones_do_not_centr
     assert out["n"] == base["n"] and out["slope"] == pytest.approx(base["slope"], rel=1e-9)
 
 
-def test_shrinkage_towards_zero_grows_with_the_noise_of_the_slope():
-    names, feats, effects = _clusters(4, 3, 40, seed=0, informative=True)
-    X, labels = _screen(effects, 40)
-    out = feature_reliability(X, [f"g{j}" for j in range(40)], labels, "ctrl", feats, names)
-    rho, se = out["correlation"], out["se"]
-    assert se > 0
-    assert out["scale"] == pytest.approx(min(1.0, rho**3 / (rho**2 + se**2)))
-    # fewer perturbations, noisier effects: a larger standard error
-    names, feats, effects = _clusters(2, 2, 40, seed=0, informative=True)
-    rng = np.random.default_rng(1)
-    noisy = {k: v + rng.normal(0, 1.5, 40) for k, v in effects.items()}
-    X, labels = _screen(noisy, 40)
-    small = feature_reliability(X, [f"g{j}" for j in range(40)], labels, "ctrl", feats, names)
-    assert small["se"] > se and small["scale"] < small["correlation"]
+def test_scale_is_the_evidence_of_a_positive_correlation():
+    # noisy features and effects: the scale rises linearly from 0 at z = Z_LOW to 1 at Z_HIGH
+    seen = set()
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        centres, programme = rng.normal(0, 1, (3, 6)), rng.normal(0, 1, (3, 30))
+        names, feats, effects = [], [], {}
+        for c in range(3):
+            for i in range(3):
+                names.append(f"P{c}{i}")
+                feats.append(centres[c] + rng.normal(0, 1.0, 6))
+                effects[f"P{c}{i}"] = programme[c] + rng.normal(0, 1.0, 30)
+        X, labels = _screen(effects, 30, seed=seed)
+        out = feature_reliability(X, [f"g{j}" for j in range(30)], labels, "ctrl",
+                                  np.array(feats), names)
+        assert out["se"] > 0 and out["z"] == pytest.approx(out["correlation"] / out["se"])
+        want = min(1.0, max(0.0, (out["z"] - Z_LOW) / (Z_HIGH - Z_LOW)))
+        assert out["scale"] == pytest.approx(want)
+        seen.add("zero" if want == 0 else "one" if want == 1 else "between")
+    assert seen == {"zero", "one", "between"}  # every branch of the ramp was exercised
