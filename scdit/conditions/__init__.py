@@ -9,8 +9,8 @@ from ._features import (
     target_prior,
     unknown_message,
 )
-from ._reliability import MIN_FEATURED, Z_HIGH, Z_LOW, feature_reliability
+from ._reliability import MIN_FEATURED, PERMUTATIONS, Z_HIGH, Z_LOW, feature_reliability
 
-__all__ = ["MIN_FEATURED", "Z_HIGH", "Z_LOW", "ConditionEncoder", "check_rows", "data_features",
+__all__ = ["MIN_FEATURED", "PERMUTATIONS", "Z_HIGH", "Z_LOW", "ConditionEncoder", "check_rows", "data_features",
            "feature_reliability", "feature_table", "read_features", "target_prior",
            "unknown_message"]

@@ -5,8 +5,10 @@ data-derived description of a measured target gene, :func:`data_features`). Whet
 placement carries information is a property of the data, and it can be measured on the
 perturbations seen in training without refitting: predict each one's effect from the others
 with a kernel regression on the features (leave one out), and correlate the predictions with
-the real effects. The reliability is the evidence that this correlation is positive: 0 up to
-:data:`Z_LOW` jackknife standard errors above 0, 1 from :data:`Z_HIGH` on, linear between.
+the real effects. The reliability is the evidence that this correlation beats features that
+say nothing (the same effects with the features of randomly permuted perturbations): 0 up to
+:data:`Z_LOW` null standard deviations above the null's mean, 1 from :data:`Z_HIGH` on,
+linear between.
 It is evidence, not a calibration: the network uses the features in its own way, and where
 they carry information the plain conditional model beat a shrunk one (the simulated screen
 with gene programmes, benchmarks/archive), while where they do not (the Papalexi screen) the
@@ -30,14 +32,28 @@ import scipy.sparse as sp
 
 from ..data import split_label
 
-#: Fewest seen single perturbations with features for the calibration to be estimated; with
+#: Fewest seen single perturbations with features for the evidence to be measured; with
 #: fewer, the scale is 0 (no evidence that the features predict effects).
 MIN_FEATURED = 3
-#: Standard errors above 0 of the leave-one-out correlation below which the scale is 0.
-Z_LOW = 1.0
-#: Standard errors above 0 of the leave-one-out correlation from which the scale is 1 (linear
-#: from :data:`Z_LOW`).
+#: Standard deviations of the permutation null above its mean below which the leave-one-out
+#: correlation gives scale 0 (features unrelated to the effects pass it about 2 % of the time).
+Z_LOW = 2.0
+#: Standard deviations above the null's mean from which the scale is 1 (linear from
+#: :data:`Z_LOW`).
 Z_HIGH = 3.0
+#: Feature permutations that give the null distribution of the correlation (fewer, down to
+#: :data:`MIN_PERMUTATIONS`, where ``n² × (genes + features)`` exceeds
+#: :data:`PERMUTATION_BUDGET` for ``n`` featured perturbations).
+PERMUTATIONS = 200
+#: Fewest feature permutations.
+MIN_PERMUTATIONS = 10
+#: Most featured perturbations the measurement uses (a seeded random subset beyond): bounds
+#: its cost on genome-scale screens.
+MAX_FEATURED = 2000
+#: Multiply-adds the permutations may take (about a second per 10⁹ on a laptop core).
+PERMUTATION_BUDGET = 4 * 10**9
+#: Rows whose distances give the bandwidth where most nearest distances are 0.
+BANDWIDTH_ROWS = 256
 #: Rows of the leave-one-out kernel computed at a time (bounds the memory to a few
 #: ``CHUNK × n`` and ``CHUNK × genes`` blocks for ``n`` featured perturbations).
 CHUNK = 1024
@@ -73,14 +89,17 @@ def feature_reliability(X_log, var_names: Sequence[str], labels: Sequence[str], 
     Returns
     -------
     dict
-        ``"scale"``: ``clip((z − Z_LOW) / (Z_HIGH − Z_LOW), 0, 1)`` with ``z = ρ / se``, ``ρ``
-        the correlation of the leave-one-out predictions with the real effects (over all
-        featured perturbations and genes) and ``se`` its jackknife standard error over the
-        featured perturbations; ``"n"``: featured single perturbations used; where
-        estimated, also ``"correlation"`` (``ρ``), ``"se"``, ``"z"``, ``"slope"`` (the real
-        effects regressed on the predictions through the origin) and ``"bandwidth"``.
+        ``"scale"``: ``clip((z − Z_LOW) / (Z_HIGH − Z_LOW), 0, 1)`` with ``z = (ρ − m) / s``,
+        ``ρ`` the correlation of the leave-one-out predictions with the real effects (over
+        all featured perturbations and genes), ``m`` and ``s`` the mean and SD of ``ρ`` over
+        random permutations of the features among the featured perturbations (seeded: the
+        result is deterministic); ``"n"``: featured single perturbations used; where
+        estimated, also ``"correlation"`` (``ρ``), ``"null_mean"``, ``"null_sd"``, ``"z"``,
+        ``"permutations"``, ``"slope"`` (the real effects regressed on the predictions
+        through the origin) and ``"bandwidth"``.
         ``scale`` is 0 with fewer than :data:`MIN_FEATURED` featured perturbations or no
-        control cells.
+        control cells. At most :data:`MAX_FEATURED` featured perturbations (a seeded random
+        subset) are used.
 
     Notes
     -----
@@ -88,7 +107,9 @@ def feature_reliability(X_log, var_names: Sequence[str], labels: Sequence[str], 
     mean, over ``genes`` without the featured targets' own genes), the prediction is the
     kernel average ``Σ_j w_ij E_j`` over the other featured perturbations, ``w_ij ∝
     exp(−(d_ij − min_j d_ij) / h)`` with ``d`` the mean squared difference of standardised
-    features and ``h`` the median nearest-neighbour ``d``. Both it and ``E_i`` are centred on
+    features and ``h`` the median nearest-neighbour ``d`` (where that is 0, most rows having
+    an exact duplicate, the median positive ``d`` of the first :data:`BANDWIDTH_ROWS` rows).
+    Both it and ``E_i`` are centred on
     the plain average of the other featured perturbations' effects (centring on an average
     that includes ``E_i`` would make every other perturbation look anti-correlated with it);
     ``ρ = Σ_i ⟨P_i, Y_i⟩ / (Σ_i ‖P_i‖² Σ_i ‖Y_i‖²)^½``.
@@ -105,6 +126,9 @@ def feature_reliability(X_log, var_names: Sequence[str], labels: Sequence[str], 
             single[lab] = members[0]
     featured = sorted({m for m in single.values()
                        if m in index and np.any(table[index[m]] != 0)})
+    if len(featured) > MAX_FEATURED:
+        pick = np.random.default_rng(0).choice(len(featured), MAX_FEATURED, replace=False)
+        featured = [featured[i] for i in np.sort(pick)]
     n = len(featured)
     if not (labels == control).any() or n < MIN_FEATURED:
         return {"scale": 0.0, "n": n}
@@ -120,39 +144,53 @@ def feature_reliability(X_log, var_names: Sequence[str], labels: Sequence[str], 
     means = sums / np.asarray(member.sum(1), dtype=np.float64).reshape(-1, 1)
     E = means[1:] - means[0]  # (n, G)
     total = E.sum(0)
-    F = table[[index[a] for a in featured]]
-    sq = (F * F).sum(1)
+    F0 = table[[index[a] for a in featured]]
+    blocks = [slice(s, min(n, s + CHUNK)) for s in range(0, n, CHUNK)]
 
-    def distances(r: slice) -> np.ndarray:  # (rows, n); the own column set to inf
+    def distances(F: np.ndarray, sq: np.ndarray, r: slice) -> np.ndarray:
+        """(rows, n) mean squared feature differences; the own column set to inf."""
         d = np.maximum(sq[r, None] + sq[None, :] - 2.0 * F[r] @ F.T, 0.0) / F.shape[1]
         d[np.arange(r.stop - r.start), np.arange(r.start, r.stop)] = np.inf
         return d
 
-    blocks = [slice(s, min(n, s + CHUNK)) for s in range(0, n, CHUNK)]
-    nearest = np.concatenate([distances(r).min(1) for r in blocks])  # (n,)
-    h = float(np.median(nearest))  # local: about the distance to a nearest neighbour
-    if not h > 0:  # most rows have an exact duplicate: the scale of the other distances
-        first = distances(blocks[0])
-        positive = first[np.isfinite(first) & (first > 0)]
+    sq0 = (F0 * F0).sum(1)
+    nearest0 = np.concatenate([distances(F0, sq0, r).min(1) for r in blocks])  # (n,)
+    h = float(np.median(nearest0))  # local: about the distance to a nearest neighbour
+    if not h > 0:  # most rows have an exact duplicate: the scale of the other distances,
+        sample = distances(F0, sq0, slice(0, min(n, BANDWIDTH_ROWS)))  # on fixed rows
+        positive = sample[np.isfinite(sample) & (sample > 0)]
         h = float(np.median(positive)) if positive.size else 1.0
-    num, pp, yy = np.empty(n), np.empty(n), np.empty(n)
-    for r in blocks:
-        W = np.exp(-(distances(r) - nearest[r, None]) / h)  # own column: exp(-inf) = 0
-        centre = (total[None, :] - E[r]) / (n - 1)  # the other featured perturbations' mean
-        P = (W / W.sum(1, keepdims=True)) @ E - centre  # leave-one-out predictions
-        Y = E[r] - centre
-        num[r], pp[r], yy[r] = (P * Y).sum(1), (P * P).sum(1), (Y * Y).sum(1)
+
+    def loo(F: np.ndarray) -> tuple[float, float, float]:
+        """Σ⟨P_i, Y_i⟩, Σ‖P_i‖², Σ‖Y_i‖² of the leave-one-out predictions from features F."""
+        sq = (F * F).sum(1)
+        num = pp = yy = 0.0
+        for r in blocks:
+            d = distances(F, sq, r)
+            W = np.exp(-(d - d.min(1, keepdims=True)) / h)  # own column: exp(-inf) = 0
+            centre = (total[None, :] - E[r]) / (n - 1)  # the other featured ones' mean
+            P = (W / W.sum(1, keepdims=True)) @ E - centre  # leave-one-out predictions
+            Y = E[r] - centre
+            num, pp, yy = num + (P * Y).sum(), pp + (P * P).sum(), yy + (Y * Y).sum()
+        return float(num), float(pp), float(yy)
+
+    num, pp, yy = loo(F0)
     out = {"n": n, "bandwidth": h}
-    if pp.sum() <= 1e-12 * max(yy.sum(), 1e-300) or yy.sum() <= 0:
+    if pp <= 1e-12 * max(yy, 1e-300) or yy <= 0:
         return {"scale": 0.0, **out}
-
-    def corr(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-        return a / np.sqrt(np.maximum(b * c, 1e-300))
-
-    rho = float(corr(num.sum(), pp.sum(), yy.sum()))
-    jack = corr(num.sum() - num, pp.sum() - pp, yy.sum() - yy)  # without each one
-    se = float(np.sqrt((n - 1) / n * ((jack - jack.mean()) ** 2).sum()))
-    z = rho / se if se > 0 else (np.inf if rho > 0 else 0.0)
+    rho = num / np.sqrt(pp * yy)
+    # the null: the same effects with the features of randomly permuted perturbations
+    rng = np.random.default_rng(0)
+    size = n * n * (E.shape[1] + F0.shape[1])
+    n_perm = int(np.clip(PERMUTATION_BUDGET // max(size, 1), MIN_PERMUTATIONS, PERMUTATIONS))
+    null = []
+    for _ in range(n_perm):
+        a, b, c = loo(F0[rng.permutation(n)])
+        null.append(a / np.sqrt(b * c) if b > 0 and c > 0 else 0.0)
+    null = np.asarray(null)
+    sd = float(null.std())
+    z = (rho - float(null.mean())) / sd if sd > 0 else (np.inf if rho > null.mean() else -np.inf)
     scale = float(np.clip((z - Z_LOW) / (Z_HIGH - Z_LOW), 0.0, 1.0))
-    return {"scale": scale, "correlation": rho, "se": se, "z": float(z),
-            "slope": float(num.sum() / pp.sum()), **out}
+    return {"scale": scale, "correlation": float(rho), "null_mean": float(null.mean()),
+            "null_sd": sd, "z": float(z), "permutations": n_perm,
+            "slope": float(num / pp), **out}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scdit.conditions import MIN_FEATURED, Z_HIGH, Z_LOW, feature_reliability
+from scdit.conditions import MIN_FEATURED, PERMUTATIONS, Z_HIGH, Z_LOW, feature_reliability
 
 
 def _screen(effects: dict[str, np.ndarray], n_genes: int, cells: int = 4, seed: int = 0):
@@ -71,10 +71,10 @@ def test_hand_computed_two_clusters():
     pb = (2 * b + 3 * w * a) / (2 + 3 * w) - (2 * b + 3 * a) / 5
     yb = b - (2 * b + 3 * a) / 5
     slope = 3 * (p @ y + pb @ yb) / (3 * (p @ p + pb @ pb))
+    rho = 3 * (p @ y + pb @ yb) / np.sqrt(3 * (p @ p + pb @ pb) * 3 * (y @ y + yb @ yb))
     assert out["slope"] == pytest.approx(slope, rel=1e-9)
+    assert out["correlation"] == pytest.approx(rho, rel=1e-9)
     assert out["bandwidth"] == pytest.approx(5.0)
-    assert out["se"] == pytest.approx(0.0, abs=1e-9)  # every perturbation alike: no spread
-    assert out["scale"] == 1.0  # a positive correlation without any spread
 
 
 def test_target_genes_left_out_and_scale_invariance():
@@ -122,10 +122,11 @@ def test_singles_written_with_the_control_count_and_unfeatured_ones_do_not_centr
     assert out["n"] == base["n"] and out["slope"] == pytest.approx(base["slope"], rel=1e-9)
 
 
-def test_scale_is_the_evidence_of_a_positive_correlation():
-    # noisy features and effects: the scale rises linearly from 0 at z = Z_LOW to 1 at Z_HIGH
+def test_scale_is_the_evidence_against_permuted_features():
+    # noisy features and effects: z against the permutation null, the scale rising linearly
+    # from 0 at z = Z_LOW to 1 at Z_HIGH
     seen = set()
-    for seed in range(8):
+    for seed in range(12):
         rng = np.random.default_rng(seed)
         centres, programme = rng.normal(0, 1, (3, 6)), rng.normal(0, 1, (3, 30))
         names, feats, effects = [], [], {}
@@ -137,8 +138,23 @@ def test_scale_is_the_evidence_of_a_positive_correlation():
         X, labels = _screen(effects, 30, seed=seed)
         out = feature_reliability(X, [f"g{j}" for j in range(30)], labels, "ctrl",
                                   np.array(feats), names)
-        assert out["se"] > 0 and out["z"] == pytest.approx(out["correlation"] / out["se"])
-        want = min(1.0, max(0.0, (out["z"] - Z_LOW) / (Z_HIGH - Z_LOW)))
+        assert out["permutations"] == PERMUTATIONS and out["null_sd"] > 0
+        z = (out["correlation"] - out["null_mean"]) / out["null_sd"]
+        assert out["z"] == pytest.approx(z)
+        want = min(1.0, max(0.0, (z - Z_LOW) / (Z_HIGH - Z_LOW)))
         assert out["scale"] == pytest.approx(want)
         seen.add("zero" if want == 0 else "one" if want == 1 else "between")
     assert seen == {"zero", "one", "between"}  # every branch of the ramp was exercised
+
+
+def test_features_that_say_nothing_rarely_get_guidance():
+    # the permutation null is calibrated: random features pass Z_LOW about 2 % of the time
+    passed = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        names = [f"P{i}" for i in range(8)]
+        X, labels = _screen({n: rng.normal(0, 1, 30) for n in names}, 30, seed=seed)
+        out = feature_reliability(X, [f"g{j}" for j in range(30)], labels, "ctrl",
+                                  rng.normal(0, 1, (8, 6)), names)
+        passed += out["scale"] > 0
+    assert passed <= 3

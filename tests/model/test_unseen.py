@@ -140,3 +140,21 @@ def test_unseen_label_guided_by_the_feature_reliability(counts_adata, tiny, tmp_
     noise = model.predict("NEW", source=ctrl, seed=0,
                           sampling=scdit.SamplingConfig(invert=False))
     assert noise.uns["scdit"]["inverted"] == []
+
+
+def test_without_a_trained_null_branch_unseen_labels_keep_the_conditional_model(counts_adata,
+                                                                                  tiny):
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(4, 6)), index=["G1", "G2", "G3", "NEW"])
+    import dataclasses
+
+    kw = {k: v for k, v in tiny.items() if k != "preset"}
+    dit = dataclasses.replace(scdit.config.DIT_PRESETS["tiny"], cond_dropout=0.0)
+    model = scdit.fit(counts_adata, "condition", perturbation_features=table, max_steps=5,
+                      dit=dit, **kw)
+    assert model.summary["feature_reliability"]["scale"] < 1  # no evidence from 3 targets
+    out = model.predict("NEW", n_cells=6, seed=0)
+    assert out.uns["scdit"]["guidance"] == {}  # the null branch was never trained: scale 1
+    plain = model.predict("NEW", n_cells=6, seed=0,
+                          sampling=scdit.SamplingConfig(guidance_scale=1.0))
+    assert np.array_equal(out.X.toarray(), plain.X.toarray())
