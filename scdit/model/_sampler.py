@@ -151,12 +151,12 @@ class Generator:
         self.vocab = vocab
         self.covariates = covariates
         self.feature_scale = float(feature_scale)
+        self._seen_atoms = frozenset(vocab.atoms)
 
     def featured_only(self, label: str) -> bool:
         """Whether ``label`` has a member never seen in training (known only through its
         perturbation features)."""
-        seen = set(self.vocab.atoms)
-        return any(m not in seen for m in self.vocab.members(label))
+        return any(m not in self._seen_atoms for m in self.vocab.members(label))
 
     def guidance(self, label: str, sampling: SamplingConfig) -> float:
         """The guidance scale of ``label``: ``SamplingConfig.guidance_scale``, else
