@@ -70,7 +70,9 @@ class SamplingConfig:
         ``source`` cells, one cell per source cell, by a model not straightened by
         :func:`scdit.reflow` (not measured there), for a *seen* perturbation whose training
         mean sets its mean (``effects="auto"`` or ``"always"``) and for a label with a member
-        known only through its perturbation features (any ``effects``); ``False`` otherwise
+        known only through its perturbation features (any ``effects``); also without
+        ``source`` for the latter, whose reference cells are then distinct stored control
+        cells (where at least ``n_cells`` are stored); ``False`` otherwise
         (``sample`` always starts from noise unless ``True``). Such cells then do not depend on
         the seed. There the counterfactuals matched the real held-out cells' distribution
         better than noise starts (seen-perturbation and unseen-target benchmarks,

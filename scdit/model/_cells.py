@@ -312,7 +312,8 @@ class CellStore:
                         covariates, rng) -> ad.AnnData:
         """Cells a prediction of ``label`` carries over: the given source cells (each used
         ``n // n_source`` times, the remainder drawn without replacement), else stored cells
-        of the label (of the context if given), else stored control cells."""
+        of the label (of the context if given), else stored control cells (without
+        replacement where there are at least ``n``: distinct cells to invert)."""
         self._check_covariate_keys(covariates)
         if src is not None:
             n = src.n_obs if n_cells is None else n_cells_arg(n_cells)
@@ -323,7 +324,8 @@ class CellStore:
         n = 100 if n_cells is None else n_cells_arg(n_cells)
         obs = self.reference.obs
         pool = np.flatnonzero(self.canonical_labels() == self.canonical(label))
-        if len(pool) == 0:
+        distinct = len(pool) == 0
+        if distinct:
             pool = np.flatnonzero(obs[self.key].to_numpy() == self.vocab.control)
         if covariates:
             self.covariate_frame(covariates, 1)
@@ -338,7 +340,8 @@ class CellStore:
                 for k, v in covariates.items():
                     ctrl &= obs[k].astype(str).to_numpy() == str(v)
                 pool = np.flatnonzero(ctrl) if ctrl.any() else pool
-        return take(self.reference, rng.choice(pool, n, replace=True), covariates)
+        return take(self.reference, rng.choice(pool, n, replace=not distinct or len(pool) < n),
+                    covariates)
 
     def frame(self, cells: ad.AnnData) -> pd.DataFrame | None:
         """The covariate columns of ``cells`` (``None`` without covariates)."""

@@ -247,7 +247,8 @@ class ScDiT:
             (``covariates``), or of the contexts the perturbation was seen in. One cell per
             source cell, a noise-source model by default returns each source cell's
             counterfactual (``SamplingConfig.invert``) for a seen perturbation or one known
-            only through its features.
+            only through its features (for the latter also of distinct stored control cells,
+            without ``source``).
         layer
             Layer of ``source`` holding expression (default ``.X``).
         dose
@@ -343,7 +344,7 @@ class ScDiT:
         src = cells.check_source(source, layer) if source is not None else None
         transport_only = self.config.flow.source == "control"
         transport = transport_only or self.generator.inverts(sampling)
-        auto_invert = sampling.invert is None and not transport_only and src is not None \
+        auto_invert = sampling.invert is None and not transport_only \
             and "reflow" not in self.summary  # measured: not reflowed
         per_label = n_cells_arg(n_cells) if n_cells is not None else \
             src.n_obs if src is not None else 100
@@ -381,8 +382,9 @@ class ScDiT:
                     label, ref.n_obs, cells.frame(ref), dose, seeds.torch_seed(), effects,
                     sampling, EncodedCells(self.encode, ref) if transport else None, given,
                     device, shared.get("means") if given is given_all else None,
-                    EncodedCells(self.encode, ref) if auto_invert
-                    and len(set(ref.rows)) == ref.n_obs else None)
+                    EncodedCells(self.encode, ref) if auto_invert and len(set(ref.rows)) ==
+                    ref.n_obs and (src is not None or self.generator.featured_only(label))
+                    else None)  # without source: stored control cells of a featured label
                 factors, report = self.targets.depth_factors(label, ref, est) \
                     if out_rep == "counts" and est else (None, {})
                 depth.update(report)

@@ -140,6 +140,16 @@ def test_unseen_label_guided_by_the_feature_reliability(counts_adata, tiny, tmp_
     noise = model.predict("NEW", source=ctrl, seed=0,
                           sampling=scdit.SamplingConfig(invert=False))
     assert noise.uns["scdit"]["inverted"] == []
+    # without source: distinct stored control cells, inverted (the seen G1 keeps noise starts
+    # from its own stored cells); more cells than stored control cells: noise starts
+    assert auto.uns["scdit"]["inverted"] == ["NEW"]
+    refs = auto.obs["reference_cell"].to_numpy()
+    stored = model.cells.reference.obs.loc[refs, "condition"].to_numpy()
+    assert (stored[:12] == "ctrl").all() and len(set(refs[:12])) == 12
+    assert (stored[12:] == "G1").all()
+    n_ctrl = int((model.cells.reference.obs["condition"] == "ctrl").sum())
+    many = model.predict("NEW", n_cells=n_ctrl + 1, seed=0)
+    assert many.uns["scdit"]["inverted"] == [] and many.n_obs == n_ctrl + 1
 
 
 def test_without_a_trained_null_branch_unseen_labels_keep_the_conditional_model(counts_adata,
