@@ -73,8 +73,8 @@ class SamplingConfig:
         known only through its perturbation features (any ``effects``); also without
         ``source`` for the latter, whose reference cells are then distinct stored control
         cells (where at least ``n_cells`` are stored); ``False`` otherwise
-        (``sample`` always starts from noise unless ``True``). Such cells then do not depend on
-        the seed. There the counterfactuals matched the real held-out cells' distribution
+        (``sample`` always starts from noise unless ``True``). Such cells depend on the seed
+        only through the stored cells it draws. There the counterfactuals matched the real held-out cells' distribution
         better than noise starts (seen-perturbation and unseen-target benchmarks,
         docs/results.md); for the other generator-set means and for unseen combinations of
         seen members they did not. Not available for

@@ -71,10 +71,16 @@ class CellRows:
         Row positions in ``source``, one per cell.
     obs
         The cells' ``obs`` (one row each).
+    invertible
+        Whether the rows are distinct cells that automatic inversion may start from: given
+        source cells, or stored control cells of the context drawn for a label with a member
+        known only through its features (see :meth:`CellStore.reference_cells`).
     """
 
-    def __init__(self, source: ad.AnnData, rows: np.ndarray, obs: pd.DataFrame):
+    def __init__(self, source: ad.AnnData, rows: np.ndarray, obs: pd.DataFrame,
+                 invertible: bool = False):
         self.source, self.rows, self.obs = source, np.asarray(rows, dtype=np.int64), obs
+        self.invertible = invertible
 
     @property
     def n_obs(self) -> int:
@@ -100,14 +106,15 @@ class CellRows:
         return self.source.X[:, cols][self.rows]
 
 
-def take(adata: ad.AnnData, rows: np.ndarray, covariates: Mapping[str, str] | None) -> CellRows:
+def take(adata: ad.AnnData, rows: np.ndarray, covariates: Mapping[str, str] | None,
+         invertible: bool = False) -> CellRows:
     """Rows of ``adata`` (repeats allowed) with unique names; originals in ``reference_cell``."""
     obs = adata.obs.iloc[rows].copy()
     obs["reference_cell"] = adata.obs_names[rows].to_numpy()
     obs.index = [str(i) for i in range(len(rows))]
     for k, v in (covariates or {}).items():
         obs[k] = str(v)
-    return CellRows(adata, rows, obs)
+    return CellRows(adata, rows, obs, invertible)
 
 
 #: Most training cells per (condition × covariates) group a model stores as reference cells.
@@ -309,23 +316,25 @@ class CellStore:
                     dict(covariates) if covariates else None)
 
     def reference_cells(self, label: str, src: ad.AnnData | None, n_cells: int | None,
-                        covariates, rng) -> ad.AnnData:
+                        covariates, rng, featured: bool = False) -> CellRows:
         """Cells a prediction of ``label`` carries over: the given source cells (each used
         ``n // n_source`` times, the remainder drawn without replacement), else stored cells
-        of the label (of the context if given), else stored control cells (without
-        replacement where there are at least ``n``: distinct cells to invert)."""
+        of the label (of the context if given), else stored control cells. ``featured`` (a
+        label with a member known only through its features): the stored control cells of
+        the context are drawn without replacement where there are at least ``n``, and are
+        then :attr:`~CellRows.invertible`, as are given source cells used once each."""
         self._check_covariate_keys(covariates)
         if src is not None:
             n = src.n_obs if n_cells is None else n_cells_arg(n_cells)
             m = src.n_obs
             rows = np.arange(n) if n == m else np.sort(np.concatenate(
                 [np.tile(np.arange(m), n // m), rng.choice(m, n % m, replace=False)]))
-            return take(src, rows, covariates)
+            return take(src, rows, covariates, invertible=n <= m)
         n = 100 if n_cells is None else n_cells_arg(n_cells)
         obs = self.reference.obs
         pool = np.flatnonzero(self.canonical_labels() == self.canonical(label))
-        distinct = len(pool) == 0
-        if distinct:
+        distinct = featured and len(pool) == 0
+        if len(pool) == 0:
             pool = np.flatnonzero(obs[self.key].to_numpy() == self.vocab.control)
         if covariates:
             self.covariate_frame(covariates, 1)
@@ -340,8 +349,10 @@ class CellStore:
                 for k, v in covariates.items():
                     ctrl &= obs[k].astype(str).to_numpy() == str(v)
                 pool = np.flatnonzero(ctrl) if ctrl.any() else pool
-        return take(self.reference, rng.choice(pool, n, replace=not distinct or len(pool) < n),
-                    covariates)
+                distinct &= bool(ctrl.any())  # not other contexts' cells under this one's
+        distinct &= len(pool) >= n
+        return take(self.reference, rng.choice(pool, n, replace=not distinct), covariates,
+                    invertible=distinct)
 
     def frame(self, cells: ad.AnnData) -> pd.DataFrame | None:
         """The covariate columns of ``cells`` (``None`` without covariates)."""

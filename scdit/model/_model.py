@@ -260,7 +260,7 @@ class ScDiT:
             the other arguments, not on the other labels or their order in the list; a label
             listed twice gives the same cells twice. ``uns["scdit"]["seed"]`` records the seed
             used (the drawn one for ``None``), so any prediction can be repeated. Inverted
-            cells (``uns["scdit"]["inverted"]``) do not depend on it.
+            cells (``uns["scdit"]["inverted"]``) of given source cells do not depend on it.
         effects
             What sets the mean of the generated cells (:class:`scdit.EffectConfig`; see
             :mod:`scdit.effects` and the user guide). ``"auto"`` (default): an effect estimate
@@ -363,7 +363,8 @@ class ScDiT:
                     ref = cells.control_cells(label, 100 if n_cells is None
                                               else n_cells_arg(n_cells), covariates, rng)
                 else:
-                    ref = cells.reference_cells(label, src, n_cells, covariates, rng)
+                    ref = cells.reference_cells(label, src, n_cells, covariates, rng,
+                                                self.generator.featured_only(label))
                 if transport and not transport_only and len(set(ref.rows)) < ref.n_obs:
                     warnings.warn(f"invert=True repeats reference cells of {label!r}: a cell "
                                   "is a deterministic function of its reference cell, so the "
@@ -382,9 +383,7 @@ class ScDiT:
                     label, ref.n_obs, cells.frame(ref), dose, seeds.torch_seed(), effects,
                     sampling, EncodedCells(self.encode, ref) if transport else None, given,
                     device, shared.get("means") if given is given_all else None,
-                    EncodedCells(self.encode, ref) if auto_invert and len(set(ref.rows)) ==
-                    ref.n_obs and (src is not None or self.generator.featured_only(label))
-                    else None)  # without source: stored control cells of a featured label
+                    EncodedCells(self.encode, ref) if auto_invert and ref.invertible else None)
                 factors, report = self.targets.depth_factors(label, ref, est) \
                     if out_rep == "counts" and est else (None, {})
                 depth.update(report)

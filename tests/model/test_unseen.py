@@ -143,11 +143,18 @@ def test_unseen_label_guided_by_the_feature_reliability(counts_adata, tiny, tmp_
     # without source: distinct stored control cells, inverted (the seen G1 keeps noise starts
     # from its own stored cells); more cells than stored control cells: noise starts
     assert auto.uns["scdit"]["inverted"] == ["NEW"]
+    reference = model.cells.reference
     refs = auto.obs["reference_cell"].to_numpy()
-    stored = model.cells.reference.obs.loc[refs, "condition"].to_numpy()
+    stored = reference.obs.loc[refs, "condition"].to_numpy()
     assert (stored[:12] == "ctrl").all() and len(set(refs[:12])) == 12
     assert (stored[12:] == "G1").all()
-    n_ctrl = int((model.cells.reference.obs["condition"] == "ctrl").sum())
+    assert model.predict("G1", n_cells=1, seed=0).uns["scdit"]["inverted"] == []
+    n_ctrl = int((reference.obs["condition"] == "ctrl").sum())
+    every = model.predict("NEW", n_cells=n_ctrl, seed=0)  # each stored control cell once
+    assert every.uns["scdit"]["inverted"] == ["NEW"]
+    assert every.obs["reference_cell"].nunique() == n_ctrl
+    given = model.predict("NEW", source=reference[refs[:12]].copy(), seed=5)
+    assert np.array_equal(given.X.toarray(), auto.X.toarray()[:12])  # the same counterfactuals
     many = model.predict("NEW", n_cells=n_ctrl + 1, seed=0)
     assert many.uns["scdit"]["inverted"] == [] and many.n_obs == n_ctrl + 1
 
