@@ -175,3 +175,19 @@ def test_without_a_trained_null_branch_unseen_labels_keep_the_conditional_model(
     plain = model.predict("NEW", n_cells=6, seed=0,
                           sampling=scdit.SamplingConfig(guidance_scale=1.0))
     assert np.array_equal(out.X.toarray(), plain.X.toarray())
+
+
+def test_unseen_label_without_source_inverts_only_its_own_contexts_control_cells(make_adata,
+                                                                                  tiny):
+    a = make_adata()
+    a = a[~((a.obs.cell_type == "T") & (a.obs.condition == "ctrl"))].copy()  # no T controls
+    model = scdit.fit(a, "condition", covariate_keys=["cell_type"], source="noise", max_steps=5,
+                      seed=0, **tiny)
+    label = next(g for g in model.vocab.featured if g not in ("G1", "G2", "G3"))
+    stored = model.cells.reference.obs["cell_type"]
+    b = model.predict(label, n_cells=4, covariates={"cell_type": "B"}, seed=0)
+    assert b.uns["scdit"]["inverted"] == [label]
+    assert (stored.loc[b.obs["reference_cell"]] == "B").all()
+    # T has no stored control cells: B's carry library sizes over, but are not inverted as T
+    t = model.predict(label, n_cells=4, covariates={"cell_type": "T"}, seed=0)
+    assert t.uns["scdit"]["inverted"] == [] and (t.obs["cell_type"] == "T").all()
