@@ -70,9 +70,11 @@ class SamplingConfig:
         ``source`` cells, one cell per source cell, by a model not straightened by
         :func:`scdit.reflow` (not measured there), for a *seen* perturbation whose training
         mean sets its mean (``effects="auto"`` or ``"always"``) and for a label with a member
-        known only through its perturbation features (any ``effects``); also without
-        ``source`` for the latter, whose reference cells are then distinct stored control
-        cells (where at least ``n_cells`` are stored); ``False`` otherwise
+        known only through its perturbation features (any ``effects``). Also without
+        ``source``: the latter then start from distinct stored control cells of the context,
+        and a seen perturbation from distinct stored control cells of each of its reference
+        cells' contexts (where enough are stored; its own stored cells stay its reference
+        cells); ``False`` otherwise
         (``sample`` always starts from noise unless ``True``). Such cells depend on the seed
         only through the stored cells it draws. There the counterfactuals matched the real held-out cells' distribution
         better than noise starts (seen-perturbation and unseen-target benchmarks,

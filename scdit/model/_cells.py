@@ -75,12 +75,19 @@ class CellRows:
         Whether the rows are distinct cells that automatic inversion may start from: given
         source cells, or stored control cells of the context drawn for a label with a member
         known only through its features (see :meth:`CellStore.reference_cells`).
+
+    Attributes
+    ----------
+    start
+        The cells automatic inversion starts from, one per row (``None``: noise starts): these
+        rows if ``invertible``; for a seen label's own stored cells, distinct stored control
+        cells of each row's context (:meth:`CellStore.paired_controls`).
     """
 
     def __init__(self, source: ad.AnnData, rows: np.ndarray, obs: pd.DataFrame,
                  invertible: bool = False):
         self.source, self.rows, self.obs = source, np.asarray(rows, dtype=np.int64), obs
-        self.invertible = invertible
+        self.start: CellRows | None = self if invertible else None
 
     @property
     def n_obs(self) -> int:
@@ -322,7 +329,8 @@ class CellStore:
         of the label (of the context if given), else stored control cells. ``featured`` (a
         label with a member known only through its features): the stored control cells of
         the context are drawn without replacement where there are at least ``n``, and are
-        then :attr:`~CellRows.invertible`, as are given source cells used once each."""
+        then :attr:`~CellRows.invertible`, as are given source cells used once each. A seen
+        label's own stored cells get :meth:`paired_controls` as their inversion start."""
         self._check_covariate_keys(covariates)
         if src is not None:
             n = src.n_obs if n_cells is None else n_cells_arg(n_cells)
@@ -333,7 +341,7 @@ class CellStore:
         n = 100 if n_cells is None else n_cells_arg(n_cells)
         obs = self.reference.obs
         pool = np.flatnonzero(self.canonical_labels() == self.canonical(label))
-        distinct = featured and len(pool) == 0
+        distinct, own = featured and len(pool) == 0, len(pool) > 0
         if len(pool) == 0:
             pool = np.flatnonzero(obs[self.key].to_numpy() == self.vocab.control)
         if covariates:
@@ -350,9 +358,34 @@ class CellStore:
                     ctrl &= obs[k].astype(str).to_numpy() == str(v)
                 pool = np.flatnonzero(ctrl) if ctrl.any() else pool
                 distinct &= bool(ctrl.any())  # not other contexts' cells under this one's
+                own = False
         distinct &= len(pool) >= n
-        return take(self.reference, rng.choice(pool, n, replace=not distinct), covariates,
-                    invertible=distinct)
+        ref = take(self.reference, rng.choice(pool, n, replace=not distinct), covariates,
+                   invertible=distinct)
+        if own:
+            ref.start = self.paired_controls(ref, rng)
+        return ref
+
+    def paired_controls(self, ref: CellRows, rng) -> CellRows | None:
+        """For every row of ``ref``, a distinct stored control cell of the row's context
+        (``None`` where a context has fewer stored control cells than rows): the cells a seen
+        perturbation's counterfactuals start from without given source cells."""
+        obs, keys = self.reference.obs, list(self.covariates.keys)
+
+        def context(frame: pd.DataFrame) -> np.ndarray:
+            if not keys:
+                return np.zeros(len(frame), dtype=np.int64)
+            return frame[keys].astype(str).agg("\x1f".join, axis=1).to_numpy()
+
+        stored, wanted = context(obs), context(ref.obs)
+        is_ctrl = obs[self.key].to_numpy() == self.vocab.control
+        rows = np.empty(ref.n_obs, dtype=np.int64)
+        for ctx in np.unique(wanted):
+            need, pool = np.flatnonzero(wanted == ctx), np.flatnonzero(is_ctrl & (stored == ctx))
+            if len(pool) < len(need):
+                return None
+            rows[need] = rng.choice(pool, len(need), replace=False)
+        return take(self.reference, rows, None, invertible=True)
 
     def frame(self, cells: ad.AnnData) -> pd.DataFrame | None:
         """The covariate columns of ``cells`` (``None`` without covariates)."""

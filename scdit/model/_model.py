@@ -247,8 +247,8 @@ class ScDiT:
             (``covariates``), or of the contexts the perturbation was seen in. One cell per
             source cell, a noise-source model by default returns each source cell's
             counterfactual (``SamplingConfig.invert``) for a seen perturbation or one known
-            only through its features (for the latter also of distinct stored control cells,
-            without ``source``).
+            only through its features (without ``source``: of distinct stored control
+            cells).
         layer
             Layer of ``source`` holding expression (default ``.X``).
         dose
@@ -383,7 +383,7 @@ class ScDiT:
                     label, ref.n_obs, cells.frame(ref), dose, seeds.torch_seed(), effects,
                     sampling, EncodedCells(self.encode, ref) if transport else None, given,
                     device, shared.get("means") if given is given_all else None,
-                    EncodedCells(self.encode, ref) if auto_invert and ref.invertible else None)
+                    EncodedCells(self.encode, ref.start) if auto_invert and ref.start else None)
                 factors, report = self.targets.depth_factors(label, ref, est) \
                     if out_rep == "counts" and est else (None, {})
                 depth.update(report)

@@ -145,8 +145,7 @@ def test_reflowed_models_keep_noise_starts(log1p_model, log1p_adata):
     {"n_cells": 50},  # more cells than source cells: inverted repeats would be copies
     {"effects": "none"},  # the generator sets the mean
     {"sampling": scdit.SamplingConfig(invert=False)},
-    {"source": None, "n_cells": 20},  # no source cells given
-], ids=["repeats", "generator-mean", "invert-false", "no-source"])
+], ids=["repeats", "generator-mean", "invert-false"])
 def test_auto_keeps_noise_starts_elsewhere(log1p_model, log1p_adata, kwargs):
     kw = {"source": _controls(log1p_adata), **kwargs}
     with warnings.catch_warnings(record=True) as caught:
@@ -161,3 +160,27 @@ def test_auto_keeps_noise_starts_elsewhere(log1p_model, log1p_adata, kwargs):
 def test_invert_checked():
     with pytest.raises(TypeError, match="invert must be True, False or None"):
         scdit.SamplingConfig(invert="yes")
+
+
+def test_auto_inverts_seen_perturbations_without_source(counts_model):
+    """Without source cells a seen perturbation keeps its own stored cells as reference cells
+    (library sizes, unmodelled genes) and starts from distinct stored control cells of each
+    cell's context, inverted; noise starts where the context has too few stored control
+    cells, or where no estimate sets the mean."""
+    stored = counts_model.cells.reference.obs
+    out = counts_model.predict("G1", n_cells=12, covariates={"cell_type": "T"}, seed=0,
+                               verbose=False)
+    assert out.uns["scdit"]["inverted"] == ["G1"]
+    own = stored.loc[out.obs["reference_cell"]]
+    assert (own["condition"] == "G1").all() and (own["cell_type"] == "T").all()
+    mixed = counts_model.predict("G1", n_cells=12, seed=0, verbose=False)  # both contexts
+    assert mixed.uns["scdit"]["inverted"] == ["G1"]
+    n_ctrl = int(((stored["condition"] == "ctrl") & (stored["cell_type"] == "T")).sum())
+    many = counts_model.predict("G1", n_cells=n_ctrl + 1, covariates={"cell_type": "T"},
+                                seed=0, verbose=False)
+    assert many.uns["scdit"]["inverted"] == []
+    gen = counts_model.predict("G1", n_cells=12, effects="none", seed=0, verbose=False)
+    assert gen.uns["scdit"]["inverted"] == []
+    other = counts_model.predict("G1", n_cells=12, covariates={"cell_type": "T"}, seed=1,
+                                 verbose=False)
+    assert not np.array_equal(dense(out.X), dense(other.X))  # the seed draws the cells

@@ -140,15 +140,17 @@ def test_unseen_label_guided_by_the_feature_reliability(counts_adata, tiny, tmp_
     noise = model.predict("NEW", source=ctrl, seed=0,
                           sampling=scdit.SamplingConfig(invert=False))
     assert noise.uns["scdit"]["inverted"] == []
-    # without source: distinct stored control cells, inverted (the seen G1 keeps noise starts
-    # from its own stored cells); more cells than stored control cells: noise starts
-    assert auto.uns["scdit"]["inverted"] == ["NEW"]
+    # without source: distinct stored control cells, inverted; the seen G1 keeps its own
+    # stored cells as reference cells (library sizes) and is inverted from distinct stored
+    # control cells, unless no estimate sets its mean; more cells than stored control cells:
+    # noise starts
+    assert auto.uns["scdit"]["inverted"] == ["NEW", "G1"]
     reference = model.cells.reference
     refs = auto.obs["reference_cell"].to_numpy()
     stored = reference.obs.loc[refs, "condition"].to_numpy()
     assert (stored[:12] == "ctrl").all() and len(set(refs[:12])) == 12
     assert (stored[12:] == "G1").all()
-    assert model.predict("G1", n_cells=1, seed=0).uns["scdit"]["inverted"] == []
+    assert model.predict("G1", n_cells=3, seed=0, effects="none").uns["scdit"]["inverted"] == []
     n_ctrl = int((reference.obs["condition"] == "ctrl").sum())
     every = model.predict("NEW", n_cells=n_ctrl, seed=0)  # each stored control cell once
     assert every.uns["scdit"]["inverted"] == ["NEW"]
