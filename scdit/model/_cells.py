@@ -174,6 +174,7 @@ class CellStore:
         self.unmodelled = np.setdiff1d(np.arange(len(var_names)), self.modelled)
         self.key = config.data.condition_key
         self._canonical_obs: np.ndarray | None = None
+        self._contexts: np.ndarray | None = None  # stored cells' context keys, built once
         self._seen_pairs: set | None = None
 
     # ------------------------------------------------------------------ labels and contexts
@@ -329,7 +330,8 @@ class CellStore:
         of the label (of the context if given), else stored control cells. ``featured`` (a
         label with a member known only through its features): the stored control cells of
         the context are drawn without replacement where there are at least ``n``, and are
-        then :attr:`~CellRows.invertible`, as are given source cells used once each. A seen
+        then their own inversion :attr:`~CellRows.start`, as are given source cells used once
+        each. A seen
         label's own stored cells get :meth:`paired_controls` as their inversion start."""
         self._check_covariate_keys(covariates)
         if src is not None:
@@ -341,7 +343,9 @@ class CellStore:
         n = 100 if n_cells is None else n_cells_arg(n_cells)
         obs = self.reference.obs
         pool = np.flatnonzero(self.canonical_labels() == self.canonical(label))
-        distinct, own = featured and len(pool) == 0, len(pool) > 0
+        # own stored cells of a perturbation (not the control label) pair with control cells
+        distinct = featured and len(pool) == 0
+        own = len(pool) > 0 and self.canonical(label) != self.vocab.control
         if len(pool) == 0:
             pool = np.flatnonzero(obs[self.key].to_numpy() == self.vocab.control)
         if covariates:
@@ -377,7 +381,9 @@ class CellStore:
                 return np.zeros(len(frame), dtype=np.int64)
             return frame[keys].astype(str).agg("\x1f".join, axis=1).to_numpy()
 
-        stored, wanted = context(obs), context(ref.obs)
+        if self._contexts is None:
+            self._contexts = context(obs)
+        stored, wanted = self._contexts, context(ref.obs)
         is_ctrl = obs[self.key].to_numpy() == self.vocab.control
         rows = np.empty(ref.n_obs, dtype=np.int64)
         for ctx in np.unique(wanted):

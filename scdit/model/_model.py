@@ -313,7 +313,7 @@ class ScDiT:
         AnnData with ``obs[condition_key]``, the covariates and ``obs["reference_cell"]``;
         ``uns["scdit"]`` holds the sampling settings (``"precision"``: ``"bf16"`` or ``"fp32"``,
         as used), ``"invert"`` (the setting) and ``"inverted"`` (the labels whose cells are
-        their reference cells' counterfactuals, :class:`~scdit.SamplingConfig`),
+        counterfactuals of control cells, :class:`~scdit.SamplingConfig`),
         ``"mean_set_by"`` (per ``"label"`` or
         ``"label | context"``: ``"generator"``, ``"seen"``, ``"additive"``,
         ``"additive_shrunk"`` or ``"context:<method>"``) and, for held-out contexts,

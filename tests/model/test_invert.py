@@ -184,3 +184,15 @@ def test_auto_inverts_seen_perturbations_without_source(counts_model):
     other = counts_model.predict("G1", n_cells=12, covariates={"cell_type": "T"}, seed=1,
                                  verbose=False)
     assert not np.array_equal(dense(out.X), dense(other.X))  # the seed draws the cells
+    assert "depth_factor" not in out.uns["scdit"]  # its own cells' library sizes, factor 1
+    ctrl = counts_model.predict("ctrl", n_cells=5, seed=0, verbose=False)
+    assert ctrl.uns["scdit"]["inverted"] == []  # the control label is not paired
+    # the pairing itself: per row a distinct stored control cell of the row's context
+    ref = counts_model.cells.reference_cells("G1", None, 30, None, np.random.default_rng(0))
+    start = ref.start
+    assert start is not None and len(set(start.rows)) == 30
+    assert (stored["condition"].to_numpy()[start.rows] == "ctrl").all()
+    np.testing.assert_array_equal(stored["cell_type"].to_numpy()[start.rows],
+                                  ref.obs["cell_type"].to_numpy())
+    assert counts_model.cells.reference_cells("ctrl", None, 5, None,
+                                              np.random.default_rng(0)).start is None
