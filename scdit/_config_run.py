@@ -74,13 +74,12 @@ class SamplingConfig:
         ``source``: the latter then start from distinct stored control cells of the context,
         and a seen perturbation from distinct stored control cells of each of its reference
         cells' contexts (where enough are stored; its own stored cells stay its reference
-        cells); ``False`` otherwise
-        (``sample`` always starts from noise unless ``True``). Such cells depend on the seed
-        only through the stored cells it draws. There the counterfactuals matched the real held-out cells' distribution
-        better than noise starts (seen-perturbation and unseen-target benchmarks,
-        docs/results.md); for the other generator-set means and for unseen combinations of
-        seen members they did not. Not available for
-        control-source models (they transport their source cells already).
+        cells); ``False`` otherwise (``sample`` always starts from noise unless ``True``).
+        Such cells depend on the seed only through the stored cells it draws. There the
+        counterfactuals matched the real held-out cells' distribution better than noise starts
+        (seen-perturbation and unseen-target benchmarks, docs/results.md); for the other
+        generator-set means and for unseen combinations of seen members they did not. Not
+        available for control-source models (they transport their source cells already).
     """
 
     steps: int | None = None

@@ -174,7 +174,7 @@ class CellStore:
         self.unmodelled = np.setdiff1d(np.arange(len(var_names)), self.modelled)
         self.key = config.data.condition_key
         self._canonical_obs: np.ndarray | None = None
-        self._contexts: np.ndarray | None = None  # stored cells' context keys, built once
+        self._controls: dict[tuple, np.ndarray] | None = None  # see paired_controls
         self._seen_pairs: set | None = None
 
     # ------------------------------------------------------------------ labels and contexts
@@ -331,8 +331,7 @@ class CellStore:
         label with a member known only through its features): the stored control cells of
         the context are drawn without replacement where there are at least ``n``, and are
         then their own inversion :attr:`~CellRows.start`, as are given source cells used once
-        each. A seen
-        label's own stored cells get :meth:`paired_controls` as their inversion start."""
+        each. A seen label's own stored cells get :meth:`paired_controls` as their start."""
         self._check_covariate_keys(covariates)
         if src is not None:
             n = src.n_obs if n_cells is None else n_cells_arg(n_cells)
@@ -342,10 +341,11 @@ class CellStore:
             return take(src, rows, covariates, invertible=n <= m)
         n = 100 if n_cells is None else n_cells_arg(n_cells)
         obs = self.reference.obs
-        pool = np.flatnonzero(self.canonical_labels() == self.canonical(label))
+        label_key = self.canonical(label)
+        pool = np.flatnonzero(self.canonical_labels() == label_key)
         # own stored cells of a perturbation (not the control label) pair with control cells
         distinct = featured and len(pool) == 0
-        own = len(pool) > 0 and self.canonical(label) != self.vocab.control
+        own = len(pool) > 0 and label_key != self.vocab.control
         if len(pool) == 0:
             pool = np.flatnonzero(obs[self.key].to_numpy() == self.vocab.control)
         if covariates:
@@ -374,20 +374,18 @@ class CellStore:
         """For every row of ``ref``, a distinct stored control cell of the row's context
         (``None`` where a context has fewer stored control cells than rows): the cells a seen
         perturbation's counterfactuals start from without given source cells."""
-        obs, keys = self.reference.obs, list(self.covariates.keys)
-
-        def context(frame: pd.DataFrame) -> np.ndarray:
-            if not keys:
-                return np.zeros(len(frame), dtype=np.int64)
-            return frame[keys].astype(str).agg("\x1f".join, axis=1).to_numpy()
-
-        if self._contexts is None:
-            self._contexts = context(obs)
-        stored, wanted = self._contexts, context(ref.obs)
-        is_ctrl = obs[self.key].to_numpy() == self.vocab.control
+        if self._controls is None:  # stored control rows per context, in row order
+            obs = self.reference.obs
+            ctrl = np.flatnonzero(obs[self.key].to_numpy() == self.vocab.control)
+            groups: dict[tuple, list[int]] = {}
+            for row, ctx in zip(ctrl, self.context_keys(obs.iloc[ctrl], len(ctrl)), strict=True):
+                groups.setdefault(ctx, []).append(row)
+            self._controls = {k: np.asarray(v, dtype=np.int64) for k, v in groups.items()}
+        wanted = self.context_keys(ref.obs, ref.n_obs)
         rows = np.empty(ref.n_obs, dtype=np.int64)
-        for ctx in np.unique(wanted):
-            need, pool = np.flatnonzero(wanted == ctx), np.flatnonzero(is_ctrl & (stored == ctx))
+        for ctx in sorted(set(wanted)):
+            need = np.flatnonzero([w == ctx for w in wanted])
+            pool = self._controls.get(ctx, np.empty(0, dtype=np.int64))
             if len(pool) < len(need):
                 return None
             rows[need] = rng.choice(pool, len(need), replace=False)
