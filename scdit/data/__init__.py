@@ -28,6 +28,7 @@ from ._representation import (
     log1p_to_counts,
     to_log1p,
 )
+from ._rounding import matched_round_up
 from ._setup import (
     LOG1P_MAX,
     LOG1P_WARN,
@@ -90,6 +91,7 @@ __all__ = [
     "library_size",
     "log1p_to_counts",
     "make_loader",
+    "matched_round_up",
     "open_cells",
     "parse_doses",
     "preview",

@@ -7,6 +7,8 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
+from ._rounding import matched_round_up, systematic_round_up
+
 Representation = Literal["counts", "log1p"]
 
 #: Target sum used for ``normalize_total`` before ``log1p`` throughout scdit.
@@ -85,6 +87,7 @@ def log1p_to_counts(
     rng: np.random.Generator | None = None,
     unbiased: str = "log1p",
     rounding: str = "independent",
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """Invert :func:`counts_to_log1p` for given library sizes, returning non-negative integers.
 
@@ -107,15 +110,32 @@ def log1p_to_counts(
     down, so a column's mean over the rows carries almost no rounding noise (the counts
     analogue of :attr:`scdit.SamplingConfig.center_noise`). Rows of one column become slightly
     negatively correlated in their rounding; each row alone is unchanged in distribution.
+    ``"matched"`` (log1p-unbiased only) chooses the number of round-ups of each column within
+    each of ``groups`` (rows' group labels; ``None``: one group) so that the column's mean of
+    the *renormalised* values, ``log1p(counts / row total * target_sum)``, equals its mean of
+    ``X`` (:func:`scdit.data.matched_round_up`): what a counts evaluation computes, since it
+    normalises every cell by its total. ``X`` must then hold all the columns of its rows.
+
+    Values within a relative 1e-6 of a count are taken as that count (float32 inputs).
     """
     if unbiased not in ("log1p", "counts"):
         raise ValueError(f"unbiased must be 'log1p' or 'counts', got {unbiased!r}.")
-    if rounding not in ("independent", "systematic"):
-        raise ValueError(f"rounding must be 'independent' or 'systematic', got {rounding!r}.")
+    if rounding not in ("independent", "systematic", "matched"):
+        raise ValueError("rounding must be 'independent', 'systematic' or 'matched', got "
+                         f"{rounding!r}.")
+    if rounding == "matched" and unbiased != "log1p":
+        raise ValueError("rounding='matched' matches log1p-normalised means: it needs "
+                         f"unbiased='log1p', got {unbiased!r}.")
     rng = rng or np.random.default_rng(0)
     x = np.clip(np.asarray(X, dtype=np.float64), 0.0, None)
+    if rounding == "matched" and x.ndim != 2:
+        raise ValueError("rounding='matched' needs a 2-D matrix (cells × genes), got shape "
+                         f"{x.shape}.")
     scale = np.asarray(lib, dtype=np.float64)[:, None] / target_sum  # (n, 1)
     mu = np.expm1(x) * scale
+    near = np.round(mu)
+    exact = np.abs(mu - near) <= 1e-6 * np.maximum(near, 1.0)
+    mu = np.where(exact, near, mu)
     k = np.floor(mu)
     if unbiased == "counts":
         p = mu - k
@@ -123,30 +143,13 @@ def log1p_to_counts(
         inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
         lo, hi = np.log1p(k * inv), np.log1p((k + 1) * inv)
         p = np.divide(x - lo, hi - lo, out=np.zeros_like(x), where=hi > lo)
-    p = np.clip(p, 0.0, 1.0)
+    p = np.where(exact, 0.0, np.clip(p, 0.0, 1.0))
+    if rounding == "matched":
+        return (k + matched_round_up(x, k, p, groups, rng, target_sum=target_sum)
+                ).astype(np.float32)
     if rounding == "systematic" and p.ndim == 2 and p.shape[0] > 1:
         return (k + systematic_round_up(p, rng)).astype(np.float32)
     return (k + (rng.random(mu.shape) < p)).astype(np.float32)
-
-
-def systematic_round_up(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Booleans ``(n, G)`` with ``P(up[i, g]) = p[i, g]`` whose column sums are ``floor`` or
-    ``ceil`` of ``p.sum(0)``: systematic sampling over the rows of each column in a random
-    order (one uniform offset per column).
-
-    Row ``i`` of column ``g`` (at position ``j`` of the order) rounds up when the interval
-    ``[c_{j-1}, c_j)`` of the cumulative probabilities contains a point ``u_g + m`` (integer
-    ``m``, ``u_g`` uniform on [0, 1)): exactly the probability ``p[i, g]`` for ``p ≤ 1``.
-    """
-    n, g = p.shape
-    order = np.argsort(rng.random((n, g)), axis=0)  # a random order of the rows per column
-    c = np.cumsum(np.take_along_axis(p, order, axis=0), axis=0)
-    u = rng.random(g)
-    f = np.floor(c - u)
-    prev = np.vstack([np.floor(-u)[None, :], f[:-1]])
-    up = np.empty((n, g), dtype=bool)
-    np.put_along_axis(up, order, f > prev, axis=0)
-    return up
 
 
 def clipped_mean_shift(values: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -389,7 +389,7 @@ class ScDiT:
                 depth.update(report)
                 job.sink = LabelSink(writer, ref.n_obs, self.generator.shape, None if est is None
                                      else _finisher(self.targets, label, ref, est, cov_df,
-                                                    out_rep, seeds, writer, factors))
+                                                    seeds, writer, factors))
                 inverted.extend([label] if job.invert else [])
                 scales.update({label: job.scale} if job.scale != 1 else {})
                 by, ce = self.targets.report(label, est)
@@ -428,14 +428,15 @@ class ScDiT:
 
 
 def _finisher(targets: EffectTargets, label: str, ref, est: dict,
-              cov_df: pd.DataFrame | None, out_rep: str, seeds: LabelSeeds, writer: CellWriter,
+              cov_df: pd.DataFrame | None, seeds: LabelSeeds, writer: CellWriter,
               depth: np.ndarray | None = None):
     """``tokens -> tokens`` of a label whose means estimates set: shifted to the targets,
     with the writer's anchoring of the unmodelled genes and library factors (``depth``) set."""
 
     def finish(tokens: torch.Tensor) -> torch.Tensor:
         tokens = targets.shift(est, tokens, cov_df)
-        writer.anchor = targets.unmodelled_anchor(label, ref, est, out_rep, seeds.rng(ANCHOR))
+        writer.anchor = targets.unmodelled_anchor(label, ref, est, writer.anchor_representation,
+                                                  seeds.rng(ANCHOR))
         writer.depth = depth  # a seen perturbation's counts at its own depth
         if depth is not None and writer.anchor is not None and writer.anchor.lib is not None:
             writer.anchor.lib = writer.anchor.lib * depth

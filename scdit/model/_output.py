@@ -4,7 +4,8 @@
 prior a chunk of cells at a time (float32), appending each chunk to an :class:`OutputBuilder`
 that assembles the final CSR matrix; its memory beyond the output is bounded by the chunk size.
 Every random draw comes from a per-label stream (:class:`~scdit.model._seeds.LabelSeeds`) used
-in row order, so the chunk size does not change which values are drawn.
+in row order; counts are rounded a chunk at a time (their means matched within each chunk), so
+a counts output depends on the chunk size, which follows ``SamplingConfig.batch_size``.
 """
 
 from __future__ import annotations
@@ -97,11 +98,12 @@ class OutputBuilder:
         return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=self.var_names))
 
 
-#: How generated log1p values become counts (:func:`scdit.data.log1p_to_counts`): systematic
-#: rounding over a chunk's cells, so that a label's mean per gene carries almost no rounding
-#: noise (each value rounds up with the same probability as independent rounding). On the
-#: Papalexi seen-perturbations benchmark it raised Pearson Δ of the same generated cells.
-COUNT_ROUNDING = "systematic"
+#: How generated log1p values become counts (:func:`scdit.data.log1p_to_counts`), over a
+#: chunk's cells (one label's) and all the output genes at once: each context's mean per gene
+#: of the renormalised counts is the mean of the generated log1p cells (``"matched"``; a counts
+#: evaluation normalises each cell by its total, which moved the means of ``"systematic"``
+#: rounding on the bundled glioblastoma seen-patients benchmark).
+COUNT_ROUNDING = "matched"
 
 
 def decode_chunk(cells: CellStore, tokenizer, tokens: torch.Tensor, X, obs: pd.DataFrame, rng,
@@ -110,32 +112,24 @@ def decode_chunk(cells: CellStore, tokenizer, tokens: torch.Tensor, X, obs: pd.D
     expression ``X`` and ``obs`` rows), dense float32 ``(b, n_vars)``.
 
     Counts come from the tokenizer's ``decode_counts`` (scVI: sampled from its likelihood with
-    the reference cell's library size of the modelled genes) when it has one, else from the
-    decoded log1p with the reference cell's library size, rounded by
-    :data:`COUNT_ROUNDING` over the chunk's cells (one label's). ``representation="log1p"`` for a
-    counts model returns the decoded log1p instead (unmodelled genes: the reference cells'
-    own, normalised). ``depth`` ``(b,)``: factors of the reference cells' library sizes (see
-    :meth:`EffectTargets.depth_factor`).
+    the reference cell's library size of the modelled genes, times ``depth`` ``(b,)``, see
+    :meth:`EffectTargets.depth_factor`) when ``representation="counts"`` and it has one.
+    Otherwise a counts model's chunk comes back in log1p (the reference cells' own genes
+    normalised, the modelled ones decoded): :class:`CellWriter` rounds it to counts.
     """
     X = X.toarray() if sp.issparse(X) else np.array(X, dtype=np.float32)
     X = X.astype(np.float32, copy=False)
     idx = cells.modelled
     trained = cells.config.data.representation
     z = torch.as_tensor(tokens, dtype=torch.float32)  # (b, T, P)
-    if trained == "counts" and representation == "log1p":
-        X = np.asarray(to_log1p(X, "counts"), dtype=np.float32)
-        X[:, idx] = tokenizer.decode(z, obs=obs).numpy()
-    elif trained == "counts" and tokenizer.can_decode_counts:
+    if trained == "counts" and representation == "counts" and tokenizer.can_decode_counts:
         lib = X[:, idx].sum(1)  # (b,) reference library of the modelled genes
         if depth is not None:
             lib = lib * depth
         X[:, idx] = tokenizer.decode_counts(z, lib, obs=obs, generator=rng).numpy()
     elif trained == "counts":
-        lib = obs[LIBRARY_KEY].to_numpy()
-        if depth is not None:
-            lib = lib * depth
-        X[:, idx] = log1p_to_counts(tokenizer.decode(z, obs=obs).numpy(), lib, rng=rng,
-                                    rounding=COUNT_ROUNDING)
+        X = np.asarray(to_log1p(X, "counts"), dtype=np.float32)
+        X[:, idx] = tokenizer.decode(z, obs=obs).numpy()
     else:
         X[:, idx] = tokenizer.decode(z, obs=obs).numpy()
     return X
@@ -156,9 +150,13 @@ class CellWriter:
 
     Tokens arrive in consecutive row ranges (the whole prediction at once, or batch by batch
     as the generator integrates them); each range is decoded ``rows`` cells at a time, its
-    unmodelled genes anchored (:attr:`anchor`, see :meth:`EffectTargets.unmodelled_anchor`)
-    and the target ``prior`` applied (see :func:`target_prior_genes`). The random streams are
-    drawn in row order, so how the rows are split does not change the output.
+    unmodelled genes anchored (:attr:`anchor`, see :meth:`EffectTargets.unmodelled_anchor`),
+    rounded to counts (a counts model without a count decoder: all genes of the chunk at
+    once, by :data:`COUNT_ROUNDING` within each context, at the reference cells' library
+    sizes times :attr:`depth`) and the target ``prior`` applied (see
+    :func:`target_prior_genes`). The random streams are
+    drawn in row order, so how the rows are split does not change a log1p output (counts are
+    rounded, and their means matched, per chunk).
 
     Parameters
     ----------
@@ -192,6 +190,26 @@ class CellWriter:
         self._ratio, genes = prior if prior is not None else (1.0, [])
         self._prior_rngs = [(j, seeds.rng(PRIOR, j)) for j in genes]
         self._next = 0
+        #: Whether the writer rounds log1p chunks to counts (else the decoder makes counts).
+        self.rounds = representation == "counts" and not tokenizer.can_decode_counts \
+            and cells.config.data.representation == "counts"
+        self._groups: np.ndarray | None = None
+
+    @property
+    def anchor_representation(self) -> str:
+        """Representation in which :attr:`anchor` writes: log1p where the writer rounds."""
+        return "log1p" if self.rounds else self.representation
+
+    def _to_counts(self, X: np.ndarray, a: int, e: int) -> np.ndarray:
+        """Round the log1p chunk ``X`` of cells ``a:e`` to counts (see :data:`COUNT_ROUNDING`)."""
+        if self._groups is None:
+            keys = self.cells.context_keys(self.cells.frame(self.ref), self.ref.n_obs)
+            self._groups = pd.factorize(pd.Series(keys, dtype=object))[0]
+        lib = self.ref.obs[LIBRARY_KEY].to_numpy()[a:e]
+        if self.depth is not None:
+            lib = lib * self.depth[a:e]
+        return log1p_to_counts(X, lib, rng=self._counts_rng, rounding=COUNT_ROUNDING,
+                               groups=self._groups[a:e])
 
     def write(self, start: int, tokens: torch.Tensor) -> None:
         """Write the cells ``start : start + len(tokens)`` from their tokens ``(b, T, P)``."""
@@ -203,10 +221,12 @@ class CellWriter:
             a, e = start + s, min(start + len(tokens), start + s + self.rows)
             part = ref[a:e]
             X = decode_chunk(self.cells, self.tokenizer, tokens[s:s + self.rows], part.X,
-                             part.obs, self._counts_rng, self.representation,
+                             part.obs, self._counts_rng, self.anchor_representation,
                              None if self.depth is None else self.depth[a:e])
             if self.anchor is not None:
                 self.anchor.apply(X, a, e)
+            if self.rounds:
+                X = self._to_counts(X, a, e)
             for j, rng in self._prior_rngs:
                 X[:, j] = _prior_column(X[:, j], self._ratio, rng, self.representation)
             self.out.add(X)

