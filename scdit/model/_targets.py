@@ -329,10 +329,10 @@ class EffectTargets:
             codes[rows] = len(shifts) - 1
         if not shifts:
             return None
-        lib = ref.obs[LIBRARY_KEY].to_numpy() if c.config.data.representation == "counts" \
-            else None
-        return UnmodelledAnchor(cols, X, codes, np.stack(shifts), lib,
-                                rng if representation == "counts" else None)
+        counts = representation == "counts"  # the anchor rounds (else the writer or nobody)
+        return UnmodelledAnchor(cols, X, codes, np.stack(shifts),
+                                ref.obs[LIBRARY_KEY].to_numpy() if counts else None,
+                                rng if counts else None)
 
     def report(self, label: str, estimates: dict | None) -> tuple[dict, dict]:
         """``(mean_set_by, context_estimator)`` for ``uns["scdit"]``: per ``"label | context"``
@@ -377,9 +377,9 @@ class UnmodelledAnchor:
     shifts
         One shift per anchored context and gene ``(k, U)`` (log1p).
     lib
-        Library sizes of the reference cells (counts models), else ``None``.
+        Library sizes of the reference cells where the anchor rounds to counts, else ``None``.
     rng
-        Generator of the counts rounding; ``None`` for log1p output.
+        Generator of the counts rounding; ``None`` where it writes log1p.
     """
 
     def __init__(self, cols: np.ndarray, X: sp.csr_matrix, codes: np.ndarray,
