@@ -41,7 +41,7 @@ from .data import (
     to_log1p,
     validate,
 )
-from .model import ScDiT, build_field, make_reference
+from .model import ScDiT, build_field, calibrate_seen_guidance, make_reference
 from .tokenizers import format_ceiling, reconstruction_ceiling, resolve_tokenizer
 from .train import (
     contexts_lacking_perturbations,
@@ -435,7 +435,15 @@ def fit(
             f" (stopped before {result.max_steps}: early stopping or the time budget)"
         print(f"scdit: trained {result.steps} steps{early} in {result.seconds:.0f} s "
               f"({result.precision}{', compiled' if result.compiled else ''}); best validation loss {result.best_val_loss:.4f}")
-    return ScDiT(cfg, vocab, covs, tok, result.field, adata.var_names, reference, summary)
+    model = ScDiT(cfg, vocab, covs, tok, result.field, adata.var_names, reference, summary)
+    if cfg.dit.cond_dropout > 0:  # an unconditional branch to guide with
+        calib = calibrate_seen_guidance(model, seed=seed)
+        model.summary["seen_guidance"] = calib
+        model.generator.seen_scale = calib["scale"]
+        if talk and calib["groups"]:
+            print(f"scdit: guidance scale of seen perturbations {calib['scale']:g} (closest to "
+                  f"{calib['groups']} stored training groups among {calib['scales']})")
+    return model
 
 
 def load(path: str | Path) -> ScDiT:

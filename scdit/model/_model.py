@@ -61,7 +61,7 @@ class ScDiT:
         self.cells = CellStore(reference, config, vocab, covariates, self.var_names,
                                self.gene_index)
         self.generator = Generator(field, config, vocab, covariates, (tokenizer.n_tokens,
-                                   tokenizer.patch_size), _feature_scale(self.summary, config))
+                                   tokenizer.patch_size), *_guidance_scales(self.summary, config))
         self._seen = {self.cells.canonical(c) for c in vocab.conditions}
         self.targets = EffectTargets(self.cells, tokenizer, self.encode, self._seen)
 
@@ -457,14 +457,16 @@ def _sampling_record(sampling: SamplingConfig, flow, device: torch.device,
             else sampling.invert}
 
 
-def _feature_scale(summary: dict, config: ScDiTConfig) -> float:
-    """Guidance scale of labels known only through their features: the fit's
-    :func:`scdit.conditions.feature_reliability`; 1 for models saved without it and for
-    models whose unconditional branch was not trained (``DiTConfig.cond_dropout=0``, or
-    straightened by :func:`scdit.reflow`, which fine-tunes without condition dropout)."""
+def _guidance_scales(summary: dict, config: ScDiTConfig) -> tuple[float, float]:
+    """Guidance scales of labels known only through their features (the fit's
+    :func:`scdit.conditions.feature_reliability`) and of perturbed labels seen in training (the
+    fit's ``calibrate_seen_guidance``); 1 for models saved without them and for models whose
+    unconditional branch was not trained (``DiTConfig.cond_dropout=0``, or straightened by
+    :func:`scdit.reflow`, which fine-tunes without condition dropout)."""
     if "reflow" in summary or not config.dit.cond_dropout:
-        return 1.0
-    return float(summary.get("feature_reliability", {}).get("scale", 1.0))
+        return 1.0, 1.0
+    return (float(summary.get("feature_reliability", {}).get("scale", 1.0)),
+            float(summary.get("seen_guidance", {}).get("scale", 1.0)))
 
 
 def _seed_arg(seed) -> int | None:

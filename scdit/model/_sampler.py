@@ -141,17 +141,28 @@ class Generator:
         Guidance scale of labels with a member known only through its features where
         ``SamplingConfig.guidance_scale`` is ``None`` (the fit's
         :func:`scdit.conditions.feature_reliability`).
+    seen_scale
+        Guidance scale of the perturbed labels seen in training where
+        ``SamplingConfig.guidance_scale`` is ``None`` (the fit's
+        :func:`calibrate_seen_guidance`).
     """
 
     def __init__(self, field: VelocityField, config: ScDiTConfig, vocab: ConditionVocab,
-                 covariates: CovariateVocab, shape: tuple[int, int], feature_scale: float = 1.0):
+                 covariates: CovariateVocab, shape: tuple[int, int], feature_scale: float = 1.0,
+                 seen_scale: float = 1.0):
         self.field = field
         self.shape = shape
         self.config = config
         self.vocab = vocab
         self.covariates = covariates
         self.feature_scale = float(feature_scale)
+        self.seen_scale = float(seen_scale)
         self._seen_atoms = frozenset(vocab.atoms)
+        self._seen_labels = frozenset(self._canonical(c) for c in vocab.conditions
+                                      if self._canonical(c) != vocab.control)
+
+    def _canonical(self, label: str) -> str:
+        return canonical_label(str(label), self.vocab.control, self.vocab.separator)
 
     def featured_only(self, label: str) -> bool:
         """Whether ``label`` has a member never seen in training (known only through its
@@ -160,11 +171,14 @@ class Generator:
 
     def guidance(self, label: str, sampling: SamplingConfig) -> float:
         """The guidance scale of ``label``: ``SamplingConfig.guidance_scale``, else
-        ``feature_scale`` for a label with a member known only through its features and 1 for
-        the rest."""
+        ``feature_scale`` for a label with a member known only through its features,
+        ``seen_scale`` for a perturbed label seen in training and 1 for the rest (the control
+        label, unseen combinations of seen members)."""
         if sampling.guidance_scale is not None:
             return float(sampling.guidance_scale)
-        return self.feature_scale if self.featured_only(label) else 1.0
+        if self.featured_only(label):
+            return self.feature_scale
+        return self.seen_scale if self._canonical(label) in self._seen_labels else 1.0
 
     def inverts(self, sampling: SamplingConfig) -> bool:
         """Whether all generated cells start from their inverted reference cells
