@@ -2,7 +2,7 @@
 
 A conditional flow fitted with condition dropout can under-express a perturbation's effect:
 on the seen glioblastoma patients benchmark the generator's mean change had the direction of
-the training cells' change but ~0.88 of its size, and classifier-free guidance slightly above
+the training cells' change but not its full size, and classifier-free guidance slightly above
 1 restored it, while on the Norman K562 seen perturbations any guidance above 1 hurt. So the
 scale is not fixed: :func:`calibrate_seen_guidance` generates cells of the model's stored
 training groups (``ScDiT.reference``) at a few scales, without any effect estimate, and keeps

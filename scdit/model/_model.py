@@ -215,8 +215,9 @@ class ScDiT:
         covs = self.generator.covariate_codes(label, cov_df, n, cells.seen_in_context)
         weight = self.generator.compose_weight(label, sampling.compose, self._seen)
         job = self.generator.job(label, n, covs, gen=gen, sampling=sampling, weight=weight,
-                                 dose=dose, source_tokens=source_tokens, sink=None,
-                                 invert=invert)
+                                 dose=dose, source_tokens=source_tokens, sink=None, invert=invert,
+                                 seen_context=self.generator.in_seen_contexts(
+                                     label, cov_df, cells.seen_in_context))
         return job, estimates or None, cov_df
 
     def predict(self, perturbations: str | Sequence[str], n_cells: int | None = None, *,

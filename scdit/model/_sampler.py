@@ -169,16 +169,27 @@ class Generator:
         perturbation features)."""
         return any(m not in self._seen_atoms for m in self.vocab.members(label))
 
-    def guidance(self, label: str, sampling: SamplingConfig) -> float:
+    def guidance(self, label: str, sampling: SamplingConfig, seen_context: bool = True) -> float:
         """The guidance scale of ``label``: ``SamplingConfig.guidance_scale``, else
         ``feature_scale`` for a label with a member known only through its features,
-        ``seen_scale`` for a perturbed label seen in training and 1 for the rest (the control
-        label, unseen combinations of seen members)."""
+        ``seen_scale`` for a perturbed label seen in training in the cells' contexts
+        (``seen_context``; the scale was chosen on such pairs, and on held-out contexts it did
+        not transfer) and 1 for the rest (the control label, held-out contexts, unseen
+        combinations of seen members)."""
         if sampling.guidance_scale is not None:
             return float(sampling.guidance_scale)
         if self.featured_only(label):
             return self.feature_scale
-        return self.seen_scale if self._canonical(label) in self._seen_labels else 1.0
+        seen = seen_context and self._canonical(label) in self._seen_labels
+        return self.seen_scale if seen else 1.0
+
+    def in_seen_contexts(self, label: str, cov_df: pd.DataFrame | None,
+                         seen_in_context) -> bool:
+        """Whether every row of ``cov_df`` is a context ``label`` was seen in (``True``
+        without covariates); ``seen_in_context(label, cov_df)`` answers per row."""
+        if not self.covariates.keys or cov_df is None:
+            return True
+        return bool(np.all(seen_in_context(label, cov_df)))
 
     def inverts(self, sampling: SamplingConfig) -> bool:
         """Whether all generated cells start from their inverted reference cells
@@ -260,7 +271,8 @@ class Generator:
     def job(self, label: str, n: int, covs: torch.Tensor, *, gen: torch.Generator,
             sampling: SamplingConfig, weight: float, dose=None,
             source_tokens: torch.Tensor | None = None,
-            sink: Callable[[int, torch.Tensor], None], invert: bool = False) -> SampleJob:
+            sink: Callable[[int, torch.Tensor], None], invert: bool = False,
+            seen_context: bool = True) -> SampleJob:
         """The integration of ``n`` cells of ``label`` with covariate codes ``covs`` ``(n, K)``,
         from Gaussian noise (``gen``, drawn by :class:`NoiseStream`), from ``source_tokens``
         plus ``FlowConfig.source_noise`` × noise for a control-source model, or (``invert``, a
@@ -277,7 +289,7 @@ class Generator:
         return SampleJob(label, n, atoms, covs, self.dose_tensor(label, dose, n, atoms.shape[1]),
                          NoiseStream(n, (t, p), gen, sampling.center_noise), source_tokens,
                          sigma, float(weight), shared, sink, bool(invert),
-                         self.guidance(label, sampling))
+                         self.guidance(label, sampling, seen_context))
 
     def run(self, jobs: Iterable[SampleJob], sampling: SamplingConfig, device: torch.device,
             progress=None) -> None:

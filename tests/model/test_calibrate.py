@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -97,3 +98,12 @@ def test_groups_too_small_keep_scale_one(log1p_model):
 def test_bad_scales(log1p_model, scales):
     with pytest.raises(ValueError, match="scales must be non-negative"):
         calibrate_seen_guidance(log1p_model, scales=scales)
+
+
+def test_in_seen_contexts(counts_model):
+    gen, cells = counts_model.generator, counts_model.cells
+    seen = pd.DataFrame({"cell_type": ["T", "B"]})
+    assert gen.in_seen_contexts("G1", seen, cells.seen_in_context)
+    assert not gen.in_seen_contexts("G1", pd.DataFrame({"cell_type": ["T", "Z"]}),
+                                    cells.seen_in_context)
+    assert gen.guidance("G1", scdit.SamplingConfig(), seen_context=False) == 1.0

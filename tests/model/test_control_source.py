@@ -27,9 +27,9 @@ def test_control_source_transports_given_cells(counts_adata, tiny, tmp_path):
     # without source: stored control cells of the requested context
     p2 = model.predict("G2", n_cells=7, covariates={"cell_type": "T"}, seed=0)
     assert p2.n_obs == 7 and (p2.obs["cell_type"] == "T").all()
-    # guidance scale 1 is the conditional model itself (no unconditional branch evaluated)
-    g1 = model.predict("G1", source=ctrl, seed=2,
-                       sampling=scdit.SamplingConfig(guidance_scale=1.0))
+    # the default guidance of a seen label is the scale the fit chose for seen labels
+    g1 = model.predict("G1", source=ctrl, seed=2, sampling=scdit.SamplingConfig(
+        guidance_scale=model.summary["seen_guidance"]["scale"]))
     assert np.array_equal(g1.X.toarray(), pred.X.toarray())
     g2 = model.predict("G1", source=ctrl, seed=2,
                        sampling=scdit.SamplingConfig(guidance_scale=2.0))

@@ -173,3 +173,18 @@ def test_anchored_mean_does_not_depend_on_resampling_the_source(context_data):
     refs = more.obs["reference_cell"].value_counts()
     assert len(refs) == m and set(refs) == {1, 2} and (refs == 2).sum() == 7
     np.testing.assert_allclose(more.X.toarray().mean(0), same.X.toarray().mean(0), atol=1e-4)
+
+
+def test_seen_guidance_scale_is_not_applied_to_a_held_out_context(context_data):
+    model, source = context_data
+    gen = model.generator
+    old = gen.seen_scale
+    try:
+        gen.seen_scale = 1.5  # as if the fit had chosen it on the training contexts
+        held = model.predict("G1", source=source, seed=0, verbose=False)
+        assert held.uns["scdit"]["guidance"] == {}  # type D never had G1: scale 1
+        seen_ctx = model.predict("G1", n_cells=8, covariates={"cell_type": "A"}, seed=0,
+                                 verbose=False)
+        assert seen_ctx.uns["scdit"]["guidance"] == {"G1": 1.5}
+    finally:
+        gen.seen_scale = old

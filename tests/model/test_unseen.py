@@ -115,14 +115,16 @@ def test_unseen_label_guided_by_the_feature_reliability(counts_adata, tiny, tmp_
     assert 0.0 <= s < 1.0  # random features: no evidence that they place effects
     auto = model.predict(["NEW", "G1"], n_cells=12, seed=3)
     assert auto.uns["scdit"]["guidance_scale"] == "auto"
-    assert auto.uns["scdit"]["guidance"] == ({} if s == 1 else {"NEW": s})
+    seen = model.summary["seen_guidance"]["scale"]  # the fit's scale of seen labels
+    assert auto.uns["scdit"]["guidance"] == {k: v for k, v in (("NEW", s), ("G1", seen))
+                                             if v != 1}
     fixed = model.predict(["NEW", "G1"], n_cells=12, seed=3,
                           sampling=scdit.SamplingConfig(guidance_scale=s))
     assert np.array_equal(auto.X.toarray()[:12], fixed.X.toarray()[:12])
     plain = model.predict(["NEW", "G1"], n_cells=12, seed=3,
-                          sampling=scdit.SamplingConfig(guidance_scale=1.0))
-    assert np.array_equal(auto.X.toarray()[12:], plain.X.toarray()[12:])  # seen: scale 1
-    assert plain.uns["scdit"]["guidance"] == {}
+                          sampling=scdit.SamplingConfig(guidance_scale=seen))
+    assert np.array_equal(auto.X.toarray()[12:], plain.X.toarray()[12:])
+    assert plain.uns["scdit"]["guidance"] == ({} if seen == 1 else {"NEW": seen, "G1": seen})
     other = 0.0 if s > 0.5 else 1.0
     moved, auto_log1p = (model.predict("NEW", n_cells=12, seed=3, representation="log1p",
                                        sampling=scdit.SamplingConfig(guidance_scale=g))
