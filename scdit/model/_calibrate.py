@@ -51,7 +51,9 @@ def calibrate_seen_guidance(model: ScDiT, *, scales: tuple[float, ...] = GUIDANC
     Parameters
     ----------
     model
-        A fitted model whose unconditional branch was trained (``DiTConfig.cond_dropout > 0``).
+        A fitted model whose unconditional branch was trained (``DiTConfig.cond_dropout > 0``),
+        without doses (``fit`` does not calibrate dose models: their groups would need a dose
+        each; they keep 1).
     scales
         Candidate scales; 1 (no guidance) should be among them.
     max_groups, max_cells, min_cells

@@ -29,7 +29,8 @@ def test_fp32_is_the_plain_fp32_flow(log1p_model):
     x1 = NoiseStream(n, m.generator.shape, gen, True).take(0, n)
     cond = {"atoms": torch.as_tensor(m.vocab.encode(["G1"] * n)),
             "covariates": torch.zeros((n, 0), dtype=torch.long)}
-    want = integrate(guided(m.field, cond, 1.0), x1, steps=m.config.flow.steps,
+    scale = m.summary["seen_guidance"]["scale"]  # the default guidance of a seen label
+    want = integrate(guided(m.field, cond, scale), x1, steps=m.config.flow.steps,
                      solver=m.config.flow.solver)
     np.testing.assert_array_equal(got, want.numpy())
 
