@@ -43,10 +43,11 @@ def calibrate_seen_guidance(model: ScDiT, *, scales: tuple[float, ...] = GUIDANC
     For up to ``max_groups`` stored (perturbation × covariates) groups of perturbed training
     cells (``model.reference``; drawn with ``seed``), up to ``max_cells`` cells each,
     ``model.sample`` generates as many cells of the group at each scale, from the group's
-    context, with ``effects="none"`` (the generator alone), in log1p of the modelled genes. The scale with the
-    smallest mean energy distance between generated and stored cells, in ``n_pcs`` principal
-    components of the stored cells, is chosen. Every scale is scored on the same groups, cell
-    numbers and seeds, so the energy distance's cell-number bias is the same for all.
+    context, with ``effects="none"`` (the generator alone), in log1p of the modelled genes.
+    The scale with the smallest mean energy distance between generated and stored cells, in
+    ``n_pcs`` principal components of the stored cells, is chosen. Every scale is scored on the
+    same groups, cell numbers and seeds, so the energy distance's cell-number bias is the same
+    for all.
 
     Parameters
     ----------
@@ -79,7 +80,8 @@ def calibrate_seen_guidance(model: ScDiT, *, scales: tuple[float, ...] = GUIDANC
     obs = ref.obs[keys].astype(str)
     canon = model.cells.canonical_labels()
     control = model.vocab.control
-    groups = [(key, rows) for key, rows in obs.groupby(keys, sort=True, observed=True).indices.items()
+    by_group = obs.groupby(keys, sort=True, observed=True).indices
+    groups = [(key, rows) for key, rows in by_group.items()
               if len(rows) >= min_cells and canon[rows[0]] != control]
     out: dict[str, Any] = {"scale": 1.0, "scales": [float(s) for s in scales], "energy": [],
                            "groups": 0}
