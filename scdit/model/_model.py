@@ -108,7 +108,8 @@ class ScDiT:
 
         Returns log1p expression ``(n_cells, n_modelled)``, or with ``output="tokens"`` the
         generated tokens ``(n_cells, n_tokens, patch_size)`` (decode them with
-        ``model.tokenizer.decode``). ``covariates`` is a mapping (one context for all cells) or
+        ``model.tokenizer.decode``; shifted, as for the log1p output, so that their decoded
+        mean per context is their mean before clipping at 0). ``covariates`` is a mapping (one context for all cells) or
         a DataFrame with one row per cell. ``source_tokens`` ``(n_cells, T, P)`` are the tokens
         a control-source model (or ``SamplingConfig(invert=True)``) starts from (encoded control
         cells, see :meth:`encode`); without them it starts from stored control cells of the
@@ -139,8 +140,7 @@ class ScDiT:
         finally:
             if bar is not None:
                 bar.close()
-        if est:
-            x0 = self.targets.shift(est, x0, cov_df)
+        x0 = self.targets.shift(est or {}, x0, cov_df)  # without estimates: decoded means kept
         if output == "tokens":
             return x0.numpy()
         bs = sampling.batch_size
@@ -388,9 +388,9 @@ class ScDiT:
                 factors, report = self.targets.depth_factors(label, ref, est) \
                     if out_rep == "counts" and est else (None, {})
                 depth.update(report)
-                job.sink = LabelSink(writer, ref.n_obs, self.generator.shape, None if est is None
-                                     else _finisher(self.targets, label, ref, est, cov_df,
-                                                    seeds, writer, factors))
+                job.sink = LabelSink(writer, ref.n_obs, self.generator.shape,
+                                     _finisher(self.targets, label, ref, est, cov_df, seeds,
+                                               writer, factors))
                 inverted.extend([label] if job.invert else [])
                 scales.update({label: job.scale} if job.scale != 1 else {})
                 by, ce = self.targets.report(label, est)
@@ -432,7 +432,12 @@ def _finisher(targets: EffectTargets, label: str, ref, est: dict,
               cov_df: pd.DataFrame | None, seeds: LabelSeeds, writer: CellWriter,
               depth: np.ndarray | None = None):
     """``tokens -> tokens`` of a label whose means estimates set: shifted to the targets,
-    with the writer's anchoring of the unmodelled genes and library factors (``depth``) set."""
+    with the writer's anchoring of the unmodelled genes and library factors (``depth``) set.
+    Without estimates (``est`` None): the decoded means kept per context where the tokenizer
+    clips (:meth:`EffectTargets.match_clipped`), else ``None`` (batches written as they come)."""
+    if est is None:
+        return (lambda tokens: targets.match_clipped(tokens, cov_df)) \
+            if targets.tokenizer.clips_output else None
 
     def finish(tokens: torch.Tensor) -> torch.Tensor:
         tokens = targets.shift(est, tokens, cov_df)

@@ -266,13 +266,25 @@ class EffectTargets:
             for s in range(0, len(rows), rows_per_chunk):
                 part = rows[s:s + rows_per_chunk]
                 x0[part] = x0[part] + shift
-        if not self.tokenizer.clips_output:
+        return self.match_clipped(x0, cov_df)
+
+    def match_clipped(self, x0: torch.Tensor, cov_df: pd.DataFrame | None) -> torch.Tensor:
+        """Tokens ``x0`` ``(n, T, P)`` whose decoded mean, per context, is their mean before the
+        tokenizer clips log1p at 0 (``tokenizer.match_decoded_mean``; unchanged where the
+        tokenizer does not clip).
+
+        Clipping raises the mean of every gene whose generated values reach below 0, most for
+        genes that a perturbation lowers towards 0, so the decoded cells' mean change would be
+        smaller than the one generated. Every context of ``x0`` is matched, with or without an
+        effect estimate: the generator alone keeps its own mean. ``x0`` is changed in place.
+        """
+        if not self.tokenizer.clips_output or not len(x0):
             return x0
-        for ctx in estimates:
+        ctx_of = self.cells.context_keys(cov_df, len(x0))
+        for ctx in dict.fromkeys(ctx_of):
             rows = torch.as_tensor([i for i, k in enumerate(ctx_of) if k == ctx],
                                    dtype=torch.long)
-            if len(rows):
-                x0[rows] = self.tokenizer.match_decoded_mean(x0[rows])
+            x0[rows] = self.tokenizer.match_decoded_mean(x0[rows])
         return x0
 
     def gene_target(self, label: str, ctx: tuple, est: Estimate, carried: np.ndarray

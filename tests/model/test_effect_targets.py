@@ -44,6 +44,39 @@ def test_anchored_decoded_mean_survives_clipping(counts_model):
     torch.testing.assert_close(tk.decode(out).double().mean(0), target, atol=1e-4, rtol=0)
 
 
+def test_generator_alone_keeps_its_own_mean_through_clipping(counts_model, monkeypatch):
+    """effects="none": per context, the decoded mean of the generated cells is the mean the
+    generator produced before clipping at 0 (clipping alone raises genes near 0), by one
+    constant shift per gene and context; predict's log1p output likewise."""
+    tk = counts_model.tokenizer
+    raw = []
+
+    def spy(tokens, orig=tk.match_decoded_mean):
+        raw.append(tokens.clone())
+        return orig(tokens)
+
+    monkeypatch.setattr(tk, "match_decoded_mean", spy)
+    cov = pd.DataFrame({"cell_type": ["T"] * 150 + ["B"] * 150})
+    tok = torch.as_tensor(counts_model.sample("G1", 300, covariates=cov, seed=2,
+                                              effects="none", output="tokens"))
+    assert len(raw) == 2  # one match per context, T first
+    biased = 0.0
+    for rows, r in zip((slice(0, 150), slice(150, 300)), raw, strict=True):
+        target = decoded_target(counts_model, r.double().mean(0))
+        biased = max(biased, float((decoded_mean(counts_model, r) - target).abs().max()))
+        torch.testing.assert_close(decoded_mean(counts_model, tok[rows]), target, atol=1e-4,
+                                   rtol=0)
+        assert_constant_shift(tok[rows], r)
+    assert biased > 0.05  # without the match, clipping would have moved the means
+    raw.clear()
+    out = counts_model.predict("G1", n_cells=120, covariates={"cell_type": "B"}, seed=4,
+                               effects="none", representation="log1p")
+    assert len(raw) == 1
+    got = torch.as_tensor(out[:, list(tk.genes)].X.toarray()).double().mean(0)
+    torch.testing.assert_close(got, decoded_target(counts_model, raw[0].double().mean(0)),
+                               atol=1e-4, rtol=0)
+
+
 def test_anchor_unseen_combination_is_additive(counts_model):
     """Unseen A+B: the additive mean from training means, one shift per gene over the
     generator's own cells."""
