@@ -24,7 +24,7 @@ from ._cells import CellStore, covariates_arg, labels_arg, n_cells_arg, take
 from ._encoded import ENCODE_ROWS, EncodedCells, context_means
 from ._io import read_model, write_model
 from ._output import CellWriter, LabelSink, OutputBuilder, chunk_rows, target_prior_genes
-from ._sampler import Generator, SampleJob, progress_bar, sampling_bf16
+from ._sampler import Generator, SampleJob, progress_bar, sampling_record
 from ._seeds import ANCHOR, CELLS, LabelSeeds
 from ._targets import EffectTargets
 
@@ -64,6 +64,7 @@ class ScDiT:
                                    tokenizer.patch_size), *_guidance_scales(self.summary, config))
         self._seen = {self.cells.canonical(c) for c in vocab.conditions}
         self.targets = EffectTargets(self.cells, tokenizer, self.encode, self._seen)
+        self.targets.match_seen = config.data.dose_key is None  # a dose may be extrapolated
 
     # ------------------------------------------------------------------ properties
     @property
@@ -108,8 +109,8 @@ class ScDiT:
 
         Returns log1p expression ``(n_cells, n_modelled)``, or with ``output="tokens"`` the
         generated tokens ``(n_cells, n_tokens, patch_size)`` (decode them with
-        ``model.tokenizer.decode``; shifted, as for the log1p output, so that their decoded
-        mean per context is their mean before clipping at 0). ``covariates`` is a mapping (one context for all cells) or
+        ``model.tokenizer.decode``; shifted as for the log1p output: in contexts the label was
+        seen in, their decoded mean is their mean before clipping at 0). ``covariates`` is a mapping (one context for all cells) or
         a DataFrame with one row per cell. ``source_tokens`` ``(n_cells, T, P)`` are the tokens
         a control-source model (or ``SamplingConfig(invert=True)``) starts from (encoded control
         cells, see :meth:`encode`); without them it starts from stored control cells of the
@@ -140,7 +141,7 @@ class ScDiT:
         finally:
             if bar is not None:
                 bar.close()
-        x0 = self.targets.shift(est or {}, x0, cov_df)  # without estimates: decoded means kept
+        x0 = self.targets.shift(est or {}, x0, cov_df, perturbation)
         if output == "tokens":
             return x0.numpy()
         bs = sampling.batch_size
@@ -406,7 +407,7 @@ class ScDiT:
                 bar.close()
         out = out.build()
         out.obs_names_make_unique()
-        out.uns["scdit"] = {**_sampling_record(sampling, self.config.flow, self._device(device),
+        out.uns["scdit"] = {**sampling_record(sampling, self.config.flow, self._device(device),
                                                transport_only), "guidance": scales, "seed": base,
                             "representation": out_rep, "effects": effects.mode,
                             "inverted": list(dict.fromkeys(inverted)),
@@ -433,14 +434,16 @@ def _finisher(targets: EffectTargets, label: str, ref, est: dict,
               depth: np.ndarray | None = None):
     """``tokens -> tokens`` of a label whose means estimates set: shifted to the targets,
     with the writer's anchoring of the unmodelled genes and library factors (``depth``) set.
-    Without estimates (``est`` None): the decoded means kept per context where the tokenizer
-    clips (:meth:`EffectTargets.match_clipped`), else ``None`` (batches written as they come)."""
+    Without estimates (``est`` None): the generated means kept through clipping in the
+    contexts ``label`` was seen in (:meth:`EffectTargets.match_clipped`), or ``None`` where
+    there is none (the batches are then written as they come)."""
     if est is None:
-        return (lambda tokens: targets.match_clipped(tokens, cov_df)) \
-            if targets.tokenizer.clips_output else None
+        seen = targets.tokenizer.clips_output and targets.seen_here(label, cov_df, ref.n_obs)
+        return (lambda tokens: targets.match_clipped(tokens, cov_df, label)) \
+            if np.any(seen) else None
 
     def finish(tokens: torch.Tensor) -> torch.Tensor:
-        tokens = targets.shift(est, tokens, cov_df)
+        tokens = targets.shift(est, tokens, cov_df, label)
         writer.anchor = targets.unmodelled_anchor(label, ref, est, writer.anchor_representation,
                                                   seeds.rng(ANCHOR))
         writer.depth = depth  # a seen perturbation's counts at its own depth
@@ -449,18 +452,6 @@ def _finisher(targets: EffectTargets, label: str, ref, est: dict,
         return tokens
 
     return finish
-
-
-def _sampling_record(sampling: SamplingConfig, flow, device: torch.device,
-                     transport_only: bool) -> dict:
-    """The sampling settings a prediction used (``uns["scdit"]``)."""
-    return {"guidance_scale": "auto" if sampling.guidance_scale is None
-            else sampling.guidance_scale, "steps": sampling.steps or flow.steps,
-            "solver": sampling.solver or flow.solver,
-            "compose": "auto" if sampling.compose is None else sampling.compose,
-            "precision": "bf16" if sampling_bf16(sampling.precision, device) else "fp32",
-            "invert": False if transport_only else "auto" if sampling.invert is None
-            else sampling.invert}
 
 
 def _guidance_scales(summary: dict, config: ScDiTConfig) -> tuple[float, float]:

@@ -275,7 +275,8 @@ class LabelSink:
     row order) and passes them to its :class:`CellWriter`.
 
     Without ``finish`` each batch is written as it comes (memory bounded by the batch). With
-    ``finish`` (a label whose means effect estimates set: they need all its cells) the tokens
+    ``finish`` (a label whose means effect estimates set, or whose generated mean is kept
+    through the tokenizer's clipping: they need all its cells) the tokens
     are collected, and once the last row has arrived ``finish(tokens)`` (shifted tokens) is
     written at once. The writer is finished after the label's last row.
 

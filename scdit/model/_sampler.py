@@ -402,3 +402,15 @@ class Generator:
         if c.flow.source == "control" and bool(c.conditions.covariate_dropout):
             covs[torch.as_tensor(~seen_in_context(label, cov_df))] = 0
         return covs
+
+
+def sampling_record(sampling: SamplingConfig, flow, device: torch.device,
+                    transport_only: bool) -> dict:
+    """The sampling settings a prediction used (``uns["scdit"]``)."""
+    return {"guidance_scale": "auto" if sampling.guidance_scale is None
+            else sampling.guidance_scale, "steps": sampling.steps or flow.steps,
+            "solver": sampling.solver or flow.solver,
+            "compose": "auto" if sampling.compose is None else sampling.compose,
+            "precision": "bf16" if sampling_bf16(sampling.precision, device) else "fp32",
+            "invert": False if transport_only else "auto" if sampling.invert is None
+            else sampling.invert}

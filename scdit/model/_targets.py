@@ -59,6 +59,9 @@ class EffectTargets:
         self.tokenizer = tokenizer
         self.encode = encode
         self.seen_labels = set(seen_labels)
+        #: Whether :meth:`match_clipped` keeps the generated mean of seen labels without an
+        #: estimate (``False`` for dose models: a requested dose may be one never trained).
+        self.match_seen = True
         self._plan: EffectPlan | None = None
         self._genes: EffectTable | None = None
         self._bases: dict[int, np.ndarray | None] = {}
@@ -244,11 +247,12 @@ class EffectTargets:
 
     # ------------------------------------------------------------------ applying them
     def shift(self, estimates: dict, x0: torch.Tensor, cov_df: pd.DataFrame | None,
-              rows_per_chunk: int = 4096) -> torch.Tensor:
-        """Generated tokens ``x0`` ``(n, T, P)`` shifted per context so that their mean is
-        the target, then matched on the decoded scale where the tokenizer clips its output.
-        ``x0`` is shifted in place (float64 means accumulated ``rows_per_chunk`` rows at a
-        time)."""
+              label: str | None = None, rows_per_chunk: int = 4096) -> torch.Tensor:
+        """Generated tokens ``x0`` ``(n, T, P)`` of ``label`` shifted per context so that their
+        mean is the target, then matched on the decoded scale where the tokenizer clips its
+        output (also in the contexts without an estimate where ``label`` was seen, see
+        :meth:`match_clipped`). ``x0`` is shifted in place (float64 means accumulated
+        ``rows_per_chunk`` rows at a time)."""
         c = self.cells
         ctx_of = c.context_keys(cov_df, len(x0))
         shape = x0.shape[1:]
@@ -266,25 +270,42 @@ class EffectTargets:
             for s in range(0, len(rows), rows_per_chunk):
                 part = rows[s:s + rows_per_chunk]
                 x0[part] = x0[part] + shift
-        return self.match_clipped(x0, cov_df)
+        return self.match_clipped(x0, cov_df, label, always=set(estimates))
 
-    def match_clipped(self, x0: torch.Tensor, cov_df: pd.DataFrame | None) -> torch.Tensor:
-        """Tokens ``x0`` ``(n, T, P)`` whose decoded mean, per context, is their mean before the
-        tokenizer clips log1p at 0 (``tokenizer.match_decoded_mean``; unchanged where the
-        tokenizer does not clip).
+    def seen_here(self, label: str | None, cov_df: pd.DataFrame | None, n: int) -> np.ndarray:
+        """Per row ``(n,)``: was ``label`` seen in training in the row's covariate context
+        (all ``False`` where :attr:`match_seen` is off)? ``cov_df=None``: in any context."""
+        if label is None or not self.match_seen \
+                or self.cells.canonical(label) not in self.seen_labels:
+            return np.zeros(n, dtype=bool)
+        if not self.cells.covariates.keys or cov_df is None:
+            return np.ones(n, dtype=bool)
+        return self.cells.seen_in_context(label, cov_df)
+
+    def match_clipped(self, x0: torch.Tensor, cov_df: pd.DataFrame | None,
+                      label: str | None, always=()) -> torch.Tensor:
+        """Tokens ``x0`` ``(n, T, P)`` of ``label`` whose decoded mean, per context, is their
+        mean before the tokenizer clips log1p at 0 (``tokenizer.match_decoded_mean``;
+        unchanged where the tokenizer does not clip), in the contexts of ``always`` (those an
+        estimate set) and those where ``label`` was seen in training.
 
         Clipping raises the mean of every gene whose generated values reach below 0, most for
         genes that a perturbation lowers towards 0, so the decoded cells' mean change would be
-        smaller than the one generated. Every context of ``x0`` is matched, with or without an
-        effect estimate: the generator alone keeps its own mean. ``x0`` is changed in place.
+        smaller than the one generated: where the generator reproduces a trained condition, it
+        keeps its own mean. Elsewhere (unseen labels, held-out contexts) its values below 0
+        are extrapolated and are clipped as generated (matching them there was measured to
+        help as often as it hurt). ``x0`` is changed in place.
         """
         if not self.tokenizer.clips_output or not len(x0):
             return x0
         ctx_of = self.cells.context_keys(cov_df, len(x0))
-        for ctx in dict.fromkeys(ctx_of):
-            rows = torch.as_tensor([i for i, k in enumerate(ctx_of) if k == ctx],
-                                   dtype=torch.long)
-            x0[rows] = self.tokenizer.match_decoded_mean(x0[rows])
+        seen = self.seen_here(label, cov_df, len(x0))
+        codes, uniques = pd.factorize(pd.Series(ctx_of, dtype=object))
+        for j, ctx in enumerate(uniques):
+            rows = np.flatnonzero(codes == j)
+            if ctx in always or seen[rows].all():
+                idx = torch.as_tensor(rows, dtype=torch.long)
+                x0[idx] = self.tokenizer.match_decoded_mean(x0[idx])
         return x0
 
     def gene_target(self, label: str, ctx: tuple, est: Estimate, carried: np.ndarray

@@ -45,9 +45,10 @@ def test_anchored_decoded_mean_survives_clipping(counts_model):
 
 
 def test_generator_alone_keeps_its_own_mean_through_clipping(counts_model, monkeypatch):
-    """effects="none": per context, the decoded mean of the generated cells is the mean the
-    generator produced before clipping at 0 (clipping alone raises genes near 0), by one
-    constant shift per gene and context; predict's log1p output likewise."""
+    """effects="none": per context a seen label was seen in, the decoded mean of the generated
+    cells is the mean the generator produced before clipping at 0 (clipping alone raises genes
+    near 0), by one constant shift per gene and context; predict's log1p output likewise. An
+    unseen label's cells are clipped as generated."""
     tk = counts_model.tokenizer
     raw = []
 
@@ -75,6 +76,37 @@ def test_generator_alone_keeps_its_own_mean_through_clipping(counts_model, monke
     got = torch.as_tensor(out[:, list(tk.genes)].X.toarray()).double().mean(0)
     torch.testing.assert_close(got, decoded_target(counts_model, raw[0].double().mean(0)),
                                atol=1e-4, rtol=0)
+    raw.clear()
+    counts_model.sample("G2+G3", 40, covariates={"cell_type": "T"}, seed=1, effects="none")
+    assert raw == []  # an unseen combination: not matched
+    counts_model.sample("G2+G1", 40, covariates={"cell_type": "T"}, seed=1, effects="none")
+    assert len(raw) == 1  # the seen G1+G2, written in another order
+
+
+def test_generator_alone_is_clipped_as_generated_in_a_held_out_context(counts_adata, tiny,
+                                                                      monkeypatch):
+    """G1 never seen in cell type B: its B cells are not matched, its T cells are."""
+    train = counts_adata[~((counts_adata.obs.condition == "G1")
+                           & (counts_adata.obs.cell_type == "B"))].copy()
+    model = scdit.fit(train, "condition", covariate_keys=["cell_type"], source="noise",
+                      max_steps=5, **tiny)
+    tk, raw = model.tokenizer, []
+
+    def spy(tokens, orig=tk.match_decoded_mean):
+        raw.append(tokens.clone())
+        return orig(tokens)
+
+    monkeypatch.setattr(tk, "match_decoded_mean", spy)
+    cov = pd.DataFrame({"cell_type": ["B"] * 30 + ["T"] * 30})
+    tok = torch.as_tensor(model.sample("G1", 60, covariates=cov, seed=0, effects="none",
+                                       output="tokens"))
+    assert len(raw) == 1 and len(raw[0]) == 30  # T only
+    torch.testing.assert_close(decoded_mean(model, tok[30:]),
+                               decoded_target(model, raw[0].double().mean(0)), atol=1e-4,
+                               rtol=0)
+    raw.clear()
+    model.predict("G1", n_cells=20, covariates={"cell_type": "B"}, seed=0, effects="none")
+    assert raw == []
 
 
 def test_anchor_unseen_combination_is_additive(counts_model):
