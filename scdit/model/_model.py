@@ -63,8 +63,8 @@ class ScDiT:
         self.generator = Generator(field, config, vocab, covariates, (tokenizer.n_tokens,
                                    tokenizer.patch_size), *_guidance_scales(self.summary, config))
         self._seen = {self.cells.canonical(c) for c in vocab.conditions}
-        self.targets = EffectTargets(self.cells, tokenizer, self.encode, self._seen)
-        self.targets.match_seen = config.data.dose_key is None  # a dose may be extrapolated
+        self.targets = EffectTargets(self.cells, tokenizer, self.encode, self._seen,
+                                     match_seen=config.data.dose_key is None)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -110,8 +110,8 @@ class ScDiT:
         Returns log1p expression ``(n_cells, n_modelled)``, or with ``output="tokens"`` the
         generated tokens ``(n_cells, n_tokens, patch_size)`` (decode them with
         ``model.tokenizer.decode``; shifted as for the log1p output: in contexts the label was
-        seen in, their decoded mean is their mean before clipping at 0). ``covariates`` is a mapping (one context for all cells) or
-        a DataFrame with one row per cell. ``source_tokens`` ``(n_cells, T, P)`` are the tokens
+        seen in, their decoded mean is their mean before clipping at 0). ``covariates`` is a
+        mapping (one context for all cells) or a DataFrame with one row per cell. ``source_tokens`` ``(n_cells, T, P)`` are the tokens
         a control-source model (or ``SamplingConfig(invert=True)``) starts from (encoded control
         cells, see :meth:`encode`); without them it starts from stored control cells of the
         context. The noise is drawn on

@@ -52,16 +52,19 @@ class EffectTargets:
         ``AnnData -> (n, T, P)`` tokens of cells in the training representation.
     seen_labels
         Canonical labels of the conditions seen in training.
+    match_seen
+        See :attr:`match_seen`.
     """
 
-    def __init__(self, cells: CellStore, tokenizer, encode, seen_labels):
+    def __init__(self, cells: CellStore, tokenizer, encode, seen_labels,
+                 match_seen: bool = True):
         self.cells = cells
         self.tokenizer = tokenizer
         self.encode = encode
         self.seen_labels = set(seen_labels)
         #: Whether :meth:`match_clipped` keeps the generated mean of seen labels without an
         #: estimate (``False`` for dose models: a requested dose may be one never trained).
-        self.match_seen = True
+        self.match_seen = bool(match_seen)
         self._plan: EffectPlan | None = None
         self._genes: EffectTable | None = None
         self._bases: dict[int, np.ndarray | None] = {}
