@@ -436,7 +436,7 @@ def fit(
         print(f"scdit: trained {result.steps} steps{early} in {result.seconds:.0f} s "
               f"({result.precision}{', compiled' if result.compiled else ''}); best validation loss {result.best_val_loss:.4f}")
     model = ScDiT(cfg, vocab, covs, tok, result.field, adata.var_names, reference, summary)
-    if cfg.dit.cond_dropout > 0 and dose is None:  # an unconditional branch to guide with
+    if cfg.train.calibrate_guidance and cfg.dit.cond_dropout > 0 and dose is None:  # guidable
         calib = calibrate_seen_guidance(model, seed=seed)
         model.summary["seen_guidance"] = calib
         model.generator.seen_scale = calib["scale"]

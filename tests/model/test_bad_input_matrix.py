@@ -251,7 +251,8 @@ def test_fit_streams_a_backed_anndata(tmp_path):
     """A backed AnnData is on-disk data: fit streams it (tests/model/test_fit_ondisk.py) and
     leaves it backed; its values are checked like in-memory ones."""
     backed = _backed(make_counts_adata(), tmp_path)
-    model = scdit.fit(backed, "condition", preset="tiny", max_steps=3, verbose=False)
+    model = scdit.fit(backed, "condition", preset="tiny", max_steps=3, verbose=False,
+                      train={"calibrate_guidance": False})
     assert model.summary["on_disk"]["n_sample"] == backed.n_obs and backed.isbacked
 
 

@@ -29,7 +29,7 @@ def test_control_source_transports_given_cells(counts_adata, tiny, tmp_path):
     assert p2.n_obs == 7 and (p2.obs["cell_type"] == "T").all()
     # the default guidance of a seen label is the scale the fit chose for seen labels
     g1 = model.predict("G1", source=ctrl, seed=2, sampling=scdit.SamplingConfig(
-        guidance_scale=model.summary["seen_guidance"]["scale"]))
+        guidance_scale=model.generator.seen_scale))
     assert np.array_equal(g1.X.toarray(), pred.X.toarray())
     g2 = model.predict("G1", source=ctrl, seed=2,
                        sampling=scdit.SamplingConfig(guidance_scale=2.0))

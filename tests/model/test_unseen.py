@@ -115,7 +115,7 @@ def test_unseen_label_guided_by_the_feature_reliability(counts_adata, tiny, tmp_
     assert 0.0 <= s < 1.0  # random features: no evidence that they place effects
     auto = model.predict(["NEW", "G1"], n_cells=12, seed=3)
     assert auto.uns["scdit"]["guidance_scale"] == "auto"
-    seen = model.summary["seen_guidance"]["scale"]  # the fit's scale of seen labels
+    seen = model.generator.seen_scale  # the scale of seen labels (1: tiny fits skip calibration)
     assert auto.uns["scdit"]["guidance"] == {k: v for k, v in (("NEW", s), ("G1", seen))
                                              if v != 1}
     fixed = model.predict(["NEW", "G1"], n_cells=12, seed=3,
