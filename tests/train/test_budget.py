@@ -99,7 +99,8 @@ def test_fit_records_the_budget(counts_adata, tiny):
 
 
 @pytest.mark.parametrize("source,held_out,n_cells,expected", [
-    ("noise", True, 2875, 4000), ("noise", False, 200_000, 8000), ("control", True, 4500, 300),
+    ("noise", True, 2875, 4000), ("noise", True, 10_240, 5200), ("noise", False, 15_754, 8000),
+    ("noise", False, 200_000, 8000), ("control", True, 4500, 300),
     ("control", True, 100_000, 2000), ("control", False, 4500, 1200),
     ("control", False, 10_240, 2400), ("control", False, 100_000, 8000)])
 def test_auto_max_steps_by_source_and_design(source, held_out, n_cells, expected):
