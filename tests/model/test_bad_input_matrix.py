@@ -346,6 +346,9 @@ CONFIG_CASES = [
                  r"ema_decay must be a number", id="train-ema-nan"),
     pytest.param(TrainConfig, {"min_cells": -1}, ValueError, r"min_cells must be an integer ≥ 0",
                  id="train-min_cells-negative"),
+    pytest.param(TrainConfig, {"calibrate_guidance": 1}, TypeError,
+                 r"TrainConfig.calibrate_guidance must be True or False, got 1",
+                 id="train-calibrate_guidance-int"),
 ]
 
 

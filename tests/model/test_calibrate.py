@@ -13,7 +13,7 @@ import scdit
 from scdit.data import to_log1p
 from scdit.model import GUIDANCE_SCALES, calibrate_seen_guidance
 from scdit.model._calibrate import energy_distance
-from tests.helpers import TINY, dense, make_log1p_adata
+from tests.helpers import TINY, TINY_CALIBRATED, dense, make_log1p_adata
 
 
 def test_energy_distance_hand_computed():
@@ -83,10 +83,22 @@ def test_which_labels_are_guided(counts_model):
 
 def test_no_unconditional_branch_no_calibration(tmp_path):
     dit = dataclasses.replace(scdit.DIT_PRESETS["tiny"], cond_dropout=0.0)
-    kw = {k: v for k, v in TINY.items() if k != "preset"}
+    kw = {k: v for k, v in TINY_CALIBRATED.items() if k != "preset"}  # calibration asked for
     model = scdit.fit(make_log1p_adata(), "condition", dit=dit, max_steps=5, seed=0, **kw)
     assert "seen_guidance" not in model.summary
     assert model.generator.seen_scale == 1.0
+
+
+def test_calibration_switched_off(tmp_path):
+    """``calibrate_guidance=False`` with an unconditional branch: no calibration, scale 1, and
+    the setting survives save/load."""
+    model = scdit.fit(make_log1p_adata(), "condition", max_steps=5, seed=0, **TINY)
+    assert model.config.dit.cond_dropout > 0 and not model.config.train.calibrate_guidance
+    assert "seen_guidance" not in model.summary
+    assert model.generator.seen_scale == 1.0
+    loaded = scdit.load(model.save(tmp_path / "m"))
+    assert loaded.config.train.calibrate_guidance is False
+    assert loaded.generator.seen_scale == 1.0
 
 
 def test_groups_too_small_keep_scale_one(log1p_model):

@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 
 import scdit
+from tests.helpers import TINY_CALIBRATED
 
 
-def test_control_source_transports_given_cells(counts_adata, tiny, tmp_path):
+def test_control_source_transports_given_cells(counts_adata, tmp_path):
     model = scdit.fit(counts_adata, "condition", covariate_keys=["cell_type"], source="control",
-                      max_steps=20, seed=0, **tiny)
+                      max_steps=20, seed=0, **TINY_CALIBRATED)  # the fit chooses a seen scale
     assert model.config.flow.source == "control"
     ctrl = counts_adata[(counts_adata.obs.condition == "ctrl")
                         & (counts_adata.obs.cell_type == "B")][:15].copy()
@@ -29,7 +30,7 @@ def test_control_source_transports_given_cells(counts_adata, tiny, tmp_path):
     assert p2.n_obs == 7 and (p2.obs["cell_type"] == "T").all()
     # the default guidance of a seen label is the scale the fit chose for seen labels
     g1 = model.predict("G1", source=ctrl, seed=2, sampling=scdit.SamplingConfig(
-        guidance_scale=model.generator.seen_scale))
+        guidance_scale=model.summary["seen_guidance"]["scale"]))
     assert np.array_equal(g1.X.toarray(), pred.X.toarray())
     g2 = model.predict("G1", source=ctrl, seed=2,
                        sampling=scdit.SamplingConfig(guidance_scale=2.0))
