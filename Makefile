@@ -45,8 +45,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	$(PIP) install $(PIP_ARGS) -c $(CONSTRAINTS) -e '.[dev]'
 	@touch $@
 
+# One BLAS/OpenMP thread unless set: small arrays, and a shared 2-core machine oversubscribes.
 test: venv
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q
 
 test-all: venv
 	$(PY) -m pytest -q -m "slow or not slow"
