@@ -23,9 +23,16 @@ UP_BLOCKS = {"G1": range(10, 15), "G2": range(15, 20), "G3": range(20, 25)}
 #: Tiny fits without the guidance calibration of seen perturbations (a few seconds per fit:
 #: most of a tiny fit's time); the shared ``counts_model`` and ``log1p_model`` fixtures and the
 #: calibration tests use :data:`TINY_CALIBRATED`.
-TINY = {"preset": "tiny", "train": TrainConfig(batch_size=64, calibrate_guidance=False),
-        "verbose": False}
-TINY_CALIBRATED = {**TINY, "train": TrainConfig(batch_size=64)}
+
+
+def tiny_train(**fields) -> TrainConfig:
+    """The tiny fits' :class:`~scdit.TrainConfig` (batch 64, no guidance calibration), with
+    ``fields`` set or overridden."""
+    return TrainConfig(**{"batch_size": 64, "calibrate_guidance": False, **fields})
+
+
+TINY = {"preset": "tiny", "train": tiny_train(), "verbose": False}
+TINY_CALIBRATED = {**TINY, "train": tiny_train(calibrate_guidance=True)}
 
 
 def dense(X) -> np.ndarray:

@@ -5,7 +5,7 @@ Usage, from the repository root:
   EFFS=none,auto python benchmarks/archive/snapshot_eval.py SETTING MODEL_DIR [MODEL_DIR ...]
 SAMP='{"precision": "fp32"}' sets SamplingConfig fields. Exploratory code.
 """
-import sys, time, argparse, glob, re, os
+import sys, time, argparse, os
 sys.path.insert(0, "benchmarks")
 import anndata as ad, pandas as pd, torch
 torch.set_num_threads(1)
@@ -13,7 +13,6 @@ import scdit
 from suites.quality import settings
 name, dirs = sys.argv[1], sys.argv[2:]
 effs = os.environ.get("EFFS", "none").split(",")
-import os
 SAMP = eval(os.environ.get("SAMP", "None"))
 SAMP = scdit.SamplingConfig(**SAMP) if SAMP else None
 st = settings()[name]

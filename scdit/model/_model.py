@@ -111,12 +111,13 @@ class ScDiT:
         generated tokens ``(n_cells, n_tokens, patch_size)`` (decode them with
         ``model.tokenizer.decode``; shifted as for the log1p output: in contexts the label was
         seen in, their decoded mean is their mean before clipping at 0). ``covariates`` is a
-        mapping (one context for all cells) or a DataFrame with one row per cell. ``source_tokens`` ``(n_cells, T, P)`` are the tokens
-        a control-source model (or ``SamplingConfig(invert=True)``) starts from (encoded control
-        cells, see :meth:`encode`); without them it starts from stored control cells of the
-        context. The noise is drawn on
-        the CPU so that a seed gives the same cells on any device (up to floating-point
-        error). See :meth:`predict` for the other arguments (``verbose``: the progress bar).
+        mapping (one context for all cells) or a DataFrame with one row per cell.
+        ``source_tokens`` ``(n_cells, T, P)`` are the tokens a control-source model (or
+        ``SamplingConfig(invert=True)``) starts from (encoded control cells, see
+        :meth:`encode`); without them it starts from stored control cells of the context. The
+        noise is drawn on the CPU so that a seed gives the same cells on any device (up to
+        floating-point error). See :meth:`predict` for the other arguments (``verbose``: the
+        progress bar).
         """
         if output not in ("log1p", "tokens"):
             raise ValueError(f"output must be 'log1p' or 'tokens', got {output!r}.")

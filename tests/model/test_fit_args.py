@@ -9,6 +9,7 @@ import pytest
 
 import scdit
 from scdit import DIT_PRESETS, DiTConfig, FlowConfig, TrainConfig
+from tests.helpers import tiny_train
 
 
 def test_fit_has_at_most_twenty_parameters():
@@ -69,7 +70,8 @@ def test_keywords_fill_config_fields_left_at_their_defaults(counts_adata):
     both places is fine; a dict works like the config."""
     model = scdit.fit(counts_adata, "condition", covariate_keys=["cell_type"], max_steps=3,
                       seed=4, max_minutes=None, source="noise",
-                      train={"batch_size": 32, "seed": 4, "min_cells": 5, "calibrate_guidance": False},
+                      train={"batch_size": 32, "seed": 4, "min_cells": 5,
+                             "calibrate_guidance": False},
                       flow=FlowConfig(source_noise=0.2), preset="tiny", verbose=False)
     t, f = model.config.train, model.config.flow
     assert (t.batch_size, t.max_steps, t.seed, t.max_minutes, t.min_cells) == (32, 3, 4, None, 5)
@@ -81,11 +83,11 @@ def test_config_values_apply_when_keywords_are_left_out(counts_adata):
     """With no keyword given the configs decide (source 'auto' resolved; dit instead of preset)."""
     dit = DIT_PRESETS["tiny"]
     model = scdit.fit(counts_adata, "condition", covariate_keys=["cell_type"], dit=dit,
-                      train=TrainConfig(calibrate_guidance=False, max_steps=2, seed=3, batch_size=64), verbose=False)
+                      train=tiny_train(max_steps=2, seed=3), verbose=False)
     assert model.config.dit == dit and model.config.train.seed == 3
     assert model.summary["steps"] == 2
     assert model.config.flow.source == "control"  # auto: covariates given
     # the default preset with a given dit is not a disagreement; a matching preset neither
     same = scdit.fit(counts_adata, "condition", preset="tiny", dit=dit, max_steps=1,
-                     train=TrainConfig(calibrate_guidance=False, batch_size=64), verbose=False)
+                     train=tiny_train(), verbose=False)
     assert same.config.dit == dit

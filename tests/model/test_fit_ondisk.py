@@ -24,14 +24,14 @@ import scdit
 import scdit._fit_ondisk as ondisk
 from scdit.data import StreamedTrainingSet, StreamLoader, gene_stats, open_cells, select_hvg
 from scdit.train import CHECKPOINT_NAME, read_checkpoint
-from tests.helpers import UP_BLOCKS, dense, make_counts_adata
+from tests.helpers import UP_BLOCKS, dense, make_counts_adata, tiny_train
 from tests.train.test_resume import _same_weights, _wait_for_checkpoint
 
 pytest.importorskip("scdataset")
 _real_sleep = time.sleep
 
 KW = {"preset": "tiny", "max_steps": 40, "max_minutes": None, "seed": 0, "verbose": False,
-      "train": scdit.TrainConfig(calibrate_guidance=False, batch_size=64, val_every=10)}
+      "train": tiny_train(val_every=10)}
 
 
 def _write(adata: ad.AnnData, path: Path, fmt: str = "h5ad") -> Path:
@@ -86,7 +86,7 @@ def test_on_disk_fit_is_deterministic_and_round_trips(store, disk_model, tmp_pat
 
 def test_loader_workers_read_the_stream(store, disk_model):
     """Worker processes read the cells: deterministic for a number of workers, and learning."""
-    kw = {**KW, "train": scdit.TrainConfig(calibrate_guidance=False, batch_size=64, val_every=10, loader_workers=2)}
+    kw = {**KW, "train": tiny_train(val_every=10, loader_workers=2)}
     a = scdit.fit(store, "condition", **kw)
     b = scdit.fit(store, "condition", **kw)
     assert _same_weights(a, b)
@@ -143,7 +143,7 @@ def test_streamed_batches_are_sized_to_the_data(tmp_path):
     adata = make_counts_adata()
     path = _write(adata, tmp_path / "c.h5ad")
     model = scdit.fit(path, "condition", **{**KW, "max_steps": 5,
-                                            "train": scdit.TrainConfig(calibrate_guidance=False, batch_size=1024)})
+                                            "train": tiny_train(batch_size=1024)})
     assert model.summary["steps"] == 5
     store = open_cells(path)
     rows = np.arange(100)
@@ -187,12 +187,11 @@ def test_statistics_pass_is_kept_in_the_checkpoint_dir(tmp_path, monkeypatch):
     real = ondisk.gene_stats
     monkeypatch.setattr(ondisk, "gene_stats", lambda *a, **k: calls.append(1) or real(*a, **k))
     run = tmp_path / "run"
-    kw = {**KW, "max_steps": 4, "train": scdit.TrainConfig(calibrate_guidance=False, batch_size=64,
-                                                           checkpoint_dir=str(run))}
+    kw = {**KW, "max_steps": 4, "train": tiny_train(checkpoint_dir=str(run))}
     first = scdit.fit(path, "condition", **kw)
     assert len(calls) == 1 and len(list(run.glob("gene_stats-*.npz"))) == 1
-    again = scdit.fit(path, "condition", **{**kw, "train": scdit.TrainConfig(
-        calibrate_guidance=False, batch_size=64, checkpoint_dir=str(run), resume=True)})
+    again = scdit.fit(path, "condition", **{**kw, "train": tiny_train(checkpoint_dir=str(run),
+                                                                     resume=True)})
     assert len(calls) == 1 and _same_weights(again, first)
     store = open_cells(path)
     probe = store.read(np.arange(0, 400, 7))
@@ -302,8 +301,8 @@ def hold(self, batch, batch_idx):
 
 
 FlowModule.training_step = hold
-train = scdit.TrainConfig(calibrate_guidance=False, batch_size=64, val_every=10, checkpoint_dir=sys.argv[2],
-                          checkpoint_every=7)
+train = scdit.TrainConfig(calibrate_guidance=False, batch_size=64, val_every=10,
+                          checkpoint_dir=sys.argv[2], checkpoint_every=7)
 scdit.fit(sys.argv[1], "condition", train=train, covariate_keys=["cell_type"],
           preset="tiny", max_steps=40, max_minutes=None, seed=0, verbose=False)
 """
@@ -330,8 +329,7 @@ def test_killed_on_disk_fit_resumes_bitwise(store, tmp_path):
         status = child.wait()
         log.close()
     assert status == -signal.SIGKILL
-    train = scdit.TrainConfig(calibrate_guidance=False, batch_size=64, val_every=10, checkpoint_dir=str(ckpt),
-                              checkpoint_every=7, resume=True)
+    train = tiny_train(val_every=10, checkpoint_dir=str(ckpt), checkpoint_every=7, resume=True)
     resumed = scdit.fit(store, "condition", **{**kw, "train": train})
     assert resumed.summary["resumed_from_step"] == 14
     assert resumed.summary["history"] == uninterrupted.summary["history"]

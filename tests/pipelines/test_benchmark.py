@@ -100,7 +100,8 @@ def test_benchmark_errors(data):
 def test_benchmark_fits_scdit(data):
     df = benchmark(data, "perturbation", split="combinations", split_params={"seen": 2},
                    methods={"scdit": "scdit"}, baselines=("mean",), n_cells=20,
-                   fit_kwargs={"preset": "tiny", "max_steps": 4, "train": {"batch_size": 64, "calibrate_guidance": False}})
+                   fit_kwargs={"preset": "tiny", "max_steps": 4,
+                               "train": {"batch_size": 64, "calibrate_guidance": False}})
     assert list(dict.fromkeys(df.method)) == ["scdit", "mean"]
     assert df[df.method == "scdit"].value.notna().any()
 

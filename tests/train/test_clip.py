@@ -6,12 +6,13 @@ import pytest
 import torch
 
 import scdit
+from tests.helpers import tiny_train
 
 
 def _weights(adata, precision: str, **train) -> torch.Tensor:
     """All weights of a 6-step tiny fit (no EMA lag: ``ema_decay=0`` keeps the last weights)."""
-    config = scdit.TrainConfig(calibrate_guidance=False, batch_size=64, warmup_steps=0, ema_decay=0.0, val_every=1000,
-                               precision=precision, **train)
+    config = tiny_train(warmup_steps=0, ema_decay=0.0, val_every=1000, precision=precision,
+                        **train)
     model = scdit.fit(adata, "condition", preset="tiny", max_steps=6, seed=0, train=config,
                       verbose=False)
     return torch.cat([p.detach().flatten() for p in model.field.parameters()])

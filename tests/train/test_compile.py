@@ -9,6 +9,7 @@ import pytest
 
 import scdit
 from scdit.train import COMPILE_MIN_MINUTES, COMPILE_MIN_STEPS, resolve_compile
+from tests.helpers import tiny_train
 
 
 def test_auto_compiles_long_runs_only():
@@ -30,10 +31,10 @@ def test_a_compiled_fit_trains_like_an_eager_one(log1p_adata):
     """The compiled network has the same weights and function: a short fit's validation loss
     lands near the eager fit's, and the compiled model predicts as usual."""
     kw = dict(preset="tiny", max_steps=60, seed=0, verbose=False)
-    train = scdit.TrainConfig(calibrate_guidance=False, batch_size=64, val_every=30)
+    train = tiny_train(val_every=30)
     eager = scdit.fit(log1p_adata, "condition", train=train, **kw)
     compiled = scdit.fit(log1p_adata, "condition",
-                         train=scdit.TrainConfig(calibrate_guidance=False, batch_size=64, val_every=30, compile=True), **kw)
+                         train=tiny_train(val_every=30, compile=True), **kw)
     assert compiled.summary["compiled"] and not eager.summary["compiled"]
     first = eager.summary["history"][0]["val_loss"]
     assert compiled.summary["best_val_loss"] < first  # it learns

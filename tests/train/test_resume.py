@@ -20,7 +20,7 @@ from torch.utils.data import BatchSampler, RandomSampler
 
 import scdit
 from scdit.train import CHECKPOINT_NAME, EpochBatchSampler, read_checkpoint
-from tests.helpers import dense, make_counts_adata
+from tests.helpers import dense, make_counts_adata, tiny_train
 
 SMALL = {"ctrl": 60, "G1": 30, "G2": 30, "G1+G2": 30}  # 150 cells: no validation split
 
@@ -54,7 +54,7 @@ _CHILD = """
 import sys, time
 import scdit
 from scdit.train import FlowModule
-from tests.helpers import make_counts_adata
+from tests.helpers import make_counts_adata, tiny_train
 
 step = FlowModule.training_step
 
@@ -66,8 +66,7 @@ def hold(self, batch, batch_idx):
 
 
 FlowModule.training_step = hold
-train = scdit.TrainConfig(calibrate_guidance=False, batch_size=64, val_every=10, checkpoint_dir=sys.argv[1],
-                          checkpoint_every=7)
+train = tiny_train(val_every=10, checkpoint_dir=sys.argv[1], checkpoint_every=7)
 scdit.fit(make_counts_adata(), "condition", train=train, covariate_keys=["cell_type"],
           preset="tiny", max_steps=40, max_minutes=None, seed=0, verbose=False)
 """
@@ -81,7 +80,7 @@ def test_sigkilled_fit_resumes_bitwise(tmp_path):
     bitwise, and predict the same cells. The child is a fresh interpreter (a forked copy of a
     pytest process that has started threads can deadlock)."""
     adata = make_counts_adata()
-    base = scdit.TrainConfig(calibrate_guidance=False, batch_size=64, val_every=10)
+    base = tiny_train(val_every=10)
     ckpt = dataclasses.replace(base, checkpoint_dir=str(tmp_path), checkpoint_every=7)
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get(
@@ -117,7 +116,7 @@ def small_run(tmp_path_factory):
     (``val_every`` = 3 steps)."""
     folder = tmp_path_factory.mktemp("run")
     adata = make_counts_adata(conditions=SMALL)
-    train = scdit.TrainConfig(calibrate_guidance=False, batch_size=64, val_every=3, checkpoint_dir=str(folder))
+    train = tiny_train(val_every=3, checkpoint_dir=str(folder))
     model = _fit(adata, train, max_steps=6, covariate_keys=())
     return adata, train, model
 
@@ -167,8 +166,7 @@ def test_existing_checkpoint_is_not_overwritten_without_resume(small_run):
 
 def test_resume_without_checkpoint_warns_and_trains(tmp_path):
     adata = make_counts_adata(conditions=SMALL)
-    train = scdit.TrainConfig(calibrate_guidance=False, batch_size=64, checkpoint_dir=str(tmp_path / "new"),
-                              checkpoint_every=50, resume=True)
+    train = tiny_train(checkpoint_dir=str(tmp_path / "new"), checkpoint_every=50, resume=True)
     with pytest.warns(UserWarning, match="holds no checkpoint"):
         model = _fit(adata, train, max_steps=2, covariate_keys=())
     assert model.summary["steps"] == 2 and "resumed_from_step" not in model.summary
