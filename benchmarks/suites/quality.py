@@ -28,7 +28,8 @@ Settings (``--settings``; held-out units with ``--holdouts``):
 Methods per unit: ``scdit`` (``predict`` defaults), ``scdit_generator`` (the generator alone: no
 effect estimate sets its mean), ``scdit_log1p`` (glioblastoma: the counts model's log1p output),
 the baselines of ``scdit.evaluate`` that fit the setting (each only when this scdit has it) and
-the split-half ``ceiling`` of the real cells. ``--backbone mlp`` fits the attention-free MLP
+the split-half ``ceiling`` of the real cells; seen settings add ``train_cells``, real training
+cells of each condition scored as a prediction (see :func:`_train_cells`). ``--backbone mlp`` fits the attention-free MLP
 velocity network (``DiTConfig.backbone="mlp"``, the preset's sizes) instead of the DiT; its rows
 are named ``scdit_mlp``, ``scdit_mlp_generator`` and ``scdit_mlp_log1p``, so that they sit beside
 the DiT's in one table (the ablation "DiT vs MLP backbone").
@@ -88,6 +89,8 @@ class Setting:
     quick_holdouts: tuple[str, ...]
     make: Callable[[str, bool, argparse.Namespace], Task]
     log1p_output: bool = False
+    #: Also score ``train_cells``: real training cells of each predicted condition (seen settings).
+    train_reference: bool = False
 
 
 def _cap(adata: ad.AnnData, key: str, per: int, seed: int = 0) -> ad.AnnData:
@@ -249,6 +252,28 @@ def _synthetic_seen(holdout: str, quick: bool, opts) -> Task:
     return _seen_task(a, quick)
 
 
+def _train_cells(task: Task, setting: Setting, seed: int) -> ad.AnnData:
+    """Real *training* cells of every predicted condition, as many as predicted (all of them
+    where training has fewer: no duplicates), from the part's context.
+
+    A perfect sampler of the training distribution, scored like a prediction: what a generator
+    that reproduces its training cells exactly can reach with this many cells.
+    """
+    key, cov = setting.condition_key, setting.covariate_key
+    rng = np.random.default_rng(seed)
+    obs = task.train.obs
+    rows = []
+    for src, n in task.parts or ((task.source, task.n_cells),):
+        in_ctx = np.ones(len(obs), bool) if cov is None else \
+            (obs[cov] == src.obs[cov].iloc[0]).to_numpy()
+        for c in sorted(n):
+            pool = np.flatnonzero(in_ctx & (obs[key] == c).to_numpy())
+            rows.append(rng.choice(pool, min(n[c], len(pool)), replace=False))
+    cells = task.train[np.concatenate(rows)].copy()
+    cells.obs_names_make_unique()
+    return cells
+
+
 def _baselines(*wanted: str, context: bool = False) -> tuple[str, ...]:
     """The wanted baselines this scdit has, every ``context*`` estimator for held-out contexts,
     and the split-half ``ceiling``."""
@@ -270,16 +295,17 @@ def settings() -> dict[str, Setting]:
         "glioblastoma_patients": Setting("condition", "ctrl", "patient_id", context, PATIENTS,
                                          ("PW036",), _glioblastoma, log1p_output=True),
         "papalexi_seen": Setting("perturbation", "control", None, seen, ("20%",), ("20%",),
-                                 _papalexi_seen),
+                                 _papalexi_seen, train_reference=True),
         "norman_seen": Setting("perturbation", "control", None, seen, ("20%",), ("20%",),
-                               _norman_seen),
+                               _norman_seen, train_reference=True),
         "glioblastoma_seen": Setting("condition", "ctrl", "patient_id", seen, ("20%",),
-                                     ("20%",), _glioblastoma_seen, log1p_output=True),
+                                     ("20%",), _glioblastoma_seen, log1p_output=True,
+                                     train_reference=True),
         "papalexi_unseen": Setting("perturbation", "control", None,
                                    _baselines("no_change", "mean", "linear"),
                                    tuple(PAPALEXI_FOLDS), ("fold1",), _papalexi_unseen),
         "synthetic_seen": Setting("perturbation", "control", None, seen, ("20%",), ("20%",),
-                                  _synthetic_seen),
+                                  _synthetic_seen, train_reference=True),
         "kang": Setting("condition", "control", "cell_type", context, KANG_CELL_TYPES,
                         ("CD4T",), _kang),
     }
@@ -320,8 +346,10 @@ def run_unit(name: str, setting: Setting, holdout: str, seed: int, quick: bool,
     extras = {f"{ours}_generator": {"generator_only": True}}
     if setting.log1p_output and getattr(model, "representation", None) == "counts":
         extras[f"{ours}_log1p"] = {"representation": "log1p"}
-    for method, kw in extras.items():
-        cells = predict_all(**kw)
+    references = {"train_cells": _train_cells(task, setting, seed)} \
+        if setting.train_reference else {}
+    for method, kw in (*extras.items(), *references.items()):
+        cells = predict_all(**kw) if method in extras else kw
         df = scdit.evaluate(cells, task.real, key, baselines=(), method_name=method, **common)
         frames.append(df[df["method"] == method])
     table = scdit.evaluate.summarize(pd.concat(frames, ignore_index=True))
