@@ -26,6 +26,7 @@ from ._representation import (
     detect_representation,
     library_size,
     log1p_to_counts,
+    renormalise_log1p,
     to_log1p,
 )
 from ._rounding import matched_round_up
@@ -96,6 +97,7 @@ __all__ = [
     "parse_doses",
     "preview",
     "random_cells",
+    "renormalise_log1p",
     "select_hvg",
     "split_combinations",
     "split_covariate_context",

@@ -69,6 +69,31 @@ def counts_to_log1p(X, *, target_sum: float = TARGET_SUM, lib: np.ndarray | None
     return np.log1p(np.asarray(X, dtype=np.float64) * scale[:, None]).astype(np.float32)
 
 
+def renormalise_log1p(X: np.ndarray, *, target_sum: float = TARGET_SUM,
+                      columns: np.ndarray | None = None) -> np.ndarray:
+    """Rescale each row of log1p-normalised values so its ``expm1`` sums to ``target_sum``.
+
+    ``log1p(expm1(x) * s)`` per row, with values clipped at 0 first and ``s`` the factor that
+    brings the row's ``expm1`` total to ``target_sum``. Every cell of :func:`counts_to_log1p`
+    satisfies this over all its genes, whatever its depth, so generated cells of a counts
+    model that do not (a generator's overall expression level drifts where no estimate sets
+    its mean) are projected back onto what a counts evaluation, which normalises each cell by
+    its total, would make of them. ``X`` must hold all the genes of its rows.
+
+    ``columns``: only these columns are rescaled (e.g. the generated genes), the others kept as
+    they are, so that the row's total is ``target_sum``; a row whose kept columns already
+    reach it, or whose rescaled columns are all 0, is left unchanged (clipped). ``None``: all
+    columns. Returns float32.
+    """
+    e = np.expm1(np.clip(np.asarray(X, dtype=np.float64), 0.0, None))
+    cols = np.arange(e.shape[1]) if columns is None else np.asarray(columns)
+    part = e[:, cols].sum(1, keepdims=True)
+    rest = target_sum - (e.sum(1, keepdims=True) - part)
+    ok = (part > 0) & (rest > 0)
+    e[:, cols] *= np.divide(rest, part, out=np.ones_like(part), where=ok)
+    return np.log1p(e).astype(np.float32)
+
+
 def to_log1p(X, representation: Representation | None = None, *, target_sum: float = TARGET_SUM):
     """Return ``X`` as log1p-normalised expression (normalising counts; log1p input unchanged)."""
     representation = representation or detect_representation(X)

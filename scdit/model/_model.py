@@ -437,8 +437,10 @@ def _finisher(targets: EffectTargets, label: str, ref, est: dict,
     with the writer's anchoring of the unmodelled genes and library factors (``depth``) set.
     Without estimates (``est`` None): the generated means kept through clipping in the
     contexts ``label`` was seen in (:meth:`EffectTargets.match_clipped`), or ``None`` where
-    there is none (the batches are then written as they come)."""
+    there is none (the batches are then written as they come); the writer rescales the cells
+    of contexts it was not seen in to the normalisation's total (:attr:`CellWriter.renormalise`)."""
     if est is None:
+        writer.renormalise = targets.unseen_here(label, cov_df, ref.n_obs)
         seen = targets.tokenizer.clips_output and targets.seen_here(label, cov_df, ref.n_obs)
         return (lambda tokens: targets.match_clipped(tokens, cov_df, label)) \
             if np.any(seen) else None

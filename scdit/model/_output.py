@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..data import log1p_to_counts, to_log1p
+from ..data import log1p_to_counts, renormalise_log1p, to_log1p
 from ._cells import LIBRARY_KEY, CellRows, CellStore
 from ._seeds import COUNTS, PRIOR, LabelSeeds
 
@@ -186,6 +186,12 @@ class CellWriter:
         self.anchor = None
         #: Per cell, the factor of its reference cell's library size (``None``: all 1).
         self.depth: np.ndarray | None = None
+        #: Per cell, whether its generated log1p values are rescaled so that with the genes
+        #: copied from its reference cell they sum to the normalisation's total
+        #: (:func:`scdit.data.renormalise_log1p`; ``None``: none are). Set for
+        #: the cells whose mean no estimate sets in contexts their label was not seen in (see
+        #: :meth:`scdit.model.EffectTargets.unseen_here`).
+        self.renormalise: np.ndarray | None = None
         self._counts_rng = seeds.rng(COUNTS)
         self._ratio, genes = prior if prior is not None else (1.0, [])
         self._prior_rngs = [(j, seeds.rng(PRIOR, j)) for j in genes]
@@ -225,6 +231,10 @@ class CellWriter:
                              None if self.depth is None else self.depth[a:e])
             if self.anchor is not None:
                 self.anchor.apply(X, a, e)
+            if self.renormalise is not None and self.anchor_representation == "log1p" \
+                    and self.cells.config.data.representation == "counts":
+                rows = np.flatnonzero(self.renormalise[a:e])
+                X[rows] = renormalise_log1p(X[rows], columns=self.cells.modelled)
             if self.rounds:
                 X = self._to_counts(X, a, e)
             for j, rng in self._prior_rngs:

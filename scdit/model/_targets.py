@@ -285,6 +285,18 @@ class EffectTargets:
             return np.ones(n, dtype=bool)
         return self.cells.seen_in_context(label, cov_df)
 
+    def unseen_here(self, label: str | None, cov_df: pd.DataFrame | None, n: int) -> np.ndarray:
+        """Per row ``(n,)``: was ``label`` never seen in training in the row's covariate context
+        (an unseen perturbation, or a held-out context; whatever :attr:`match_seen`)?
+        ``label=None`` (unconditional) and ``cov_df=None`` (any context) count as seen."""
+        if label is None:
+            return np.zeros(n, dtype=bool)
+        if self.cells.canonical(label) not in self.seen_labels:
+            return np.ones(n, dtype=bool)
+        if not self.cells.covariates.keys or cov_df is None:
+            return np.zeros(n, dtype=bool)
+        return ~self.cells.seen_in_context(label, cov_df)
+
     def match_clipped(self, x0: torch.Tensor, cov_df: pd.DataFrame | None,
                       label: str | None, always=()) -> torch.Tensor:
         """Tokens ``x0`` ``(n, T, P)`` of ``label`` whose decoded mean, per context, is their

@@ -11,6 +11,7 @@ from scdit.data._representation import (
     detect_representation,
     library_size,
     log1p_to_counts,
+    renormalise_log1p,
     to_log1p,
 )
 
@@ -129,3 +130,28 @@ def test_clipped_mean_shift_is_exact():
     # a column with NaN has no shift
     assert np.isnan(clipped_mean_shift(np.array([[1.0, np.nan], [2.0, 1.0]]),
                                        np.array([1.0, 1.0]))).tolist() == [False, True]
+
+
+def test_renormalise_log1p_projects_rows_onto_the_normalisation_total():
+    rng = np.random.default_rng(1)
+    counts = rng.poisson(3.0, (20, 12)).astype(np.float32)
+    counts[5] = 0
+    log = counts_to_log1p(counts)
+    np.testing.assert_allclose(renormalise_log1p(log), log, rtol=1e-5, atol=1e-6)  # fixed point
+    drifted = log + 0.4  # every gene too high: the totals are off
+    drifted[2, :3] = -0.5  # below 0: clipped first
+    drifted[5] = 0.0
+    out = renormalise_log1p(drifted)
+    assert out.dtype == np.float32 and out.shape == log.shape
+    sums = np.expm1(out.astype(np.float64)).sum(1)
+    np.testing.assert_allclose(sums[sums > 0], 1e4, rtol=1e-5)
+    np.testing.assert_array_equal(out[5], 0)  # a row of zeros stays zero
+    assert np.all(out[2, :3] == 0)
+    # by hand: one row (1, 3) in expm1 space (sum 4) rescaled to target_sum 8 -> (2, 6)
+    got = renormalise_log1p(np.log1p(np.array([[1.0, 3.0]])), target_sum=8.0)
+    np.testing.assert_allclose(got, np.log1p([[2.0, 6.0]]), rtol=1e-6)
+    # only column 1 rescaled, column 0 kept: (1, 3) -> (1, 7); a kept total already over the
+    # target, or rescaled columns all 0, leave the row as it is
+    x = np.log1p(np.array([[1.0, 3.0], [9.0, 1.0], [2.0, 0.0]]))
+    got = renormalise_log1p(x, target_sum=8.0, columns=np.array([1]))
+    np.testing.assert_allclose(got, np.log1p([[1.0, 7.0], [9.0, 1.0], [2.0, 0.0]]), rtol=1e-6)

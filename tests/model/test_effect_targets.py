@@ -109,6 +109,35 @@ def test_generator_alone_is_clipped_as_generated_in_a_held_out_context(counts_ad
     assert raw == []
 
 
+def test_generator_alone_is_renormalised_where_its_label_was_not_seen(counts_adata, tiny,
+                                                                     counts_model):
+    """A counts model's cells whose mean the generator sets, of a context their label was not
+    seen in, sum to the normalisation's total in expm1 over all genes (modelled or not);
+    cells of a seen context, and cells whose mean an estimate sets, are written as generated."""
+    train = counts_adata[~((counts_adata.obs.condition == "G1")
+                           & (counts_adata.obs.cell_type == "B"))].copy()
+    model = scdit.fit(train, "condition", covariate_keys=["cell_type"], max_steps=5, **tiny)
+    source = counts_adata[counts_adata.obs.condition == "ctrl"]
+
+    def sums(m, label, effects, cell_type):
+        src = source[source.obs.cell_type == cell_type] if m is model else None
+        out = m.predict(label, n_cells=30, source=src, seed=0, effects=effects,
+                        covariates=None if src is not None else {"cell_type": cell_type},
+                        representation="log1p")
+        assert out.n_vars == counts_adata.n_vars
+        return out.uns["scdit"]["mean_set_by"], \
+            np.expm1(out.X.toarray().astype(np.float64)).sum(1)
+
+    for m, label, cell_type in ((model, "G1", "B"), (counts_model, "G2+G3", "T")):
+        by, total = sums(m, label, "none", cell_type)
+        assert set(by.values()) == {"generator"}
+        np.testing.assert_allclose(total, 1e4, rtol=1e-4)
+    for m, label, effects in ((model, "G1", "none"), (counts_model, "G2+G3", "auto")):
+        by, total = sums(m, label, effects, "T")
+        assert set(by.values()) == ({"generator"} if effects == "none" else {"additive"})
+        assert np.abs(total / 1e4 - 1).max() > 1e-2
+
+
 def test_anchor_unseen_combination_is_additive(counts_model):
     """Unseen A+B: the additive mean from training means, one shift per gene over the
     generator's own cells."""
