@@ -78,15 +78,26 @@ def renormalise_log1p(X: np.ndarray, *, target_sum: float = TARGET_SUM,
     satisfies this over all its genes, whatever its depth, so generated cells of a counts
     model that do not (a generator's overall expression level drifts where no estimate sets
     its mean) are projected back onto what a counts evaluation, which normalises each cell by
-    its total, would make of them. ``X`` must hold all the genes of its rows.
+    its total, would make of them.
 
-    ``columns``: only these columns are rescaled (e.g. the generated genes), the others kept as
-    they are, so that the row's total is ``target_sum``; a row whose kept columns already
-    reach it, or whose rescaled columns are all 0, is left unchanged (clipped). ``None``: all
-    columns. Returns float32.
+    Parameters
+    ----------
+    X
+        Dense log1p values ``(n, G)``: all the genes of each row.
+    target_sum
+        The normalisation's total (``1e4``).
+    columns
+        Indices of the columns to rescale (e.g. the generated genes); the others are kept as
+        they are and count towards the total. A row whose kept columns already reach
+        ``target_sum``, or whose rescaled columns are all 0, is left unchanged (clipped).
+        ``None``: all columns.
+
+    Returns
+    -------
+    Float32 array of ``X``'s shape.
     """
     e = np.expm1(np.clip(np.asarray(X, dtype=np.float64), 0.0, None))
-    cols = np.arange(e.shape[1]) if columns is None else np.asarray(columns)
+    cols = np.arange(e.shape[1]) if columns is None else np.asarray(columns, dtype=np.intp)
     part = e[:, cols].sum(1, keepdims=True)
     rest = target_sum - (e.sum(1, keepdims=True) - part)
     ok = (part > 0) & (rest > 0)

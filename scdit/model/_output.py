@@ -1,7 +1,8 @@
 """Generated tokens → output cells in the training genes and representation, chunk by chunk.
 
-``predict`` decodes, converts to counts, anchors the unmodelled genes and applies the target
-prior a chunk of cells at a time (float32), appending each chunk to an :class:`OutputBuilder`
+``predict`` decodes, anchors the unmodelled genes, rescales cells to the normalisation's total
+where the generator extrapolates, converts to counts and applies the target prior a chunk of
+cells at a time (float32), appending each chunk to an :class:`OutputBuilder`
 that assembles the final CSR matrix; its memory beyond the output is bounded by the chunk size.
 Every random draw comes from a per-label stream (:class:`~scdit.model._seeds.LabelSeeds`) used
 in row order; counts are rounded a chunk at a time (their means matched within each chunk), so
@@ -151,6 +152,7 @@ class CellWriter:
     Tokens arrive in consecutive row ranges (the whole prediction at once, or batch by batch
     as the generator integrates them); each range is decoded ``rows`` cells at a time, its
     unmodelled genes anchored (:attr:`anchor`, see :meth:`EffectTargets.unmodelled_anchor`),
+    the generated genes of the cells flagged in :attr:`renormalise` rescaled to the total,
     rounded to counts (a counts model without a count decoder: all genes of the chunk at
     once, by :data:`COUNT_ROUNDING` within each context, at the reference cells' library
     sizes times :attr:`depth`) and the target ``prior`` applied (see
@@ -234,7 +236,8 @@ class CellWriter:
             if self.renormalise is not None and self.anchor_representation == "log1p" \
                     and self.cells.config.data.representation == "counts":
                 rows = np.flatnonzero(self.renormalise[a:e])
-                X[rows] = renormalise_log1p(X[rows], columns=self.cells.modelled)
+                if rows.size:
+                    X[rows] = renormalise_log1p(X[rows], columns=self.cells.modelled)
             if self.rounds:
                 X = self._to_counts(X, a, e)
             for j, rng in self._prior_rngs:

@@ -138,6 +138,32 @@ def test_generator_alone_is_renormalised_where_its_label_was_not_seen(counts_ada
         assert np.abs(total / 1e4 - 1).max() > 1e-2
 
 
+def test_counts_carry_the_rescaled_means(counts_adata, tiny, monkeypatch):
+    """The counts of cells rescaled to the total are rounded to the rescaled log1p means (per
+    gene, after each cell is normalised by its own total), not to the generated ones."""
+    from scdit.data import counts_to_log1p
+    from scdit.model import EffectTargets
+
+    train = counts_adata[~((counts_adata.obs.condition == "G1")
+                           & (counts_adata.obs.cell_type == "B"))].copy()
+    model = scdit.fit(train, "condition", covariate_keys=["cell_type"], max_steps=5, **tiny)
+    src = counts_adata[(counts_adata.obs.condition == "ctrl")
+                       & (counts_adata.obs.cell_type == "B")]
+
+    def means(representation):
+        out = model.predict("G1", source=src, seed=0, effects="none",
+                            representation=representation)
+        X = out.X if representation == "log1p" else counts_to_log1p(out.X)
+        return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64).mean(0)
+
+    counts, rescaled = means("counts"), means("log1p")
+    monkeypatch.setattr(EffectTargets, "unseen_here",
+                        lambda self, label, cov_df, n: np.zeros(n, dtype=bool))
+    generated = means("log1p")
+    assert np.abs(rescaled - generated).mean() > 0.05
+    assert np.abs(counts - rescaled).mean() < 0.2 * np.abs(counts - generated).mean()
+
+
 def test_anchor_unseen_combination_is_additive(counts_model):
     """Unseen A+B: the additive mean from training means, one shift per gene over the
     generator's own cells."""
