@@ -158,7 +158,7 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
         frames.append(df.drop(columns=["covariate"]))
     res = pd.concat(frames, ignore_index=True)
     if csv.exists():  # keep the rows of other splits/contexts already there
-        old = pd.read_csv(csv)
+        old = pd.read_csv(csv, dtype={"scdit_version": str, "git_commit": str})
         if "cellflow_seed" not in old:
             old["cellflow_seed"] = 0  # rows written before seeds were recorded: seed 0
         old["cellflow_seed"] = old["cellflow_seed"].fillna(0).astype(int)

@@ -222,7 +222,9 @@ def append_table(rows: pd.DataFrame, path: Path) -> Path:
     """Append ``rows`` to the CSV at ``path`` (columns united with those already there)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.stat().st_size:
-        old = pd.read_csv(path)
+        # the provenance columns are text: a commit such as "5e49673413844c97..." or "1234567"
+        # would otherwise be parsed as a number (pandas 2.3's C parser crashed on the first)
+        old = pd.read_csv(path, dtype={c: str for c in PROVENANCE if c != "seed"})
         rows = pd.concat([old, rows], ignore_index=True)
         rows = rows[list(PROVENANCE) + [c for c in rows.columns if c not in PROVENANCE]]
     rows.to_csv(path, index=False)
