@@ -224,7 +224,8 @@ def append_table(rows: pd.DataFrame, path: Path) -> Path:
     if path.exists() and path.stat().st_size:
         # the provenance columns are text: a commit such as "5e49673413844c97..." or "1234567"
         # would otherwise be parsed as a number (pandas 2.3's C parser crashed on the first)
-        old = pd.read_csv(path, dtype={c: str for c in PROVENANCE if c != "seed"})
+        old = pd.read_csv(path, dtype={c: str for c in PROVENANCE if c != "seed"},
+                          float_precision="round_trip")  # rows kept digit for digit
         rows = pd.concat([old, rows], ignore_index=True)
         rows = rows[list(PROVENANCE) + [c for c in rows.columns if c not in PROVENANCE]]
     rows.to_csv(path, index=False)
