@@ -51,7 +51,8 @@ def test_trained_like_mlp_depends_on_state_time_and_condition():
     assert not torch.allclose(out, mlp(x, t * 0.5, c))  # time matters
     assert not torch.allclose(out, mlp(x + 1.0, t, c))  # state matters
     # a cell's velocity depends on its own inputs only (no mixing across the batch)
-    torch.testing.assert_close(mlp(x[:2], t[:2], c[:2]), out[:2])
+    # (up to float32 rounding: the matmul kernels block a batch of 2 differently from one of 5)
+    torch.testing.assert_close(mlp(x[:2], t[:2], c[:2]), out[:2], rtol=1e-4, atol=1e-4)
 
 
 def test_padded_slots_are_ignored():
