@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -285,6 +286,10 @@ def fit(
                                      accelerator=train.accelerator, verbose=verbose)
     check_tokenizer_input(adata, tok, info.representation, layer, covariate_keys,
                           on_disk=disk is not None)
+    if conditions.target_marks and tok_cfg.kind != "genes":
+        raise ValueError(f"ConditionConfig.target_marks=True needs the 'genes' tokenizer (marks "
+                         f"flag gene slots); the tokenizer is {tok_cfg.kind!r}. Leave "
+                         "target_marks=None (on where it applies) or use tokenizer='genes'.")
     labels = condition_labels(adata, condition_key).to_numpy()
     if (labels != info.control).sum() == 0:
         raise ValueError("Only control cells were found; add perturbed cells to train on.")
@@ -347,6 +352,13 @@ def fit(
         vocab = vocab.with_featured(featured)
         cfg = dataclasses.replace(cfg, conditions=dataclasses.replace(
             cfg.conditions, features=feat_kind, n_features=int(table.shape[1])))
+    n_marked = len(set(vocab.atoms) & set(tok.genes)) if tok_cfg.kind == "genes" else 0
+    if cfg.conditions.target_marks and not n_marked:
+        warnings.warn("ConditionConfig.target_marks=True, but no perturbation seen in training "
+                      "is a modelled gene, so there is nothing to mark; fitting without marks.",
+                      UserWarning, stacklevel=2)
+    cfg = dataclasses.replace(cfg, conditions=dataclasses.replace(
+        cfg.conditions, target_marks=cfg.conditions.target_marks is not False and n_marked > 0))
     atoms = vocab.encode(list(labels))
     dose = parse_doses(list(labels), adata.obs[dose_key].tolist(), vocab, atoms.shape[1],
                        dose_key) if dose_key else None
@@ -396,7 +408,8 @@ def fit(
     summary = {"n_cells": int(adata.n_obs), "n_train": int(len(tr)), "n_val": int(len(val)),
                "n_params": int(n_params), "n_modelled_genes": tok.n_genes,
                "tokenizer": tok_cfg.kind, "ceiling": ceiling,
-               "contexts_lacking_perturbations": lacking}
+               "contexts_lacking_perturbations": lacking,
+               "target_marks": n_marked if cfg.conditions.target_marks else 0}
     if disk is not None:
         summary["on_disk"] = disk.summary()
     if feat_kind != "none":

@@ -152,6 +152,15 @@ class ConditionConfig:
         source predicts a (perturbation, context) pair never seen in training without the
         covariates: the source cells carry the context, and the perturbation's effect comes
         from all contexts instead of from a context embedding that only ever saw controls.
+    target_marks
+        Mark each cell's targeted genes in the network's input: a genetic perturbation whose
+        name is a modelled gene flags that gene's slot, and the network learns one shared way
+        of reading a flag (:class:`scdit.models.TargetMarks`), so the on-target change it
+        learns from the seen targets carries over to a measured gene it never saw perturbed.
+        The flags stay when the perturbation label is dropped for classifier-free guidance.
+        ``None`` (default): on when the tokenizer is ``"genes"`` and at least one perturbation
+        seen in training is a modelled gene, else off; a fitted model stores the resolved
+        value (model files saved before the option existed read ``False``).
     """
 
     features: str = "none"
@@ -159,6 +168,7 @@ class ConditionConfig:
     n_components: int = 32
     residual_dropout: float = 0.3
     covariate_dropout: float | None = None
+    target_marks: bool | None = None
 
     def __post_init__(self) -> None:
         _check_sizes(self, "conditions")
@@ -294,6 +304,8 @@ class ScDiTConfig:
             d["flow"] = _legacy_flow(d["flow"])
         if isinstance(d.get("dit"), Mapping) and "activation" not in d["dit"]:
             d["dit"] = {**d["dit"], "activation": "gelu_tanh"}  # files older than the field
+        if isinstance(d.get("conditions"), Mapping) and "target_marks" not in d["conditions"]:
+            d["conditions"] = {**d["conditions"], "target_marks": False}  # older files
         check_json(d, config_schema(), where, root="config")
         data = dict(d["data"])
         data["covariate_keys"] = tuple(data.get("covariate_keys", ()))

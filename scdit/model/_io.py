@@ -55,7 +55,7 @@ import torch
 from ..conditions import ConditionEncoder
 from ..config import ScDiTConfig, check_json
 from ..data import ConditionVocab, CovariateVocab
-from ..models import DiT, MLPVelocity, VelocityField
+from ..models import DiT, MLPVelocity, TargetMarks, VelocityField, target_slots
 from ..tokenizers import Tokenizer, tokenizer_from_state
 
 FORMAT_VERSION = 2
@@ -123,7 +123,11 @@ def build_field(cfg: ScDiTConfig, tokenizer: Tokenizer, vocab: ConditionVocab,
     encoder = ConditionEncoder(len(vocab.atoms), covariates.sizes(), d.hidden_size,
                                features=features, residual_dropout=c.residual_dropout,
                                use_dose=cfg.data.dose_key is not None)
-    return VelocityField(dit, encoder)
+    marks = None
+    if c.target_marks:  # resolved by fit: a gene tokenizer and targeted genes
+        zero = tokenizer.encode(torch.zeros(1, tokenizer.n_genes)).reshape(-1)  # (T*P,)
+        marks = TargetMarks(target_slots(vocab.atoms + vocab.featured, tokenizer.genes), zero)
+    return VelocityField(dit, encoder, marks)
 
 
 # ---------------------------------------------------------------------------------- saving

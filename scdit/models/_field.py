@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..conditions import ConditionEncoder
+from ._marks import TargetMarks
 
 
 class VelocityField(nn.Module):
@@ -16,15 +17,21 @@ class VelocityField(nn.Module):
     ``dit`` is the backbone: a :class:`~scdit.models.DiT` or a :class:`~scdit.models.MLPVelocity`
     (any module mapping tokens ``(B, T, P)``, times ``(B,)`` and the encoder's conditioning
     ``(B, hidden)`` to ``(B, T, P)``); its weights are saved under ``dit.*`` either way.
+    With ``marks`` (a :class:`~scdit.models.TargetMarks`) the velocity of each cell's targeted
+    genes is corrected by the marks' shared head, from ``cond["atoms"]``; the correction does
+    not depend on ``cond["drop"]``, so the unconditional model of classifier-free guidance
+    still knows which gene is targeted.
     """
 
-    def __init__(self, dit: nn.Module, encoder: ConditionEncoder):
+    def __init__(self, dit: nn.Module, encoder: ConditionEncoder, marks: TargetMarks | None = None):
         super().__init__()
         self.dit = dit
         self.encoder = encoder
+        self.marks = marks
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         """x ``(B, T, P)``, t ``(B,)`` → velocity ``(B, T, P)``."""
         c = self.encoder(cond["atoms"], cond.get("covariates"), cond.get("drop"),
                          cond.get("dose"))  # (B, D)
-        return self.dit(x, t, c)  # (B, T, P)
+        v = self.dit(x, t, c)  # (B, T, P)
+        return v if self.marks is None else self.marks(v, x, t, cond["atoms"])
