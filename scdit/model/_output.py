@@ -258,7 +258,8 @@ def target_prior_genes(cells: CellStore, summary: dict, label: str
     """``(ratio, gene columns)`` of the target prior for ``label``: its unseen (feature-only)
     members that are measured genes are scaled by the training prior (``summary
     ["target_prior"]``: the typical ratio of a targeted gene's mean to control); ``None`` where
-    the prior does not apply."""
+    the prior does not apply. A model with target marks (``ConditionConfig.target_marks``)
+    generates the on-target change of its modelled genes itself, so those are left out."""
     prior = summary.get("target_prior") or {}
     if not prior or prior.get("n", 0) < 2:
         return None
@@ -267,6 +268,9 @@ def target_prior_genes(cells: CellStore, summary: dict, label: str
     vocab = cells.vocab
     targets = [m for m in vocab.members(label)
                if m in set(vocab.featured) and m in cells.var_names]
+    if cells.config.conditions.target_marks:  # the network moves its marked targets itself
+        marked = set(cells.var_names[cells.modelled])
+        targets = [m for m in targets if m not in marked]
     if not targets:
         return None
     return float(np.exp(prior["log_ratio"])), [int(cells.var_names.get_loc(g)) for g in targets]
