@@ -28,6 +28,7 @@ model can be downloaded on this machine.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -100,9 +101,14 @@ def run(job: dict) -> dict:
     project_pca(query_adata=source, ref_adata=train)
 
     # context embedding: mean of the context's control cells in PCA space (tutorial's donor rep.)
+    # or, with "context_rep": "onehot", a one-hot vector per context (every context in the data)
     ctrl = train[train.obs["is_control"]]
-    ctx_emb = {c: np.asarray(ctrl.obsm["X_pca"][(ctrl.obs[ctx_key] == c).to_numpy()].mean(0))
-               for c in sorted(ctrl.obs[ctx_key].unique())}
+    if job.get("context_rep", "control_mean") == "onehot":
+        names = sorted(adata.obs[ctx_key].unique())
+        ctx_emb = {c: np.eye(len(names), dtype=np.float32)[i] for i, c in enumerate(names)}
+    else:
+        ctx_emb = {c: np.asarray(ctrl.obsm["X_pca"][(ctrl.obs[ctx_key] == c).to_numpy()].mean(0))
+                   for c in sorted(ctrl.obs[ctx_key].unique())}
     train.uns["context_embeddings"] = ctx_emb
     encode_onehot(train, covariate_keys=cond_key, uns_key_added="pert_onehot",
                   exclude_values=[control])
@@ -158,10 +164,13 @@ def run(job: dict) -> dict:
     )
     t_setup = time.time() - t0
     n_iter = int(job["num_iterations"])
-    cf.train(num_iterations=n_iter, batch_size=int(job.get("batch_size", 1024)),
-             valid_freq=n_iter + 10, callbacks=[])
+    budget = job.get("train_seconds")  # optional wall-time cap on training (GPU leases)
+    with _time_capped(budget):
+        cf.train(num_iterations=n_iter, batch_size=int(job.get("batch_size", 1024)),
+                 valid_freq=n_iter + 10, callbacks=[])
     t_train = time.time() - t0 - t_setup
     losses = np.asarray(cf.trainer.training_logs.get("loss", []), dtype=float)
+    n_iter = int(losses.size) if budget else n_iter  # iterations actually run
     print(f"trained {n_iter} iterations in {t_train:.1f}s (setup {t_setup:.1f}s)", flush=True)
     if job.get("train_only"):
         return {"num_iterations": n_iter, "seconds_setup": t_setup, "seconds_train": t_train}
@@ -195,6 +204,8 @@ def run(job: dict) -> dict:
         "optax_version": _version("optax"), "devices": [str(d) for d in jax.devices()],
         "num_iterations": n_iter, "batch_size": int(job.get("batch_size", 1024)),
         "architecture": job.get("architecture", "tutorial"), "arch": arch,
+        "context_rep": job.get("context_rep", "control_mean"),
+        "train_seconds_cap": job.get("train_seconds"),
         "n_comps": int(job.get("n_comps", 50)), "n_train_cells": train.n_obs,
         "n_cellflow_fit_cells": fit.n_obs,
         "n_source_cells": src.n_obs, "held_out_conditions": held_out,
@@ -207,6 +218,30 @@ def run(job: dict) -> dict:
     }
     Path(job["out"] + ".json").write_text(json.dumps(info, indent=2))
     return info
+
+
+@contextlib.contextmanager
+def _time_capped(seconds: float | None):
+    """Stop CellFlow's training loop once ``seconds`` have passed (its loop iterates a tqdm)."""
+    if not seconds:
+        yield
+        return
+    from cellflow.training import _trainer
+
+    original = _trainer.tqdm
+    deadline = time.time() + float(seconds)
+
+    def capped(iterable, *args, **kwargs):
+        for i in original(iterable, *args, mininterval=10, **kwargs):
+            if time.time() > deadline:
+                break
+            yield i
+
+    _trainer.tqdm = capped
+    try:
+        yield
+    finally:
+        _trainer.tqdm = original
 
 
 def _version(dist: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sparse
 
 import scdit
 from scdit.data import to_log1p
@@ -86,7 +87,8 @@ def load(dataset: str) -> ad.AnnData:
 
 
 def prepare(workdir: Path, patients: list[str], cellline: bool, iterations: int,
-            architecture: str, batch_size: int, seed: int = 0) -> None:
+            architecture: str, batch_size: int, seed: int = 0, context_rep: str = "control_mean",
+            train_seconds: float | None = None, name_suffix: str = "") -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     cache: dict[str, ad.AnnData] = {}
     jobs = []
@@ -94,21 +96,22 @@ def prepare(workdir: Path, patients: list[str], cellline: bool, iterations: int,
         adata = cache.setdefault(spec["dataset"], load(spec["dataset"]))
         split = split_covariate_context(adata, spec["condition_key"], spec["context_key"],
                                         context=spec["context"], control=spec["control"])
-        d = workdir / spec["name"]
+        d = workdir / (spec["name"] + name_suffix)
         d.mkdir(exist_ok=True)
         split.to_json(d / "split.json")
         cells = adata[np.isin(adata.obs_names, np.concatenate([split.train, split.test]))]
         # CellFlow's tutorial input: normalize_total(1e4) + log1p (scdit's to_log1p does the
         # same for counts and leaves log1p data unchanged)
-        out = ad.AnnData(X=np.asarray(_dense(to_log1p(cells.X))),
+        out = ad.AnnData(X=sparse.csr_matrix(np.asarray(_dense(to_log1p(cells.X)), dtype=np.float32)),
                          obs=cells.obs[[spec["condition_key"], spec["context_key"]]].astype(str),
                          var=pd.DataFrame(index=cells.var_names.copy()))
-        out.write_h5ad(d / "cells.h5ad")
+        out.write_h5ad(d / "cells.h5ad", compression="gzip")  # small enough to carry
         job = dict(data=str(d / "cells.h5ad"), split=str(d / "split.json"),
                    condition_key=spec["condition_key"], context_key=spec["context_key"],
                    control=spec["control"], context=spec["context"], out=str(d / "pred.h5ad"),
                    num_iterations=iterations, batch_size=batch_size, n_comps=50, seed=seed,
-                   architecture=architecture)
+                   architecture=architecture, context_rep=context_rep,
+                   train_seconds=train_seconds)
         (d / "job.json").write_text(json.dumps(job, indent=1))
         (d / "spec.json").write_text(json.dumps(spec, indent=1))
         jobs.append(str(d / "job.json"))
@@ -153,16 +156,23 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
         df.insert(0, "split", spec["dataset"])
         df["cellflow_iterations"] = info["num_iterations"]
         df["cellflow_architecture"] = info["architecture"]
+        df["cellflow_context_rep"] = info.get("context_rep", "control_mean")
+        df["cellflow_devices"] = ",".join(info.get("devices", []))
         df["cellflow_train_seconds"] = round(info["seconds_train"], 1)
         df["cellflow_seed"] = int(json.loads((d / "job.json").read_text()).get("seed", 0))
         frames.append(df.drop(columns=["covariate"]))
     res = pd.concat(frames, ignore_index=True)
     if csv.exists():  # keep the rows of other splits/contexts already there
         old = pd.read_csv(csv, dtype={"scdit_version": str, "git_commit": str})
+        for col, default in (("cellflow_context_rep", "control_mean"),
+                             ("cellflow_devices", "TFRT_CPU_0")):
+            if col not in old:  # rows written before these were recorded
+                old[col] = default
         if "cellflow_seed" not in old:
             old["cellflow_seed"] = 0  # rows written before seeds were recorded: seed 0
         old["cellflow_seed"] = old["cellflow_seed"].fillna(0).astype(int)
-        key = ["split", "context", "cellflow_seed"]
+        key = ["split", "context", "cellflow_seed", "cellflow_architecture",
+               "cellflow_context_rep"]
         done = set(map(tuple, res[key].astype(str).to_numpy()))
         keep = [tuple(r) not in done for r in old[key].astype(str).to_numpy()]
         res = pd.concat([old[keep], res], ignore_index=True)
@@ -173,7 +183,8 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
 
 def summary(res: pd.DataFrame) -> None:
     sub = res[res["metric"].isin(REPORTED)]
-    wide = (sub.groupby(["split", "context", "cellflow_architecture", "method", "metric"],
+    wide = (sub.groupby(["split", "context", "cellflow_architecture", "cellflow_context_rep",
+                         "method", "metric"],
                         sort=False)["value"].mean().unstack("metric"))
     wide = wide[[m for m in REPORTED if m in wide.columns]]
     with pd.option_context("display.width", 250, "display.max_columns", 30,
@@ -194,6 +205,10 @@ if __name__ == "__main__":
     a.add_argument("--kang", help="Kang 2018 h5ad (condition control/stimulated, cell_type)")
     a.add_argument("--kang-context", default="CD4T", help="cell type held out")
     a.add_argument("--seed", type=int, default=0, help="CellFlow's training seed")
+    a.add_argument("--context-rep", default="control_mean", choices=["control_mean", "onehot"],
+                   help="context as the mean of its control cells in PCA space, or one-hot")
+    a.add_argument("--train-seconds", type=float, help="wall-time cap on CellFlow's training")
+    a.add_argument("--name-suffix", default="", help="appended to each split's folder name")
     b = sp.add_parser("score")
     b.add_argument("workdir", type=Path)
     b.add_argument("--csv", type=Path, default=HERE / "cellflow_results.csv")
@@ -201,6 +216,7 @@ if __name__ == "__main__":
     if args.cmd == "prepare":
         KANG.update(path=args.kang, context=args.kang_context)
         prepare(args.workdir, args.patients, not args.no_cellline, args.iterations,
-                args.architecture, args.batch_size, args.seed)
+                args.architecture, args.batch_size, args.seed, args.context_rep,
+                args.train_seconds, args.name_suffix)
     else:
         score(args.workdir, args.csv)
