@@ -144,10 +144,15 @@ def open_run(cfg: ScDiTConfig, adata: AnnData, X, labels: np.ndarray, *,
     for part, what in (("config", "another configuration"), ("data", "other data")):
         diff = _differences(stored.get(part, {}), run.fingerprint[part])
         if diff:
+            new = sorted(set(run.fingerprint[part]) - set(stored.get(part, {})))
+            hint = (f" The checkpoint has no {', '.join(new)}: an earlier scdit version wrote "
+                    "it, before these settings existed; pass the value that reproduces that "
+                    "version's behaviour (e.g. conditions={'target_marks': False}) or resume "
+                    "with that version." if new else "")
             raise ValueError(
                 f"Cannot resume the run in {str(dirpath)!r}: it was trained with {what} "
                 f"({'; '.join(diff)}). Resume with the same AnnData and settings as the "
-                "interrupted fit, or start a new run in another checkpoint_dir.")
+                f"interrupted fit, or start a new run in another checkpoint_dir.{hint}")
     run.resume_from, run.stored, run.step = path, stored, info["step"]
     if verbose:
         print(f"scdit: resuming the run in {str(dirpath)!r} from its checkpoint at step "

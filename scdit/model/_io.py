@@ -99,9 +99,31 @@ def build_field(cfg: ScDiTConfig, tokenizer: Tokenizer, vocab: ConditionVocab,
                 covariates: CovariateVocab, features: np.ndarray | None = None) -> VelocityField:
     """Fresh velocity field sized for the tokenizer and vocabularies.
 
-    ``features`` is the perturbation feature table (seen atoms, then featured ones); when the
-    configuration has features but none are given (loading), a zero table of the right shape is
-    made for ``load_state_dict`` to fill.
+    Parameters
+    ----------
+    cfg
+        The model's configuration (resolved by ``fit``, or read from a model file).
+    tokenizer
+        The fitted tokenizer: its layout sizes the backbone; with target marks, its gene order
+        and its code of zero expression place and anchor the marks.
+    vocab, covariates
+        Perturbation and covariate vocabularies (the encoder's rows).
+    features
+        The perturbation feature table (seen atoms, then featured ones). When the
+        configuration has features but none are given (loading), a zero table of the right
+        shape is made for ``load_state_dict`` to fill.
+
+    Returns
+    -------
+    VelocityField
+        The backbone, the condition encoder and, with ``cfg.conditions.target_marks``, a
+        :class:`~scdit.models.TargetMarks` head over ``vocab``'s atoms that are genes.
+
+    Raises
+    ------
+    ValueError
+        If the configuration asks for target marks and the tokenizer is not a gene tokenizer
+        (possible only in a hand-edited configuration: ``fit`` refuses it earlier).
     """
     d = cfg.dit
     layout = (tokenizer.n_tokens, tokenizer.patch_size, tokenizer.n_features)
@@ -125,6 +147,12 @@ def build_field(cfg: ScDiTConfig, tokenizer: Tokenizer, vocab: ConditionVocab,
                                use_dose=cfg.data.dose_key is not None)
     marks = None
     if c.target_marks:  # resolved by fit: a gene tokenizer and targeted genes
+        if getattr(tokenizer, "kind", None) != "genes":
+            raise ValueError(
+                "The configuration has conditions.target_marks = true, which needs the gene "
+                f"tokenizer (tokenizer.kind 'genes'); this model's tokenizer is "
+                f"{getattr(tokenizer, 'kind', type(tokenizer).__name__)!r}. Set target_marks "
+                "to false in the model's config.json, or refit with the gene tokenizer.")
         zero = tokenizer.encode(torch.zeros(1, tokenizer.n_genes)).reshape(-1)  # (T*P,)
         marks = TargetMarks(target_slots(vocab.atoms + vocab.featured, tokenizer.genes), zero)
     return VelocityField(dit, encoder, marks)

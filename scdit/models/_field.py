@@ -20,7 +20,18 @@ class VelocityField(nn.Module):
     With ``marks`` (a :class:`~scdit.models.TargetMarks`) the velocity of each cell's targeted
     genes is corrected by the marks' shared head, from ``cond["atoms"]``; the correction does
     not depend on ``cond["drop"]``, so the unconditional model of classifier-free guidance
-    still knows which gene is targeted.
+    still knows which gene is targeted. The head does not read ``cond["dose"]``: a dosed
+    genetic perturbation gets the same on-target correction at every dose.
+
+    Parameters
+    ----------
+    dit
+        The backbone.
+    encoder
+        The condition encoder (perturbation atoms, covariates, dose, label dropout).
+    marks
+        Optional target-marks head; ``None`` (the default, and every model without gene
+        targets) leaves the backbone's velocity as it is.
     """
 
     def __init__(self, dit: nn.Module, encoder: ConditionEncoder, marks: TargetMarks | None = None):
@@ -30,7 +41,23 @@ class VelocityField(nn.Module):
         self.marks = marks
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        """x ``(B, T, P)``, t ``(B,)`` → velocity ``(B, T, P)``."""
+        """Velocity at tokens ``x`` ``(B, T, P)`` and times ``t`` ``(B,)``, shape ``(B, T, P)``.
+
+        Parameters
+        ----------
+        x
+            Tokens.
+        t
+            Flow times (0 data, 1 source).
+        cond
+            ``atoms`` ``(B, M)`` (0 = padding), optional ``covariates`` ``(B, K)``, ``drop``
+            ``(B,)`` (True: unconditional) and ``dose`` ``(B, M)``.
+
+        Returns
+        -------
+        torch.Tensor
+            The backbone's velocity, corrected at targeted genes when the field has marks.
+        """
         c = self.encoder(cond["atoms"], cond.get("covariates"), cond.get("drop"),
                          cond.get("dose"))  # (B, D)
         v = self.dit(x, t, c)  # (B, T, P)

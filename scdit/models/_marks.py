@@ -85,15 +85,39 @@ class TargetMarks(nn.Module):
 
     def forward(self, v: torch.Tensor, x: torch.Tensor, t: torch.Tensor,
                 atoms: torch.Tensor) -> torch.Tensor:
-        """Velocity ``v`` ``(B, T, P)`` at tokens ``x`` ``(B, T, P)``, times ``t`` ``(B,)``,
-        corrected at the slots targeted by ``atoms`` ``(B, M)``."""
+        """Correct the velocity at the slots the cells' perturbations target.
+
+        The head's inputs are built and evaluated in float32 whatever ``v``'s dtype (under
+        bf16 autocast the backbone's velocity is bf16; a value of a few units rounds there
+        to about 0.015), and the correction is added in ``v``'s dtype.
+
+        Parameters
+        ----------
+        v
+            Backbone velocity, ``(B, T, P)``.
+        x
+            Current tokens, ``(B, T, P)``.
+        t
+            Flow times, ``(B,)``.
+        atoms
+            Each cell's perturbation atoms as encoder rows, ``(B, M)``; 0 is padding.
+
+        Returns
+        -------
+        torch.Tensor
+            ``v`` with the head's output added at every marked slot, same shape and dtype.
+        """
         slot = self.slot[atoms]  # (B, M)
-        hit = (slot >= 0).to(v.dtype)  # (B, M)
+        hit = (slot >= 0).float()  # (B, M)
         idx = slot.clamp_min(0)
-        flat_v, flat_x = v.reshape(len(v), -1), x.reshape(len(x), -1).to(v.dtype)  # (B, S)
-        xs, vs = flat_x.gather(1, idx), flat_v.gather(1, idx)  # (B, M)
-        z = self.floor.to(v.dtype)[idx]  # (B, M)
-        feats = torch.stack([xs, z, xs - z, vs, t.to(v.dtype)[:, None].expand_as(xs)], -1)
-        w = self.head[0].weight
-        step = self.head(feats.to(w.dtype)).squeeze(-1).to(v.dtype) * hit  # (B, M)
-        return flat_v.scatter_add(1, idx, step).reshape(v.shape)
+        flat_v = v.reshape(len(v), -1)
+        flat_x = x.reshape(len(x), -1)
+        with torch.autocast(device_type=v.device.type, enabled=False):
+            xs = flat_x.gather(1, idx).float()  # (B, M)
+            vs = flat_v.gather(1, idx).float()
+            z = self.floor[idx]  # float32 buffer
+            tt = t.float()[:, None].expand_as(xs)
+            feats = torch.stack([xs, z, xs - z, vs, tt], -1)
+            w = self.head[0].weight  # float32 unless the whole model was cast
+            step = self.head(feats.to(w.dtype)).squeeze(-1).float() * hit  # (B, M)
+        return flat_v.scatter_add(1, idx, step.to(v.dtype)).reshape(v.shape)

@@ -81,6 +81,12 @@ def test_marks_resolve_from_the_tokenizer_and_old_files_read_off(screen, tiny, t
         scdit.fit(train, "condition", tokenizer="pca", conditions={"target_marks": True}, **tiny)
     pca = scdit.fit(train, "condition", tokenizer="pca", max_steps=2, **tiny)
     assert pca.config.conditions.target_marks is False and pca.summary["target_marks"] == 0
+    pca.save(tmp_path / "pca")  # a hand-edited file asking for marks on PCA tokens is refused
+    meta = json.loads((tmp_path / "pca" / "config.json").read_text())
+    meta["config"]["conditions"]["target_marks"] = True
+    (tmp_path / "pca" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"target_marks = true, which needs the gene tokenizer"):
+        scdit.load(tmp_path / "pca")
     drugs = train.copy()
     drugs.obs["condition"] = drugs.obs["condition"].astype(str).replace(
         {g: f"drug{g}" for g in SEEN}).astype("category")

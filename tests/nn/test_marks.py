@@ -48,3 +48,23 @@ def test_head_starts_at_zero_then_changes_only_targeted_slots():
 def test_bad_slots_are_refused():
     with pytest.raises(ValueError, match=r"slot indices in \[0, 4\)"):
         TargetMarks([-1, 4], torch.zeros(4))
+
+
+def test_head_reads_float32_inputs_under_bf16():
+    """A bf16 velocity (autocast) is not rounded before the head reads it."""
+    m = _marks()
+    torch.nn.init.normal_(m.head[-1].weight)
+    atoms = torch.tensor([[1, 3], [3, 0]])
+    x, t = torch.randn(2, 2, 3) * 3, torch.rand(2)
+    v = torch.randn(2, 2, 3) * 3
+    ref = m(v, x, t, atoms) - v  # float32 throughout
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(v, x.bfloat16().float(), t, atoms)  # float32 velocity, bf16-exact tokens
+    assert out.dtype == torch.float32
+    exact = m(v, x.bfloat16().float(), t, atoms) - v
+    assert torch.allclose(out - v, exact, atol=1e-6)  # autocast does not reach the head
+    vb = v.bfloat16()
+    outb = m(vb, x, t, atoms)
+    assert outb.dtype == torch.bfloat16
+    step = (outb.float() - vb.float()).reshape(2, -1)[:, [1, 3]]
+    assert torch.allclose(step, ref.reshape(2, -1)[:, [1, 3]], atol=0.05, rtol=0.02)

@@ -157,6 +157,22 @@ def test_resume_refuses_other_settings_or_data(small_run):
         _fit(other, resume, max_steps=6, covariate_keys=())
 
 
+def test_resume_of_an_older_versions_checkpoint_names_the_new_setting(small_run, tmp_path):
+    """A checkpoint written before a setting existed lacks its key: the error says so."""
+    import shutil
+
+    adata, train, _ = small_run
+    old = tmp_path / "old"
+    shutil.copytree(train.checkpoint_dir, old)
+    ckpt = torch.load(old / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    del ckpt["scdit"]["meta"]["config"]["conditions.target_marks"]
+    torch.save(ckpt, old / CHECKPOINT_NAME)
+    resume = dataclasses.replace(train, checkpoint_dir=str(old), resume=True)
+    with pytest.raises(ValueError, match=r"has no conditions\.target_marks: an earlier scdit "
+                                         r"version wrote it"):
+        _fit(adata, resume, max_steps=6, covariate_keys=())
+
+
 def test_existing_checkpoint_is_not_overwritten_without_resume(small_run):
     adata, train, _ = small_run
     with pytest.raises(ValueError, match=r"already holds the checkpoint of a run \(step 6\)\. "
