@@ -142,6 +142,11 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
         real = ad.concat([source, test])
         real.obs_names_make_unique()
         pred = ad.read_h5ad(d / "pred.h5ad")
+        # PCA reconstruction is unclipped (as in CellFlow's tutorials); scdit.evaluate refuses
+        # negative expression, so negative values are set to 0 and their share recorded
+        X = np.asarray(pred.X.toarray() if sparse.issparse(pred.X) else pred.X, np.float32)
+        clipped = float((X < 0).mean())
+        pred.X = np.clip(X, 0, None)
         kw = dict(control=spec["control"], train=train, covariate_key=spec["context_key"],
                   method_name="cellflow")
         try:
@@ -157,6 +162,7 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
         df["cellflow_iterations"] = info["num_iterations"]
         df["cellflow_architecture"] = info["architecture"]
         df["cellflow_context_rep"] = info.get("context_rep", "control_mean")
+        df["cellflow_negative_clipped"] = round(clipped, 4)
         df["cellflow_devices"] = ",".join(info.get("devices", []))
         df["cellflow_train_seconds"] = round(info["seconds_train"], 1)
         df["cellflow_seed"] = int(json.loads((d / "job.json").read_text()).get("seed", 0))
@@ -165,7 +171,7 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
     if csv.exists():  # keep the rows of other splits/contexts already there
         old = pd.read_csv(csv, dtype={"scdit_version": str, "git_commit": str})
         for col, default in (("cellflow_context_rep", "control_mean"),
-                             ("cellflow_devices", "TFRT_CPU_0")):
+                             ("cellflow_devices", "cpu:0")):
             if col not in old:  # rows written before these were recorded
                 old[col] = default
         if "cellflow_seed" not in old:
