@@ -302,10 +302,9 @@ class ScDiTConfig:
         d = dict(d)
         if isinstance(d.get("flow"), Mapping):
             d["flow"] = _legacy_flow(d["flow"])
-        if isinstance(d.get("dit"), Mapping) and "activation" not in d["dit"]:
-            d["dit"] = {**d["dit"], "activation": "gelu_tanh"}  # files older than the field
-        if isinstance(d.get("conditions"), Mapping) and "target_marks" not in d["conditions"]:
-            d["conditions"] = {**d["conditions"], "target_marks": False}  # older files
+        for (section, key), value in LEGACY_VALUES.items():  # files older than the field
+            if isinstance(d.get(section), Mapping) and key not in d[section]:
+                d[section] = {**d[section], key: value}
         check_json(d, config_schema(), where, root="config")
         data = dict(d["data"])
         data["covariate_keys"] = tuple(data.get("covariate_keys", ()))
@@ -333,6 +332,14 @@ def config_schema() -> dict[str, Any]:
     props["dit"]["properties"]["activation"]["enum"] = list(ACTIVATIONS)
     return {"type": "object", "properties": props, "required": ["data"],
             "additionalProperties": False}
+
+
+#: Fields added after model files (and checkpoints) were first written, and the value that
+#: gives a file without the field the behaviour of the version that wrote it.
+LEGACY_VALUES: dict[tuple[str, str], Any] = {
+    ("dit", "activation"): "gelu_tanh",
+    ("conditions", "target_marks"): False,
+}
 
 
 def _legacy_flow(flow: Mapping[str, Any]) -> dict[str, Any]:

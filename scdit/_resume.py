@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from ._config import ScDiTConfig
+from ._config import LEGACY_VALUES, ScDiTConfig
 from .model import ScDiT
 from .train import CHECKPOINT_NAME, StepCheckpoint, digest, read_checkpoint
 
@@ -140,15 +140,20 @@ def open_run(cfg: ScDiTConfig, adata: AnnData, X, labels: np.ndarray, *,
             f"checkpoint_dir {str(dirpath)!r} already holds the checkpoint of a run (step "
             f"{info['step']}). Pass train=TrainConfig(..., resume=True) to continue it, or "
             "another (or an empty) checkpoint_dir for a new run.")
-    stored = info["meta"]
+    stored = dict(info["meta"])
+    # a checkpoint written before a setting existed ran with that setting's legacy value
+    legacy = {f"{s}.{k}": v for (s, k), v in LEGACY_VALUES.items()}
+    old = sorted(k for k in legacy if k not in stored.get("config", {}))
+    stored["config"] = {**{k: legacy[k] for k in old}, **stored.get("config", {})}
     for part, what in (("config", "another configuration"), ("data", "other data")):
         diff = _differences(stored.get(part, {}), run.fingerprint[part])
         if diff:
-            new = sorted(set(run.fingerprint[part]) - set(stored.get(part, {})))
-            hint = (f" The checkpoint has no {', '.join(new)}: an earlier scdit version wrote "
-                    "it, before these settings existed; pass the value that reproduces that "
-                    "version's behaviour (e.g. conditions={'target_marks': False}) or resume "
-                    "with that version." if new else "")
+            new = [k for k in old if part == "config" and stored["config"][k]
+                   != run.fingerprint["config"].get(k)]
+            hint = (" An earlier scdit version wrote the checkpoint, before "
+                    + ", ".join(f"{k} existed (that version ran as {k} = {legacy[k]!r})"
+                                for k in new)
+                    + ": pass these values to resume it." if new else "")
             raise ValueError(
                 f"Cannot resume the run in {str(dirpath)!r}: it was trained with {what} "
                 f"({'; '.join(diff)}). Resume with the same AnnData and settings as the "

@@ -170,6 +170,7 @@ def run(job: dict) -> dict:
                  valid_freq=n_iter + 10, callbacks=[])
     t_train = time.time() - t0 - t_setup
     losses = np.asarray(cf.trainer.training_logs.get("loss", []), dtype=float)
+    capped = bool(budget) and losses.size < n_iter
     n_iter = int(losses.size) if budget else n_iter  # iterations actually run
     print(f"trained {n_iter} iterations in {t_train:.1f}s (setup {t_setup:.1f}s)", flush=True)
     if job.get("train_only"):
@@ -205,7 +206,8 @@ def run(job: dict) -> dict:
         "num_iterations": n_iter, "batch_size": int(job.get("batch_size", 1024)),
         "architecture": job.get("architecture", "tutorial"), "arch": arch,
         "context_rep": job.get("context_rep", "control_mean"),
-        "train_seconds_cap": job.get("train_seconds"),
+        "train_seconds_cap": job.get("train_seconds"), "stopped_by_cap": capped,
+        "num_iterations_asked": int(job["num_iterations"]),
         "n_comps": int(job.get("n_comps", 50)), "n_train_cells": train.n_obs,
         "n_cellflow_fit_cells": fit.n_obs,
         "n_source_cells": src.n_obs, "held_out_conditions": held_out,
@@ -220,24 +222,39 @@ def run(job: dict) -> dict:
     return info
 
 
+class _Capped:
+    """A tqdm bar whose iteration stops at ``deadline``; everything else goes to the bar."""
+
+    def __init__(self, bar, deadline: float):
+        self._bar, self._deadline = bar, deadline
+
+    def __iter__(self):
+        for i in self._bar:
+            if time.time() > self._deadline:
+                break
+            yield i
+
+    def __getattr__(self, name):
+        return getattr(self._bar, name)
+
+
 @contextlib.contextmanager
 def _time_capped(seconds: float | None):
-    """Stop CellFlow's training loop once ``seconds`` have passed (its loop iterates a tqdm)."""
+    """Stop CellFlow's training loop once ``seconds`` have passed (JAX's compilation of the
+    first step included). CellFlow 0.0.9's trainer iterates a ``tqdm(range(n))`` bar; the bar
+    is replaced by one that stops at the deadline."""
     if not seconds:
         yield
         return
     from cellflow.training import _trainer
 
+    if _version("cellflow-tools") != "0.0.9":
+        print(f"warning: the time cap was written for cellflow-tools 0.0.9, this is "
+              f"{_version('cellflow-tools')}", flush=True)
     original = _trainer.tqdm
     deadline = time.time() + float(seconds)
-
-    def capped(iterable, *args, **kwargs):
-        for i in original(iterable, *args, mininterval=10, **kwargs):
-            if time.time() > deadline:
-                break
-            yield i
-
-    _trainer.tqdm = capped
+    _trainer.tqdm = lambda it, *a, **k: _Capped(original(it, *a, **{"mininterval": 10, **k}),
+                                                deadline)
     try:
         yield
     finally:

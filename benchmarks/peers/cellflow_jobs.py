@@ -32,6 +32,9 @@ def main() -> int:
     p.add_argument("--train-seconds", type=float)
     args = p.parse_args()
     args.outdir.mkdir(parents=True, exist_ok=True)
+    names = [path.parent.name for path in args.jobs]
+    if len(set(names)) < len(names):
+        p.error(f"job folders must have distinct names (outputs are named after them): {names}")
     failed = 0
     for path in args.jobs:
         job = json.loads(path.read_text())
@@ -48,7 +51,7 @@ def main() -> int:
             traceback.print_exc()
             failed += 1
             continue
-        keys = ("devices", "num_iterations", "seconds_train", "seconds_total",
+        keys = ("devices", "num_iterations", "stopped_by_cap", "seconds_train", "seconds_total",
                 "seconds_per_iteration", "loss_first_100", "loss_last_100", "n_params")
         print(json.dumps({k: info.get(k) for k in keys}), f"wall {time.time() - t0:.0f}s",
               flush=True)

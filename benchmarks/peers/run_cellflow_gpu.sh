@@ -14,6 +14,9 @@ set -euo pipefail
 WHEELS=$1 OUTDIR=$2 SECONDS_CAP=$3
 shift 3
 SITE=${SITE:-/tmp/cellflow-site}
+# some wheels are compiled for CPython 3.12 (pydantic_core, msgspec, numcodecs, google_crc32c)
+python3 -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' \
+    || { echo "run_cellflow_gpu.sh: the carried wheels need Python 3.12" >&2; exit 2; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" "$WHEELS"/*.whl
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1

@@ -163,6 +163,7 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
         df["cellflow_architecture"] = info["architecture"]
         df["cellflow_context_rep"] = info.get("context_rep", "control_mean")
         df["cellflow_negative_clipped"] = round(clipped, 4)
+        df["cellflow_scored_clipped"] = True  # rows before 2026-12-04 were scored unclipped
         df["cellflow_devices"] = ",".join(info.get("devices", []))
         df["cellflow_train_seconds"] = round(info["seconds_train"], 1)
         df["cellflow_seed"] = int(json.loads((d / "job.json").read_text()).get("seed", 0))
@@ -171,7 +172,8 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
     if csv.exists():  # keep the rows of other splits/contexts already there
         old = pd.read_csv(csv, dtype={"scdit_version": str, "git_commit": str})
         for col, default in (("cellflow_context_rep", "control_mean"),
-                             ("cellflow_devices", "cpu:0")):
+                             ("cellflow_devices", "cpu:0"),
+                             ("cellflow_scored_clipped", False)):
             if col not in old:  # rows written before these were recorded
                 old[col] = default
         if "cellflow_seed" not in old:
@@ -190,7 +192,7 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
 def summary(res: pd.DataFrame) -> None:
     sub = res[res["metric"].isin(REPORTED)]
     wide = (sub.groupby(["split", "context", "cellflow_architecture", "cellflow_context_rep",
-                         "method", "metric"],
+                         "cellflow_scored_clipped", "method", "metric"],
                         sort=False)["value"].mean().unstack("metric"))
     wide = wide[[m for m in REPORTED if m in wide.columns]]
     with pd.option_context("display.width", 250, "display.max_columns", 30,

@@ -468,7 +468,8 @@ def _expected_shapes(cfg: ScDiTConfig, tok: Tokenizer, vocab: ConditionVocab,
             shell = build_field(cfg, tok, vocab, covs, features=table)
     except (ValueError, TypeError, RuntimeError) as err:
         raise ValueError(f"{cfg_file} does not describe a model that can be built ({err}); the "
-                         "file is damaged or was edited: re-save the model.") from None
+                         "file is damaged or was edited by hand: undo the edit, or refit and "
+                         "save the model again.") from None
     return {f"field.{k}": tuple(v.shape) for k, v in shell.state_dict().items()}
 
 

@@ -50,8 +50,8 @@ class VelocityField(nn.Module):
         t
             Flow times (0 data, 1 source).
         cond
-            ``atoms`` ``(B, M)`` (0 = padding), optional ``covariates`` ``(B, K)``, ``drop``
-            ``(B,)`` (True: unconditional) and ``dose`` ``(B, M)``.
+            ``atoms`` ``(B, M)`` (0 = padding) and, each optional, ``covariates`` ``(B, K)``,
+            ``drop`` ``(B,)`` (True: unconditional) and ``dose`` ``(B, M)``.
 
         Returns
         -------

@@ -87,9 +87,11 @@ class TargetMarks(nn.Module):
                 atoms: torch.Tensor) -> torch.Tensor:
         """Correct the velocity at the slots the cells' perturbations target.
 
-        The head's inputs are built and evaluated in float32 whatever ``v``'s dtype (under
-        bf16 autocast the backbone's velocity is bf16; a value of a few units rounds there
-        to about 0.015), and the correction is added in ``v``'s dtype.
+        The head runs outside autocast, on float32 inputs: the tokens and the time exactly as
+        given (not rounded to bf16 under bf16 autocast, where a value of a few units would
+        move by up to about 0.015) and the backbone's velocity as it comes (bf16 under
+        autocast, converted exactly). Its parameters keep their dtype (float32 unless the
+        whole model was cast), and the correction is added in ``v``'s dtype.
 
         Parameters
         ----------

@@ -157,20 +157,23 @@ def test_resume_refuses_other_settings_or_data(small_run):
         _fit(other, resume, max_steps=6, covariate_keys=())
 
 
-def test_resume_of_an_older_versions_checkpoint_names_the_new_setting(small_run, tmp_path):
-    """A checkpoint written before a setting existed lacks its key: the error says so."""
-    import shutil
-
-    adata, train, _ = small_run
-    old = tmp_path / "old"
-    shutil.copytree(train.checkpoint_dir, old)
-    ckpt = torch.load(old / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
-    del ckpt["scdit"]["meta"]["config"]["conditions.target_marks"]
-    torch.save(ckpt, old / CHECKPOINT_NAME)
-    resume = dataclasses.replace(train, checkpoint_dir=str(old), resume=True)
-    with pytest.raises(ValueError, match=r"has no conditions\.target_marks: an earlier scdit "
-                                         r"version wrote it"):
-        _fit(adata, resume, max_steps=6, covariate_keys=())
+def test_resume_of_an_older_versions_checkpoint(tmp_path):
+    """A checkpoint written before a setting existed ran with its legacy value: resuming with
+    another value names the setting and that value; resuming with it continues the run."""
+    adata = make_counts_adata(conditions=SMALL)
+    train = tiny_train(val_every=3, checkpoint_dir=str(tmp_path / "old"))
+    plain = {"target_marks": False}  # what a version before target marks ran
+    model = _fit(adata, train, max_steps=6, covariate_keys=(), conditions=plain)
+    path = tmp_path / "old" / CHECKPOINT_NAME
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    del ckpt["scdit"]["meta"]["config"]["conditions.target_marks"]  # as an older version wrote
+    torch.save(ckpt, path)
+    resume = dataclasses.replace(train, resume=True)
+    with pytest.raises(ValueError, match=r"before conditions\.target_marks existed \(that "
+                                         r"version ran as conditions\.target_marks = False\)"):
+        _fit(adata, resume, max_steps=6, covariate_keys=(), conditions={"target_marks": True})
+    again = _fit(adata, resume, max_steps=6, covariate_keys=(), conditions=plain)
+    assert again.summary["resumed_from_step"] == 6 and _same_weights(again, model)
 
 
 def test_existing_checkpoint_is_not_overwritten_without_resume(small_run):
