@@ -145,11 +145,11 @@ def open_run(cfg: ScDiTConfig, adata: AnnData, X, labels: np.ndarray, *,
     legacy = {f"{s}.{k}": v for (s, k), v in LEGACY_VALUES.items()}
     old = sorted(k for k in legacy if k not in stored.get("config", {}))
     stored["config"] = {**{k: legacy[k] for k in old}, **stored.get("config", {})}
+    # those that differ now (the config part, checked first, then always differs)
+    new = [k for k in old if legacy[k] != run.fingerprint["config"].get(k)]
     for part, what in (("config", "another configuration"), ("data", "other data")):
         diff = _differences(stored.get(part, {}), run.fingerprint[part])
         if diff:
-            new = [k for k in old if part == "config" and stored["config"][k]
-                   != run.fingerprint["config"].get(k)]
             hint = (" An earlier scdit version wrote the checkpoint, before "
                     + ", ".join(f"{k} existed (that version ran as {k} = {legacy[k]!r})"
                                 for k in new)

@@ -102,7 +102,7 @@ def prepare(workdir: Path, patients: list[str], cellline: bool, iterations: int,
         cells = adata[np.isin(adata.obs_names, np.concatenate([split.train, split.test]))]
         # CellFlow's tutorial input: normalize_total(1e4) + log1p (scdit's to_log1p does the
         # same for counts and leaves log1p data unchanged)
-        out = ad.AnnData(X=sparse.csr_matrix(np.asarray(_dense(to_log1p(cells.X)), dtype=np.float32)),
+        out = ad.AnnData(X=sparse.csr_matrix(to_log1p(cells.X), dtype=np.float32),
                          obs=cells.obs[[spec["condition_key"], spec["context_key"]]].astype(str),
                          var=pd.DataFrame(index=cells.var_names.copy()))
         out.write_h5ad(d / "cells.h5ad", compression="gzip")  # small enough to carry

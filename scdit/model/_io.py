@@ -147,12 +147,12 @@ def build_field(cfg: ScDiTConfig, tokenizer: Tokenizer, vocab: ConditionVocab,
                                use_dose=cfg.data.dose_key is not None)
     marks = None
     if c.target_marks:  # resolved by fit: a gene tokenizer and targeted genes
-        if getattr(tokenizer, "kind", None) != "genes":
+        if tokenizer.kind != "genes":
             raise ValueError(
                 "The configuration has conditions.target_marks = true, which needs the gene "
                 f"tokenizer (tokenizer.kind 'genes'); this model's tokenizer is "
-                f"{getattr(tokenizer, 'kind', type(tokenizer).__name__)!r}. Set target_marks "
-                "to false in the model's config.json, or refit with the gene tokenizer.")
+                f"{tokenizer.kind!r}. Set target_marks to false in the model's config.json, or "
+                "refit with the gene tokenizer.")
         zero = tokenizer.encode(torch.zeros(1, tokenizer.n_genes)).reshape(-1)  # (T*P,)
         marks = TargetMarks(target_slots(vocab.atoms + vocab.featured, tokenizer.genes), zero)
     return VelocityField(dit, encoder, marks)
