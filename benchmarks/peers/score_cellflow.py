@@ -180,7 +180,7 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
             old["cellflow_seed"] = 0  # rows written before seeds were recorded: seed 0
         old["cellflow_seed"] = old["cellflow_seed"].fillna(0).astype(int)
         key = ["split", "context", "cellflow_seed", "cellflow_architecture",
-               "cellflow_context_rep"]
+               "cellflow_context_rep", "cellflow_iterations"]
         done = set(map(tuple, res[key].astype(str).to_numpy()))
         keep = [tuple(r) not in done for r in old[key].astype(str).to_numpy()]
         res = pd.concat([old[keep], res], ignore_index=True)
