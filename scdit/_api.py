@@ -302,7 +302,7 @@ def fit(
     if flow.source == "control":
         check_control_contexts(adata.obs, labels, info.control, context, covariate_keys)
     lacking = contexts_lacking_perturbations(labels, context, info.control, separator)
-    if flow.source_noise is None:  # the design decides: transfer to held-out contexts or not
+    if flow.source_noise is None:
         flow = dataclasses.replace(flow, source_noise=default_source_noise(flow.source,
                                                                            lacking > 0))
     cfg = ScDiTConfig(
