@@ -219,8 +219,8 @@ class FlowConfig:
     perturbed state). ``source_noise`` ``None`` (default) is set by ``fit``: 0.1 (standardised
     units) for a control source, whatever the design (:func:`scdit.train.default_source_noise`).
     Versions before 2026-12-04 used 0.5 (CellFlow's tutorial value) when a context of the
-    training data lacked perturbations other contexts have; on the held-out glioblastoma
-    patients and Kang cell-type benchmarks 0.1 now gives the default a lower energy distance.
+    training data lacked perturbations other contexts have; on the five held-out
+    glioblastoma patients and Kang CD4T, 0.1 gives the default a lower energy distance.
     A fitted model stores the value used.
 
     ``source="auto"`` (the default) becomes ``"control"`` when ``fit`` is given covariate keys

@@ -181,6 +181,8 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
         old["cellflow_seed"] = old["cellflow_seed"].fillna(0).astype(int)
         key = ["split", "context", "cellflow_seed", "cellflow_architecture",
                "cellflow_context_rep", "cellflow_iterations"]
+        for frame in (old, res):  # integers as read and as written ("2000", not "2000.0")
+            frame["cellflow_iterations"] = frame["cellflow_iterations"].astype("Int64")
         done = set(map(tuple, res[key].astype(str).to_numpy()))
         keep = [tuple(r) not in done for r in old[key].astype(str).to_numpy()]
         res = pd.concat([old[keep], res], ignore_index=True)
@@ -192,6 +194,7 @@ def score(workdir: Path, csv: Path) -> pd.DataFrame:
 def summary(res: pd.DataFrame) -> None:
     sub = res[res["metric"].isin(REPORTED)]
     wide = (sub.groupby(["split", "context", "cellflow_architecture", "cellflow_context_rep",
+                         "cellflow_iterations",
                          "cellflow_scored_clipped", "method", "metric"],
                         sort=False)["value"].mean().unstack("metric"))
     wide = wide[[m for m in REPORTED if m in wide.columns]]

@@ -60,8 +60,8 @@ def auto_max_steps(n_cells: int, batch_size: int, source: str = "noise",
       :func:`contexts_lacking_perturbations`: the model will be asked to transfer): ~15
       passes, clipped to [300, 2000] steps. Longer training fits the training contexts'
       responses more closely and transfers worse to a held-out context (held-out
-      glioblastoma patients benchmark: 300 steps beat 1,000 for most patients; the generator
-      alone lost Pearson Δ on every patient at 1,200).
+      glioblastoma patients benchmark: at 1,000 steps the generator alone lost Pearson Δ on
+      most patients and energy on three of five, though the default's energy improved).
     * ``"control"`` without held-out contexts (every context has every perturbation): ~60
       passes, clipped to [1200, 8000] steps. Predicting contexts it was trained on, the
       transport needs the longer fit (seen glioblastoma patients benchmark: 1,200 steps
