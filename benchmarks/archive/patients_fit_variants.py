@@ -3,14 +3,14 @@ keywords (session 28, issue #17). Usage:
 python benchmarks/archive/patients_fit_variants.py "{'flow': {'source_noise': 0.1}}" [SEED]
 Fits each patient split and prints the generator alone, the default and the mean shift
 (Pearson Δ / energy)."""
-import sys, os, time, argparse, warnings
+import ast, sys, time, argparse, warnings
 sys.path.insert(0, "benchmarks")
 warnings.simplefilter("ignore")
 import torch; torch.set_num_threads(1)
 import scdit
 from suites.quality import settings
 from suites.common import predict_cells
-extra = eval(sys.argv[1]); seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+extra = ast.literal_eval(sys.argv[1]); seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 st = settings()["glioblastoma_patients"]
 for p in st.holdouts:
     task = st.make(p, False, argparse.Namespace())
