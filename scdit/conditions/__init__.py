@@ -6,11 +6,12 @@ from ._features import (
     data_features,
     feature_table,
     read_features,
+    stand_ins,
     target_prior,
     unknown_message,
 )
 from ._reliability import MIN_FEATURED, PERMUTATIONS, Z_HIGH, Z_LOW, feature_reliability
 
 __all__ = ["MIN_FEATURED", "PERMUTATIONS", "Z_HIGH", "Z_LOW", "ConditionEncoder", "check_rows", "data_features",
-           "feature_reliability", "feature_table", "read_features", "target_prior",
+           "feature_reliability", "feature_table", "read_features", "stand_ins", "target_prior",
            "unknown_message"]

@@ -13,6 +13,7 @@ first. The table covers every measured gene, so any measured gene can be predict
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -205,6 +206,61 @@ def target_prior(X_log, var_names: Sequence[str], labels: Sequence[str], control
     r = np.asarray(ratios)
     return {"log_ratio": float(np.median(r)), "n": int(len(r)),
             "q25": float(np.quantile(r, 0.25)), "q75": float(np.quantile(r, 0.75))}
+
+
+def stand_ins(labels: Sequence[str], unknown: Sequence[str], members, kind: str,
+              var_names: Sequence[str], seen: Sequence[str], dose: bool = False) -> list[str]:
+    """The labels a model predicts as a typical perturbation, with a warning; a clear
+    ``KeyError`` for any other unknown perturbation.
+
+    A model without perturbation features (``kind="none"``: none of the perturbations seen in
+    training targets a measured gene, or ``perturbation_features=False``) cannot place a
+    perturbation it never saw. Where that perturbation is a single measured gene, a user still
+    expects a prediction, no worse than the mean baseline: it is predicted as a typical
+    training perturbation (:func:`scdit.effects.typical`: the control cells of the context
+    under the average training effect; the generator alone generates it as control). Other
+    unknown perturbations (not measured genes, members of a combination, models with doses or
+    with a feature table that lacks them) raise, saying why and how to predict them.
+
+    Parameters
+    ----------
+    labels
+        The requested labels.
+    unknown
+        Their members neither seen in training nor known through features.
+    members
+        ``label -> tuple of members``.
+    kind
+        The model's perturbation features: ``"data"``, ``"table"`` or ``"none"``.
+    var_names
+        The model's genes.
+    seen
+        The perturbations seen in training (for the error message).
+    dose
+        Whether the model was fitted with doses.
+
+    Returns
+    -------
+    The labels to predict as a typical perturbation (empty where nothing is unknown).
+    """
+    if not unknown:
+        return []
+    genes, unknown = set(map(str, var_names)), set(unknown)
+    out = [lab for lab in dict.fromkeys(labels) if set(members(lab)) & unknown]
+    ok = kind == "none" and not dose and all(
+        len(members(lab)) == 1 and members(lab)[0] in genes for lab in out)
+    if not ok:
+        raise KeyError(unknown_message(sorted(unknown), kind, var_names, seen))
+    warnings.warn(
+        f"{out[:10]}{' ...' if len(out) > 10 else ''}: not seen in training, and the model has "
+        "no perturbation features (none of the perturbations seen in training is a measured "
+        "gene, or perturbation_features=False), so it cannot tell what they do. Each is "
+        "predicted as a typical training perturbation: the context's control cells under the "
+        "average training effect, as scdit.evaluate's 'mean' baseline (with effects='none', "
+        "the generator alone, as control cells). To predict them from what they target, refit "
+        "with perturbation_features=<table with a row per perturbation>.",
+        UserWarning, stacklevel=4)
+    return out
 
 
 def unknown_message(missing: Sequence[str], kind: str, var_names: Sequence[str],

@@ -2,8 +2,8 @@
 
 The layer knows neither networks nor training. An :class:`EffectTable` holds group means and
 standard errors of one set of coordinates (model tokens or log1p genes), label × context; the
-estimators are small strategies over it (:func:`seen_mean`, :func:`additive`, empirical-Bayes
-shrinkage, :class:`HeldOutContext` with its leave-one-context-out choice among mean shift,
+estimators are small strategies over it (:func:`seen_mean`, :func:`additive`, :func:`typical`,
+empirical-Bayes shrinkage, :class:`HeldOutContext` with its leave-one-context-out choice among mean shift,
 kernel and slope, and the projection of an estimate onto the main axes of expression); an
 :class:`EffectPlan` decides which one sets a prediction's mean (:class:`EffectConfig`).
 ``scdit.evaluate``'s ``additive_shrunk`` and ``context_estimate`` baselines use the same code.
@@ -28,6 +28,7 @@ from ._estimators import (
     additive,
     additive_labels,
     seen_mean,
+    typical,
 )
 from ._plan import EffectConfig, EffectPlan
 from ._shrinkage import (
@@ -66,4 +67,5 @@ __all__ = [
     "posterior_effect",
     "project_effect",
     "seen_mean",
+    "typical",
 ]

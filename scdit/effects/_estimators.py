@@ -7,7 +7,9 @@ Each estimator is a small named strategy over an :class:`~scdit.effects.EffectTa
   members, each member's mean optionally replaced by its empirical-Bayes shrunk mean;
 * :class:`HeldOutContext` — a label never seen in the context: the context's control mean plus
   the effect estimated from the other contexts (mean shift, kernel or slope, chosen by
-  leave-one-context-out; :func:`scdit.effects.context_effect`).
+  leave-one-context-out; :func:`scdit.effects.context_effect`);
+* :func:`typical` — a perturbation the model knows nothing about: the average of the
+  perturbations seen in the context (the ``mean`` baseline of :func:`scdit.evaluate`).
 
 They return an :class:`Estimate`: weighted terms whose sum is the target mean, so that a caller
 can apply the same weights to other coordinates (e.g. genes outside a model).
@@ -34,11 +36,11 @@ class Estimate:
     Attributes
     ----------
     kind
-        ``"seen"``, ``"additive"``, ``"additive_shrunk"`` or ``"context"``.
+        ``"seen"``, ``"additive"``, ``"additive_shrunk"``, ``"context"`` or ``"typical"``.
     terms
         ``[(vector (D,), weight), ...]``; the target mean is ``Σ weight × vector``.
     labels
-        ``[(label, weight), ...]`` behind the terms (``seen``/``additive``); empty for
+        ``[(label, weight), ...]`` behind the terms (``seen``/``additive``/``typical``); empty for
         ``context``, whose single term is the estimated mean itself.
     info
         Estimator details (``context``: method, parameter, LOCO scores, weights, slope, ...).
@@ -111,6 +113,36 @@ def additive(table: EffectTable, members: tuple[str, ...], ctx: Context, *,
     get = table.shrunk_mean if shrink else table.mean
     return Estimate("additive_shrunk" if shrink else "additive",
                     [(get(m, ctx), w) for m, w in labels], labels)
+
+
+def typical(table: EffectTable, labels, ctx: Context) -> Estimate | None:
+    """The mean of a typical perturbation in a context: the average of the means of the
+    perturbed ``labels`` with reference cells there (each counts once), i.e. the control mean
+    plus the average training effect.
+
+    For a perturbation the model cannot place (never seen, no perturbation features), this is
+    the best the training data says without further information.
+
+    Parameters
+    ----------
+    table
+        Effect table of the reference cells.
+    labels
+        Candidate canonical labels (the control label and those without cells in ``ctx`` are
+        skipped).
+    ctx
+        The context.
+
+    Returns
+    -------
+    An :class:`Estimate` of kind ``"typical"`` whose ``labels`` are the averaged perturbations
+    (weight ``1/K`` each), or ``None`` where no perturbation has reference cells in ``ctx``.
+    """
+    use = sorted(lab for lab in set(labels) if lab != table.control and table.has(lab, ctx))
+    if not use:
+        return None
+    weighted = [(lab, 1.0 / len(use)) for lab in use]
+    return Estimate("typical", [(table.mean(lab, ctx), w) for lab, w in weighted], weighted)
 
 
 class HeldOutContext:

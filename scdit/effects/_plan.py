@@ -12,7 +12,9 @@ Rules of ``mode="auto"`` (the default), per label over all requested contexts:
 * an unseen combination whose members and control all have reference cells in every
   context: the additive estimate, shrunk where the context has enough effects;
 * a label never seen in any requested context but seen, with control, in at least
-  :data:`MIN_CONTEXTS` others: the held-out-context estimate.
+  :data:`MIN_CONTEXTS` others: the held-out-context estimate;
+* a perturbation the model cannot place (never seen and without perturbation features, see
+  :meth:`EffectPlan.typical`): the average of the perturbations seen in the context.
 
 ``mode="always"`` applies the first estimator that can (seen mean, additive, held-out
 context with ≥ 2 contexts) and raises where none can; ``mode="none"`` is the generator alone.
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._estimators import MIN_CONTEXTS, Estimate, HeldOutContext, additive, seen_mean
+from ._estimators import MIN_CONTEXTS, Estimate, HeldOutContext, additive, seen_mean, typical
 from ._shrinkage import MAX_DIM, MIN_EFFECTS
 from ._table import Context, EffectTable
 
@@ -214,5 +216,29 @@ class EffectPlan:
                         "effects='none' (the generator alone).")
             elif self.shrink_in(ctx, config.shrink):
                 est = additive(self.table, members, ctx, shrink=True)
+            out[ctx] = est
+        return out
+
+    def typical(self, contexts: list[Context], config: EffectConfig
+                ) -> dict[Context, Estimate] | None:
+        """Per requested context, the :func:`~scdit.effects.typical` estimate: the mean of a
+        perturbation the model cannot place (``None`` with ``mode="none"``, the generator
+        alone).
+
+        Raises
+        ------
+        ValueError
+            Where a requested context has no perturbed reference cells to average.
+        """
+        if not contexts or config.mode == "none":
+            return None
+        out: dict[Context, Estimate] = {}
+        for ctx in contexts:
+            est = typical(self.table, self.seen, ctx)
+            if est is None:
+                raise ValueError(
+                    f"No perturbation was seen in training{self._describe(ctx)}, so there is "
+                    "no typical effect to predict an unplaceable perturbation with there. "
+                    "Use effects='none' (the generator alone) or predict another context.")
             out[ctx] = est
         return out

@@ -13,7 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..conditions import unknown_message
+from ..conditions import stand_ins
 from ..config import SamplingConfig, ScDiTConfig
 from ..data import ConditionVocab, CovariateVocab, to_log1p
 from ..effects import EffectConfig
@@ -152,13 +152,14 @@ class ScDiT:
         return np.concatenate(out) if out else np.zeros((0, len(self.tokenizer.genes)),
                                                          np.float32)
 
-    def _check_known(self, labels: Sequence[str]) -> None:
-        """``KeyError`` naming the labels' members that were neither seen in training nor are
-        known through the model's perturbation features, why, and how to predict them."""
-        missing = self.vocab.unknown_atoms(labels)
-        if missing:
-            raise KeyError(unknown_message(missing, self.config.conditions.features,
-                                           self.var_names, self.vocab.atoms))
+    def _check_known(self, labels: Sequence[str]) -> list[str]:
+        """``labels`` as the generator encodes them, those predicted as a typical perturbation
+        (:func:`~scdit.conditions.stand_ins`, warned) as control; a ``KeyError`` for other
+        unknown members, saying why and how to predict them."""
+        typical = stand_ins(labels, self.vocab.unknown_atoms(labels), self.vocab.members,
+                            self.config.conditions.features, self.var_names, self.vocab.atoms,
+                            self.config.data.dose_key is not None)
+        return [self.vocab.control if lab in typical else lab for lab in labels]
 
     def _model_effects(self, effects: EffectConfig) -> EffectConfig:
         """``effects`` as this model can apply them: models fitted with ``dose_key`` use the
@@ -317,9 +318,9 @@ class ScDiT:
         ``uns["scdit"]`` holds the sampling settings (``"precision"``: ``"bf16"`` or ``"fp32"``,
         as used), ``"invert"`` (the setting) and ``"inverted"`` (the labels whose cells are
         counterfactuals of control cells, :class:`~scdit.SamplingConfig`),
-        ``"mean_set_by"`` (per ``"label"`` or
-        ``"label | context"``: ``"generator"``, ``"seen"``, ``"additive"``,
-        ``"additive_shrunk"`` or ``"context:<method>"``) and, for held-out contexts,
+        ``"mean_set_by"`` (per ``"label"`` or ``"label | context"``: ``"generator"``,
+        ``"seen"``, ``"additive"``, ``"additive_shrunk"``, ``"context:<method>"`` or
+        ``"typical"``, an unplaceable measured gene) and, for held-out contexts,
         ``"context_estimator"`` (the estimator chosen, its parameter, its
         leave-one-context-out Pearson and the mean shift's) and, for counts output,
         ``"depth_factor"`` (per ``"label"`` or ``"label | context"`` whose factor is not 1).
@@ -334,8 +335,7 @@ class ScDiT:
         labels, verbose = labels_arg(perturbations), _verbose_arg(verbose)
         effects, sampling, seed = self._model_effects(EffectConfig.coerce(effects)), \
             _sampling_arg(sampling), _seed_arg(seed)
-        self._check_known(labels)  # unknown labels: before any work, saying why and the fix
-        width = self.vocab.encode(labels).shape[1]  # malformed labels: before any work
+        width = self.vocab.encode(self._check_known(labels)).shape[1]  # before any work
         covariates = covariates_arg(covariates)
         self.cells.check_covariates(covariates)
         if n_cells is not None:

@@ -174,10 +174,12 @@ class Generator:
         ``feature_scale`` for a label with a member known only through its features,
         ``seen_scale`` for a perturbed label seen in training in the cells' contexts
         (``seen_context``; the scale was chosen on such pairs, and on held-out contexts it did
-        not transfer) and 1 for the rest (the control label, held-out contexts, unseen
+        not transfer) and 1 for the rest (the control label, stand-ins, held-out contexts, unseen
         combinations of seen members)."""
         if sampling.guidance_scale is not None:
             return float(sampling.guidance_scale)
+        if self.vocab.unknown_atoms([label]):  # a stand-in, generated as control
+            return 1.0
         if self.featured_only(label):
             return self.feature_scale
         seen = seen_context and self._canonical(label) in self._seen_labels
@@ -283,7 +285,8 @@ class Generator:
         if invert and source_tokens is None:
             raise ValueError("invert=True needs the tokens of the cells to invert "
                              "(source_tokens).")
-        atoms = torch.as_tensor(self.vocab.encode([label] * n))
+        stand_in = bool(self.vocab.unknown_atoms([label]))  # see scdit.conditions.stand_ins
+        atoms = torch.as_tensor(self.vocab.encode([self.vocab.control if stand_in else label] * n))
         sigma = self.config.flow.source_noise if self.config.flow.source == "control" else 1.0
         shared = float(weight) == 0.0 or len(self.vocab.members(label)) < 2
         return SampleJob(label, n, atoms, covs, self.dose_tensor(label, dose, n, atoms.shape[1]),

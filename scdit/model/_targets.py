@@ -132,11 +132,14 @@ class EffectTargets:
     def resolve(self, label: str, cov_df: pd.DataFrame | None, config: EffectConfig,
                 source_means: dict, source_cells: ad.AnnData | None) -> dict | None:
         """Per requested context, the :class:`~scdit.effects.Estimate` setting the mean of
-        ``label`` (``None``: the generator alone). ``source_means``: mean source token per
+        ``label`` (``None``: the generator alone; a label the model cannot place gets the
+        typical perturbation's mean). ``source_means``: mean source token per
         context; ``source_cells``: the given source cells (their unmodelled genes' control
         mean completes a held-out context's estimate)."""
         c = self.cells
         canon = c.canonical(label)
+        if c.vocab.unknown_atoms([label]):  # a stand-in (see scdit.conditions.stand_ins)
+            return self.plan.typical(c.contexts(cov_df), config)
         est = self.plan.resolve(canon, tuple(c.vocab.members(label)), c.contexts(cov_df), config,
                                 source_means, bool(c.covariates.keys))
         if est is None:

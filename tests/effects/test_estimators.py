@@ -15,6 +15,7 @@ from scdit.effects import (
     effect_prior,
     posterior_effect,
     seen_mean,
+    typical,
 )
 
 
@@ -152,3 +153,23 @@ def test_effect_config_validation():
         EffectConfig("none", shrink=True)
     with pytest.raises(TypeError, match="effects must be"):
         EffectConfig.coerce(3)
+
+
+def test_typical_estimate_averages_the_perturbations_of_the_context():
+    X = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 4.0], [6.0, 8.0], [1.0, 1.0], [9.0, 9.0],
+                  [3.0, 3.0]])
+    labels = ["ctrl", "ctrl", "A", "A", "B", "A", "ctrl"]
+    ctxs = [("x",)] * 5 + [("y",)] * 2  # context y: A and control only
+    t = _table(X, labels, ctxs)
+    est = typical(t, ["ctrl", "A", "B", "C"], ("x",))  # control and C (no cells) skipped
+    assert est.kind == "typical" and est.labels == [("A", 0.5), ("B", 0.5)]
+    np.testing.assert_allclose(est.mean(), [3.0, 3.5])  # each perturbation counts once
+    np.testing.assert_allclose(typical(t, ["A", "B"], ("y",)).mean(), [9.0, 9.0])
+    assert typical(t, ["ctrl"], ("x",)) is None
+    plan = EffectPlan(t, ["ctrl", "A", "B"])
+    assert plan.typical([("x",)], EffectConfig(mode="none")) is None
+    out = plan.typical([("x",), ("y",)], EffectConfig())
+    np.testing.assert_allclose(out[("y",)].mean(), [9.0, 9.0])
+    empty = EffectPlan(_table(X[:2], ["ctrl", "ctrl"], [("z",)] * 2), ["ctrl", "A"])
+    with pytest.raises(ValueError, match="No perturbation was seen in training.*effects='none'"):
+        empty.typical([("z",)], EffectConfig())

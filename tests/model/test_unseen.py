@@ -24,9 +24,9 @@ def test_unseen_single_perturbation_with_default_features(counts_adata, tiny):
 def test_unseen_perturbation_without_features_lists_them(counts_adata, tiny):
     train = counts_adata[counts_adata.obs.condition != "G3"].copy()
     model = scdit.fit(train, "condition", perturbation_features=False, max_steps=5, **tiny)
-    with pytest.raises(KeyError, match=r"Unknown perturbation\(s\) \['G3'\].*no perturbation "
+    with pytest.raises(KeyError, match=r"Unknown perturbation\(s\) \['drugZ'\].*no perturbation "
                                        r"features"):
-        model.predict(["G1", "G3"])
+        model.predict(["G1", "drugZ"])
 
 
 def test_user_feature_table(counts_adata, tiny, tmp_path):
@@ -94,14 +94,38 @@ def test_few_measured_targets_still_predict_unseen_measured_genes(counts_adata, 
         model.sample("g3", n_cells=2)
 
 
-def test_unseen_measured_gene_without_any_measured_seen_target(counts_adata, tiny):
-    a = _few_measured(counts_adata)
-    a.obs["condition"] = a.obs["condition"].replace({"G1": "KO11"})
-    model = scdit.fit(a, "condition", max_steps=2, seed=0, **tiny)
+def test_unseen_measured_gene_without_any_measured_seen_target(log1p_adata, tiny):
+    """No seen target is a measured gene, so no features: a measured gene is still predicted,
+    as a typical perturbation (the mean baseline's mean), with a warning saying so."""
+    a = log1p_adata.copy()
+    labels = a.obs.condition.astype(str).to_numpy()
+    a.obs["condition"] = ["ctrl" if lab == "ctrl" else "+".join(f"KO_{m}" for m in lab.split("+"))
+                          for lab in labels]
+    model = scdit.fit(a, "condition", max_steps=5, seed=0, **tiny)
     assert model.config.conditions.features == "none"
+    src = a[a.obs.condition == "ctrl"].copy()
+    with pytest.warns(UserWarning, match=r"\['G3'\]: not seen in training.*no perturbation "
+                                         r"features.*typical training perturbation"):
+        pred = model.predict("G3", source=src, seed=0)
+    assert pred.obs.condition.tolist() == ["G3"] * src.n_obs
+    assert pred.uns["scdit"]["mean_set_by"] == {"G3": "typical"}
+    # its mean: the average of the perturbations' training means (each once), as the mean
+    # baseline of scdit.evaluate, up to the clipping at 0
+    X = a.X.toarray()
+    pert = [lab for lab in np.unique(a.obs.condition) if lab != "ctrl"]
+    target = np.mean([X[(a.obs.condition == lab).to_numpy()].mean(0) for lab in pert], axis=0)
+    got = pred.X.toarray().mean(0)
+    assert np.abs(got - target).max() < 0.05
+    assert np.corrcoef(got - X[labels == "ctrl"].mean(0), target - X[labels == "ctrl"].mean(0)
+                       )[0, 1] > 0.99
+    with pytest.warns(UserWarning, match="typical"):
+        alone = model.predict("G3", source=src, seed=0, effects="none")
+    assert alone.uns["scdit"]["mean_set_by"] == {"G3": "generator"}
+    with pytest.warns(UserWarning, match="typical"):
+        assert model.sample("G3", 3, seed=0).shape[0] == 3
     with pytest.raises(KeyError, match=r"\['G3'\].*no perturbation features.*even a measured "
-                                       r"gene such as 'G3'.*perturbation_features='data'"):
-        model.predict("G3")
+                                       r"gene such as 'G3'"):
+        model.predict("G3+KO_G1")  # a combination has no typical effect
 
 
 def test_unseen_label_guided_by_the_feature_reliability(counts_adata, tiny, tmp_path):
