@@ -247,18 +247,24 @@ def stand_ins(labels: Sequence[str], unknown: Sequence[str], members, kind: str,
         return []
     genes, unknown = set(map(str, var_names)), set(unknown)
     out = [lab for lab in dict.fromkeys(labels) if set(members(lab)) & unknown]
-    ok = kind == "none" and not dose and all(
-        len(members(lab)) == 1 and members(lab)[0] in genes for lab in out)
-    if not ok:
-        raise KeyError(unknown_message(sorted(unknown), kind, var_names, seen))
+    bad = [lab for lab in out if kind != "none" or dose or len(members(lab)) != 1
+           or members(lab)[0] not in genes]
+    if bad:
+        atoms = sorted({m for lab in bad for m in members(lab) if m in unknown})
+        note = (" (Alone, an unseen measured gene is predicted as a typical perturbation; not "
+                "as a member of a combination, nor by a model with doses.)"
+                if kind == "none" and genes & set(atoms) else "")
+        raise KeyError(unknown_message(atoms, kind, var_names, seen) + note)
     warnings.warn(
         f"{out[:10]}{' ...' if len(out) > 10 else ''}: not seen in training, and the model has "
         "no perturbation features (none of the perturbations seen in training is a measured "
         "gene, or perturbation_features=False), so it cannot tell what they do. Each is "
         "predicted as a typical training perturbation: the context's control cells under the "
-        "average training effect, as scdit.evaluate's 'mean' baseline (with effects='none', "
-        "the generator alone, as control cells). To predict them from what they target, refit "
-        "with perturbation_features=<table with a row per perturbation>.",
+        "average training effect (the mean of scdit.evaluate's 'mean' baseline where the "
+        "source cells are the training controls; with effects='none', the generator alone, "
+        "as control cells). To predict them from what they target, refit with "
+        "perturbation_features='data' (needs a training perturbation of a measured gene) or a "
+        "table with a row per perturbation.",
         UserWarning, stacklevel=4)
     return out
 

@@ -118,7 +118,9 @@ def additive(table: EffectTable, members: tuple[str, ...], ctx: Context, *,
 def typical(table: EffectTable, labels, ctx: Context) -> Estimate | None:
     """The mean of a typical perturbation in a context: the average of the means of the
     perturbed ``labels`` with reference cells there (each counts once), i.e. the control mean
-    plus the average training effect.
+    plus the average training effect; in a context without any, its control mean plus the
+    average effect over the other contexts (each (label, context) once), as the ``mean``
+    baseline of :func:`scdit.evaluate`.
 
     For a perturbation the model cannot place (never seen, no perturbation features), this is
     the best the training data says without further information.
@@ -136,13 +138,21 @@ def typical(table: EffectTable, labels, ctx: Context) -> Estimate | None:
     Returns
     -------
     An :class:`Estimate` of kind ``"typical"`` whose ``labels`` are the averaged perturbations
-    (weight ``1/K`` each), or ``None`` where no perturbation has reference cells in ``ctx``.
+    (weight ``1/K`` each; empty for the average over other contexts, ``info["pooled"]``), or
+    ``None`` where neither applies (no control cells in ``ctx``, or no perturbation anywhere).
     """
     use = sorted(lab for lab in set(labels) if lab != table.control and table.has(lab, ctx))
-    if not use:
+    if use:
+        weighted = [(lab, 1.0 / len(use)) for lab in use]
+        return Estimate("typical", [(table.mean(lab, ctx), w) for lab, w in weighted], weighted)
+    if not table.has(table.control, ctx):
         return None
-    weighted = [(lab, 1.0 / len(use)) for lab in use]
-    return Estimate("typical", [(table.mean(lab, ctx), w) for lab, w in weighted], weighted)
+    effects = [table.effect(lab, c) for c in table.contexts if c != ctx and table.has(table.control, c)
+               for lab in sorted(set(labels)) if lab != table.control and table.has(lab, c)]
+    if not effects:
+        return None
+    return Estimate("typical", [(table.mean(table.control, ctx), 1.0),
+                                (np.mean(effects, axis=0), 1.0)], info={"pooled": True})
 
 
 class HeldOutContext:

@@ -228,7 +228,7 @@ class EffectPlan:
         Raises
         ------
         ValueError
-            Where a requested context has no perturbed reference cells to average.
+            Where a requested context has no control cells, or no perturbation was seen.
         """
         if not contexts or config.mode == "none":
             return None
@@ -237,8 +237,9 @@ class EffectPlan:
             est = typical(self.table, self.seen, ctx)
             if est is None:
                 raise ValueError(
-                    f"No perturbation was seen in training{self._describe(ctx)}, so there is "
-                    "no typical effect to predict an unplaceable perturbation with there. "
-                    "Use effects='none' (the generator alone) or predict another context.")
+                    f"A typical perturbation's mean needs control cells{self._describe(ctx)} "
+                    "and perturbed cells in training; there are none. Pass covariates= or "
+                    "source= of a context with both, or use effects='none' (the generator "
+                    "alone).")
             out[ctx] = est
         return out

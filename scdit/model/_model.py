@@ -277,8 +277,9 @@ class ScDiT:
             in ≥ 3 others (a held-out context: its control mean plus the effect estimated from
             the other contexts by mean shift, kernel or slope, chosen by leave-one-context-out;
             with the genes tokenizer projected onto the top principal axes of expression); the
-            generator alone for the rest (e.g. an unseen single known through its features,
-            or a label seen in some but not all of the requested contexts). The generator supplies
+            generator alone for the rest (e.g. an unseen single known through its features, a
+            label seen in some but not all requested contexts; a measured gene the model cannot
+            place is a typical perturbation, the user guide's "stand-in"). The generator supplies
             the spread: each context's generated cells are shifted by one constant per
             coordinate so that their mean is the estimate; genes outside the model are shifted
             alike. ``"none"``: **the generator alone**. ``"always"``: an estimate for every

@@ -403,6 +403,8 @@ class Generator:
         covs = torch.as_tensor(self.covariates.encode(cov_df))
         c = self.config
         if c.flow.source == "control" and bool(c.conditions.covariate_dropout):
+            if self.vocab.unknown_atoms([label]):  # a stand-in is generated as control
+                label = self.vocab.control
             covs[torch.as_tensor(~seen_in_context(label, cov_df))] = 0
         return covs
 

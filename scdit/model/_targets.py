@@ -333,6 +333,8 @@ class EffectTargets:
         the cells' own values (the context's control mean when the estimate used the source's)."""
         g = self.genes
         if est.kind != "context":
+            if not est.labels:  # a typical effect pooled over other contexts: carried as is
+                return None
             means = [g.mean(lab, ctx) for lab, _ in est.labels]
             if any(m is None for m in means):
                 return None

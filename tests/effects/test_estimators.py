@@ -157,19 +157,24 @@ def test_effect_config_validation():
 
 def test_typical_estimate_averages_the_perturbations_of_the_context():
     X = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 4.0], [6.0, 8.0], [1.0, 1.0], [9.0, 9.0],
-                  [3.0, 3.0]])
-    labels = ["ctrl", "ctrl", "A", "A", "B", "A", "ctrl"]
-    ctxs = [("x",)] * 5 + [("y",)] * 2  # context y: A and control only
+                  [3.0, 3.0], [10.0, 20.0]])
+    labels = ["ctrl", "ctrl", "A", "A", "B", "A", "ctrl", "ctrl"]
+    ctxs = [("x",)] * 5 + [("y",)] * 2 + [("z",)]  # y: A and control; z: control only
     t = _table(X, labels, ctxs)
     est = typical(t, ["ctrl", "A", "B", "C"], ("x",))  # control and C (no cells) skipped
     assert est.kind == "typical" and est.labels == [("A", 0.5), ("B", 0.5)]
     np.testing.assert_allclose(est.mean(), [3.0, 3.5])  # each perturbation counts once
     np.testing.assert_allclose(typical(t, ["A", "B"], ("y",)).mean(), [9.0, 9.0])
+    # z: its control plus the average effect of the (label, context) pairs elsewhere:
+    # A in x (+4, +4), B in x (0, −1), A in y (+6, +6)
+    pooled = typical(t, ["A", "B"], ("z",))
+    assert pooled.labels == [] and pooled.info["pooled"]
+    np.testing.assert_allclose(pooled.mean(), [10.0 + 10 / 3, 20.0 + 3.0])
     assert typical(t, ["ctrl"], ("x",)) is None
+    assert typical(t, ["A"], ("w",)) is None  # no control cells there
     plan = EffectPlan(t, ["ctrl", "A", "B"])
     assert plan.typical([("x",)], EffectConfig(mode="none")) is None
     out = plan.typical([("x",), ("y",)], EffectConfig())
     np.testing.assert_allclose(out[("y",)].mean(), [9.0, 9.0])
-    empty = EffectPlan(_table(X[:2], ["ctrl", "ctrl"], [("z",)] * 2), ["ctrl", "A"])
-    with pytest.raises(ValueError, match="No perturbation was seen in training.*effects='none'"):
-        empty.typical([("z",)], EffectConfig())
+    with pytest.raises(ValueError, match=r"needs control cells in context \('w',\).*covariates="):
+        plan.typical([("w",)], EffectConfig())

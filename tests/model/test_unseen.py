@@ -128,6 +128,39 @@ def test_unseen_measured_gene_without_any_measured_seen_target(log1p_adata, tiny
         model.predict("G3+KO_G1")  # a combination has no typical effect
 
 
+def test_unmeasured_targets_with_covariates_give_a_typical_effect_in_every_context(counts_adata,
+                                                                                  tiny):
+    """Cell type B has control cells only: a stand-in there gets B's control under the average
+    effect of the other context; genes outside the model are carried over there."""
+    a = counts_adata.copy()
+    labels = a.obs.condition.astype(str).to_numpy()
+    a.obs["condition"] = ["ctrl" if lab == "ctrl" else "+".join(f"KO_{m}" for m in lab.split("+"))
+                          for lab in labels]
+    a = a[(a.obs.condition == "ctrl").to_numpy() | (a.obs.cell_type == "T").to_numpy()].copy()
+    model = scdit.fit(a, "condition", covariate_keys=["cell_type"], max_steps=5, seed=0,
+                      tokenizer=scdit.TokenizerConfig(n_top_genes=30), **tiny)
+    assert model.config.conditions.features == "none"
+    src = a[(a.obs.condition == "ctrl").to_numpy()].copy()
+    with pytest.warns(UserWarning, match="typical training perturbation"):
+        pred = model.predict(["KO_G1", "G3"], source=src, seed=0, representation="log1p")
+    by = pred.uns["scdit"]["mean_set_by"]
+    assert by["G3 | B"] == by["G3 | T"] == "typical"
+    assert by["KO_G1"] == "generator"  # B is a held-out context for it, with too few others
+    log = scdit.data.to_log1p(a.X)
+    ctrl_b = log[((a.obs.condition == "ctrl") & (a.obs.cell_type == "B")).to_numpy()].mean(0)
+    ctrl_t = log[((a.obs.condition == "ctrl") & (a.obs.cell_type == "T")).to_numpy()].mean(0)
+    pert = [lab for lab in np.unique(a.obs.condition) if lab != "ctrl"]
+    effect = np.mean([log[(a.obs.condition == lab).to_numpy()].mean(0) for lab in pert], 0) - ctrl_t
+    rows = ((pred.obs.condition == "G3") & (pred.obs.cell_type == "B")).to_numpy()
+    got = pred.X[rows].toarray().mean(0) - ctrl_b
+    modelled = np.isin(a.var_names, model.tokenizer.genes)
+    assert np.corrcoef(got[modelled], effect[modelled])[0, 1] > 0.9
+    assert np.abs(got[~modelled]).max() < 0.1  # carried over: no pooled effect for them
+    with pytest.raises(KeyError, match=r"\['G3', 'drugZ'\].*Alone, an unseen measured gene is "
+                                       r"predicted"):  # G3 as the combination's member
+        model.predict(["G3", "drugZ", "G3+KO_G1"])
+
+
 def test_unseen_label_guided_by_the_feature_reliability(counts_adata, tiny, tmp_path):
     rng = np.random.default_rng(0)
     table = pd.DataFrame(rng.normal(size=(4, 6)), index=["G1", "G2", "G3", "NEW"])
