@@ -98,7 +98,9 @@ class SampleJob:
     generated cells in consecutive batches. ``invert``: ``source`` holds cells of a
     noise-source model, each started from the point the control condition's flow carries it
     from (the flow run backwards, :meth:`Generator.run`) instead of from noise. ``scale``: the
-    classifier-free guidance scale of the label (:meth:`Generator.guidance`).
+    classifier-free guidance scale of the label (:meth:`Generator.guidance`). ``carry``: the
+    cells are their ``source`` tokens as they are, not integrated (a label the model cannot
+    place, :func:`scdit.conditions.stand_ins`: the control cells its estimate then shifts).
     """
 
     label: str
@@ -114,6 +116,7 @@ class SampleJob:
     sink: Callable[[int, torch.Tensor], None]
     invert: bool = False
     scale: float = 1.0
+    carry: bool = False
 
     def start(self, a: int, b: int) -> torch.Tensor:
         """The starting points ``(b − a, T, P)`` of cells ``a`` to ``b − 1`` (read in order);
@@ -280,19 +283,22 @@ class Generator:
         plus ``FlowConfig.source_noise`` × noise for a control-source model, or (``invert``, a
         noise-source model) from the noise that the control condition's flow carries to
         ``source_tokens``; its cells go to ``sink(first_row, tokens)`` in consecutive batches
-        (run it with :meth:`run`)."""
+        (run it with :meth:`run`). A label the model cannot place (a stand-in) is generated
+        under the control condition, or, given ``source_tokens``, is those tokens
+        (``SampleJob.carry``)."""
         t, p = self.shape
         if invert and source_tokens is None:
             raise ValueError("invert=True needs the tokens of the cells to invert "
                              "(source_tokens).")
         stand_in = bool(self.vocab.unknown_atoms([label]))  # see scdit.conditions.stand_ins
         atoms = torch.as_tensor(self.vocab.encode([self.vocab.control if stand_in else label] * n))
+        carry = stand_in and source_tokens is not None  # control cells, as they are
         sigma = self.config.flow.source_noise if self.config.flow.source == "control" else 1.0
         shared = float(weight) == 0.0 or len(self.vocab.members(label)) < 2
         return SampleJob(label, n, atoms, covs, self.dose_tensor(label, dose, n, atoms.shape[1]),
                          NoiseStream(n, (t, p), gen, sampling.center_noise), source_tokens,
-                         sigma, float(weight), shared, sink, bool(invert),
-                         self.guidance(label, sampling, seen_context))
+                         sigma, float(weight), shared, sink, bool(invert) and not carry,
+                         self.guidance(label, sampling, seen_context), carry)
 
     def run(self, jobs: Iterable[SampleJob], sampling: SamplingConfig, device: torch.device,
             progress=None) -> None:
@@ -304,7 +310,8 @@ class Generator:
         inverted). A composed job gets batches of its own. Each batch's cells
         go to their jobs' sinks in job order; ``progress`` (a tqdm bar) counts the cells.
         The cells of ``invert`` jobs are first integrated from ``t = 0`` up to ``t = 1`` under
-        the control condition (with their covariates), with the same solver and steps."""
+        the control condition (with their covariates), with the same solver and steps. The
+        cells of ``carry`` jobs are their source tokens."""
         bs, net = int(sampling.batch_size), self.network(device, sampling.precision)
         kw = {"steps": sampling.steps or self.config.flow.steps,
               "solver": sampling.solver or self.config.flow.solver}
@@ -329,6 +336,13 @@ class Generator:
             batch.clear()
 
         for job in jobs:
+            if job.carry:  # nothing to integrate
+                flush()
+                for s in range(0, job.n, bs):
+                    job.sink(s, job.source[s:min(job.n, s + bs)].float())
+                    if progress is not None:
+                        progress.update(min(job.n, s + bs) - s)
+                continue
             if not job.shared or (batch and (batch[0][0].invert, batch[0][0].scale)
                                   != (job.invert, job.scale)):
                 flush()

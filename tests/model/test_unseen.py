@@ -121,6 +121,11 @@ def test_unseen_measured_gene_without_any_measured_seen_target(log1p_adata, tiny
     with pytest.warns(UserWarning, match="typical"):
         alone = model.predict("G3", source=src, seed=0, effects="none")
     assert alone.uns["scdit"]["mean_set_by"] == {"G3": "generator"}
+    # nothing is integrated: the cells are the source cells (shifted by the estimate)
+    np.testing.assert_allclose(alone.X.toarray(), src.X.toarray(), atol=1e-4)
+    diff = pred.X.toarray() - src.X.toarray()
+    kept = (pred.X.toarray() > 0).all(0)  # genes with no value clipped at 0
+    assert kept.sum() > 10 and diff[:, kept].std(0).max() < 1e-4
     with pytest.warns(UserWarning, match="typical"):
         assert model.sample("G3", 3, seed=0).shape[0] == 3
     with pytest.raises(KeyError, match=r"\['G3'\].*no perturbation features.*even a measured "
