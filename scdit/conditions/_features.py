@@ -13,6 +13,7 @@ first. The table covers every measured gene, so any measured gene can be predict
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -266,8 +267,18 @@ def stand_ins(labels: Sequence[str], unknown: Sequence[str], members, kind: str,
         "as control cells). To predict them from what they target, refit with "
         "perturbation_features='data' (needs a training perturbation of a measured gene) or a "
         "table with a row per perturbation.",
-        UserWarning, stacklevel=4)
+        UserWarning, stacklevel=_caller_level())
     return out
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside scdit and torch (the user's call, also
+    through ``torch.no_grad`` wrappers), for a warning issued by the function calling this."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
+            "scdit", "torch"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def unknown_message(missing: Sequence[str], kind: str, var_names: Sequence[str],

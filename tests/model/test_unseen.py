@@ -126,8 +126,9 @@ def test_unseen_measured_gene_without_any_measured_seen_target(log1p_adata, tiny
     diff = pred.X.toarray() - src.X.toarray()
     kept = (pred.X.toarray() > 0).all(0)  # genes with no value clipped at 0
     assert kept.sum() > 10 and diff[:, kept].std(0).max() < 1e-4
-    with pytest.warns(UserWarning, match="typical"):
+    with pytest.warns(UserWarning, match="typical") as rec:
         assert model.sample("G3", 3, seed=0).shape[0] == 3
+    assert rec[0].filename == __file__  # the caller's line, not torch's no_grad wrapper
     with pytest.raises(KeyError, match=r"\['G3'\].*no perturbation features.*even a measured "
                                        r"gene such as 'G3'"):
         model.predict("G3+KO_G1")  # a combination has no typical effect
