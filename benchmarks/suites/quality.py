@@ -253,9 +253,10 @@ def _papalexi_unseen(holdout: str, quick: bool, opts) -> Task:
 def _norman_unseen(holdout: str, quick: bool, opts) -> Task:
     from scdit.splits import split_unseen_perturbations
 
-    split = split_unseen_perturbations(norman_k562(), "perturbation", control="control",
+    a = norman_k562()
+    split = split_unseen_perturbations(a, "perturbation", control="control",
                                        held_out=list(NORMAN_MEASURED_TARGETS), seed=0)
-    train, test = split.subset(norman_k562())
+    train, test = split.subset(a)
     # as many predicted cells as the baselines have source cells (the K562 subset has 100
     # control cells): energy distances are compared at equal cell numbers
     return _task(train, test, _seen_source(train, "perturbation", "control", quick),

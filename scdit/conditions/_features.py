@@ -220,9 +220,9 @@ def stand_ins(labels: Sequence[str], unknown: Sequence[str], members, kind: str,
     expects a prediction, no worse than the mean baseline: it is predicted as a typical
     training perturbation (:func:`scdit.effects.typical`: the control cells of the context,
     not integrated, under the average training effect; the generator alone leaves them as
-    they are). Other
-    unknown perturbations (not measured genes, members of a combination, models with doses or
-    with a feature table that lacks them) raise, saying why and how to predict them.
+    they are). Other unknown perturbations (not measured genes, members of a combination,
+    models with doses or with a feature table that lacks them) raise, saying why and how to
+    predict them.
 
     Parameters
     ----------

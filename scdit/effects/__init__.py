@@ -3,9 +3,10 @@
 The layer knows neither networks nor training. An :class:`EffectTable` holds group means and
 standard errors of one set of coordinates (model tokens or log1p genes), label × context; the
 estimators are small strategies over it (:func:`seen_mean`, :func:`additive`, :func:`typical`,
-empirical-Bayes shrinkage, :class:`HeldOutContext` with its leave-one-context-out choice among mean shift,
-kernel and slope, and the projection of an estimate onto the main axes of expression); an
-:class:`EffectPlan` decides which one sets a prediction's mean (:class:`EffectConfig`).
+empirical-Bayes shrinkage, :class:`HeldOutContext` with its leave-one-context-out choice among
+mean shift, kernel and slope, and the projection of an estimate onto the main axes of
+expression); an :class:`EffectPlan` decides which one sets a prediction's mean
+(:class:`EffectConfig`).
 ``scdit.evaluate``'s ``additive_shrunk`` and ``context_estimate`` baselines use the same code.
 """
 

@@ -141,14 +141,16 @@ def typical(table: EffectTable, labels, ctx: Context) -> Estimate | None:
     (weight ``1/K`` each; empty for the average over other contexts, ``info["pooled"]``), or
     ``None`` where neither applies (no control cells in ``ctx``, or no perturbation anywhere).
     """
-    use = sorted(lab for lab in set(labels) if lab != table.control and table.has(lab, ctx))
+    perturbed = sorted(set(labels) - {table.control})
+    use = [lab for lab in perturbed if table.has(lab, ctx)]
     if use:
         weighted = [(lab, 1.0 / len(use)) for lab in use]
         return Estimate("typical", [(table.mean(lab, ctx), w) for lab, w in weighted], weighted)
     if not table.has(table.control, ctx):
         return None
-    effects = [table.effect(lab, c) for c in table.contexts if c != ctx and table.has(table.control, c)
-               for lab in sorted(set(labels)) if lab != table.control and table.has(lab, c)]
+    effects = [table.effect(lab, c) for c in table.contexts
+               if c != ctx and table.has(table.control, c)
+               for lab in perturbed if table.has(lab, c)]
     if not effects:
         return None
     return Estimate("typical", [(table.mean(table.control, ctx), 1.0),

@@ -167,6 +167,11 @@ class Generator:
     def _canonical(self, label: str) -> str:
         return canonical_label(str(label), self.vocab.control, self.vocab.separator)
 
+    def stand_in(self, label: str) -> bool:
+        """Whether ``label`` has a member neither seen nor known through features: a label the
+        model cannot place, generated as control (:func:`scdit.conditions.stand_ins`)."""
+        return bool(self.vocab.unknown_atoms([label]))
+
     def featured_only(self, label: str) -> bool:
         """Whether ``label`` has a member never seen in training (known only through its
         perturbation features)."""
@@ -181,7 +186,7 @@ class Generator:
         combinations of seen members)."""
         if sampling.guidance_scale is not None:
             return float(sampling.guidance_scale)
-        if self.vocab.unknown_atoms([label]):  # a stand-in, generated as control
+        if self.stand_in(label):  # generated as control
             return 1.0
         if self.featured_only(label):
             return self.feature_scale
@@ -290,7 +295,7 @@ class Generator:
         if invert and source_tokens is None:
             raise ValueError("invert=True needs the tokens of the cells to invert "
                              "(source_tokens).")
-        stand_in = bool(self.vocab.unknown_atoms([label]))  # see scdit.conditions.stand_ins
+        stand_in = self.stand_in(label)
         atoms = torch.as_tensor(self.vocab.encode([self.vocab.control if stand_in else label] * n))
         carry = stand_in and source_tokens is not None  # control cells, as they are
         sigma = self.config.flow.source_noise if self.config.flow.source == "control" else 1.0
@@ -339,9 +344,10 @@ class Generator:
             if job.carry:  # nothing to integrate
                 flush()
                 for s in range(0, job.n, bs):
-                    job.sink(s, job.source[s:min(job.n, s + bs)].float())
+                    e = min(job.n, s + bs)
+                    job.sink(s, job.source[s:e].float())
                     if progress is not None:
-                        progress.update(min(job.n, s + bs) - s)
+                        progress.update(e - s)
                 continue
             if not job.shared or (batch and (batch[0][0].invert, batch[0][0].scale)
                                   != (job.invert, job.scale)):
@@ -417,7 +423,7 @@ class Generator:
         covs = torch.as_tensor(self.covariates.encode(cov_df))
         c = self.config
         if c.flow.source == "control" and bool(c.conditions.covariate_dropout):
-            if self.vocab.unknown_atoms([label]):  # a stand-in is generated as control
+            if self.stand_in(label):  # generated as control
                 label = self.vocab.control
             covs[torch.as_tensor(~seen_in_context(label, cov_df))] = 0
         return covs
