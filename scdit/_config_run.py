@@ -9,6 +9,8 @@ from ._checks import check_field
 
 #: Values of :attr:`SamplingConfig.precision`.
 SAMPLING_PRECISIONS = ("auto", "bf16", "fp32")
+#: Values of :attr:`SamplingConfig.unmodelled_genes`.
+UNMODELLED_GENES = ("decode", "carry")
 #: Values of :attr:`TrainConfig.compile`.
 COMPILE_MODES = ("auto", True, False)
 
@@ -80,6 +82,13 @@ class SamplingConfig:
         (seen-perturbation and unseen-target benchmarks, docs/results.md); for the other
         generator-set means and for unseen combinations of seen members they did not. Not
         available for control-source models (they transport their source cells already).
+    unmodelled_genes
+        The genes the tokenizer does not model, in cells whose mean the generator sets (no
+        effect estimate: ``effects="none"``, and labels no estimator covers): ``"decode"``
+        (default) moves each cell's reference values by the change its generated genes imply
+        (:class:`scdit.model.GeneDecoder`, a linear map fitted on the stored training cells
+        without their labels); ``"carry"`` copies the reference cell's values, i.e. predicts
+        no change outside the model. Where an estimate sets the mean, it sets theirs too.
     """
 
     steps: int | None = None
@@ -90,8 +99,12 @@ class SamplingConfig:
     center_noise: bool = True
     precision: str = "auto"
     invert: bool | None = None
+    unmodelled_genes: str = "decode"
 
     def __post_init__(self) -> None:
+        if self.unmodelled_genes not in UNMODELLED_GENES:
+            raise ValueError(f"SamplingConfig.unmodelled_genes = {self.unmodelled_genes!r} is "
+                             f"not one of {list(UNMODELLED_GENES)}.")
         check_field(self, "steps", integer=True, low=1, none_ok=True,
                     hint="None uses FlowConfig.steps")
         if self.solver is not None and not isinstance(self.solver, str):

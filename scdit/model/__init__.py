@@ -2,12 +2,14 @@
 
 from ._calibrate import GUIDANCE_SCALES, calibrate_seen_guidance
 from ._cells import LIBRARY_KEY, REFERENCE_CELLS, CellStore, make_reference
+from ._decoder import DECODER_CELLS, DECODER_RANK, DECODER_RIDGE, GeneDecoder, fit_decoder
 from ._io import FORMAT_VERSION, build_field, read_model, write_model
 from ._model import ScDiT
 from ._sampler import NOISE_BLOCK, PROGRESS_DELAY, Generator, NoiseStream, SampleJob
 from ._targets import EffectTargets
 
-__all__ = ["FORMAT_VERSION", "GUIDANCE_SCALES", "LIBRARY_KEY", "NOISE_BLOCK", "PROGRESS_DELAY",
-           "REFERENCE_CELLS", "CellStore", "EffectTargets", "Generator", "NoiseStream",
-           "SampleJob", "ScDiT", "build_field", "calibrate_seen_guidance", "make_reference",
+__all__ = ["DECODER_CELLS", "DECODER_RANK", "DECODER_RIDGE", "FORMAT_VERSION",
+           "GUIDANCE_SCALES", "LIBRARY_KEY", "NOISE_BLOCK", "PROGRESS_DELAY", "REFERENCE_CELLS",
+           "CellStore", "EffectTargets", "GeneDecoder", "Generator", "NoiseStream", "SampleJob",
+           "ScDiT", "build_field", "calibrate_seen_guidance", "fit_decoder", "make_reference",
            "read_model", "write_model"]

@@ -23,9 +23,16 @@ from ..tokenizers import Tokenizer
 from ._cells import CellStore, covariates_arg, labels_arg, n_cells_arg, take
 from ._encoded import ENCODE_ROWS, EncodedCells, context_means
 from ._io import read_model, write_model
-from ._output import CellWriter, LabelSink, OutputBuilder, chunk_rows, target_prior_genes
+from ._output import (
+    CellWriter,
+    LabelSink,
+    OutputBuilder,
+    chunk_rows,
+    label_finisher,
+    target_prior_genes,
+)
 from ._sampler import Generator, SampleJob, progress_bar, sampling_record
-from ._seeds import ANCHOR, CELLS, LabelSeeds
+from ._seeds import CELLS, LabelSeeds
 from ._targets import EffectTargets
 
 
@@ -392,8 +399,8 @@ class ScDiT:
                     if out_rep == "counts" and est else (None, {})
                 depth.update(report)
                 job.sink = LabelSink(writer, ref.n_obs, self.generator.shape,
-                                     _finisher(self.targets, label, ref, est, cov_df, seeds,
-                                               writer, factors))
+                                     label_finisher(self.targets, job, ref, est, cov_df, seeds,
+                                               writer, factors, sampling.unmodelled_genes))
                 inverted.extend([label] if job.invert else [])
                 scales.update({label: job.scale} if job.scale != 1 else {})
                 by, ce = self.targets.report(label, est)
@@ -429,33 +436,6 @@ class ScDiT:
     def load(cls, path: str | Path) -> ScDiT:
         """Load a model written by :meth:`save`."""
         return cls(**read_model(path))
-
-
-def _finisher(targets: EffectTargets, label: str, ref, est: dict,
-              cov_df: pd.DataFrame | None, seeds: LabelSeeds, writer: CellWriter,
-              depth: np.ndarray | None = None):
-    """``tokens -> tokens`` of a label whose means estimates set: shifted to the targets,
-    with the writer's anchoring of the unmodelled genes and library factors (``depth``) set.
-    Without estimates (``est`` None): the generated means kept through clipping in the
-    contexts ``label`` was seen in (:meth:`EffectTargets.match_clipped`), or ``None`` where
-    there is none (the batches are then written as they come); the writer rescales the cells
-    of contexts it was not seen in to the normalisation's total (:attr:`CellWriter.renormalise`)."""
-    if est is None:
-        writer.renormalise = targets.unseen_here(label, cov_df, ref.n_obs)
-        seen = targets.tokenizer.clips_output and targets.seen_here(label, cov_df, ref.n_obs)
-        return (lambda tokens: targets.match_clipped(tokens, cov_df, label)) \
-            if np.any(seen) else None
-
-    def finish(tokens: torch.Tensor) -> torch.Tensor:
-        tokens = targets.shift(est, tokens, cov_df, label)
-        writer.anchor = targets.unmodelled_anchor(label, ref, est, writer.anchor_representation,
-                                                  seeds.rng(ANCHOR))
-        writer.depth = depth  # a seen perturbation's counts at its own depth
-        if depth is not None and writer.anchor is not None and writer.anchor.lib is not None:
-            writer.anchor.lib = writer.anchor.lib * depth
-        return tokens
-
-    return finish
 
 
 def _guidance_scales(summary: dict, config: ScDiTConfig) -> tuple[float, float]:

@@ -11,6 +11,8 @@ a counts output depends on the chunk size, which follows ``SamplingConfig.batch_
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -19,7 +21,11 @@ import torch
 
 from ..data import log1p_to_counts, renormalise_log1p, to_log1p
 from ._cells import LIBRARY_KEY, CellRows, CellStore
-from ._seeds import COUNTS, PRIOR, LabelSeeds
+from ._seeds import ANCHOR, COUNTS, PRIOR, LabelSeeds
+
+if TYPE_CHECKING:  # types only: the targets and the sampler do not import this module
+    from ._sampler import SampleJob
+    from ._targets import EffectTargets
 
 #: Most values (cells × genes) decoded at a time (float32; the counts conversion works on
 #: float64 copies of a chunk).
@@ -326,3 +332,41 @@ class LabelSink:
                 self.writer.write(0, tokens)
         if stop == self.n:
             self.writer.finish()
+
+
+def label_finisher(targets: EffectTargets, job: SampleJob, ref, est: dict,
+                   cov_df: pd.DataFrame | None, seeds: LabelSeeds, writer: CellWriter,
+                   depth: np.ndarray | None = None, unmodelled: str = "decode"):
+    """``tokens -> tokens`` of ``job``'s label whose means estimates set: shifted to the targets,
+    the writer's anchoring of the unmodelled genes and library factors (``depth``) set. Without
+    estimates (``est`` None): the generated means kept through clipping in the contexts the
+    label was seen in (:meth:`EffectTargets.match_clipped`), or ``None`` (the batches are
+    written as they come); the writer rescales the cells of contexts it was not seen in to the
+    normalisation's total (:attr:`CellWriter.renormalise`) and with ``unmodelled="decode"``
+    decodes the unmodelled genes (:meth:`EffectTargets.decoded_anchor`; not where carried)."""
+    label = job.label
+    if est is None:
+        writer.renormalise = targets.unseen_here(label, cov_df, ref.n_obs)
+        seen = targets.tokenizer.clips_output and targets.seen_here(label, cov_df, ref.n_obs)
+        if unmodelled != "decode" or job.carry or not len(targets.cells.unmodelled):
+            return (lambda tokens: targets.match_clipped(tokens, cov_df, label)) \
+                if np.any(seen) else None
+
+        def decode(tokens: torch.Tensor) -> torch.Tensor:
+            tokens = targets.match_clipped(tokens, cov_df, label)
+            writer.anchor = targets.decoded_anchor(ref, tokens, cov_df, writer.anchor_representation,
+                                                   seeds.rng(ANCHOR))
+            return tokens
+
+        return decode
+
+    def finish(tokens: torch.Tensor) -> torch.Tensor:
+        tokens = targets.shift(est, tokens, cov_df, label)
+        writer.anchor = targets.unmodelled_anchor(label, ref, est, writer.anchor_representation,
+                                                  seeds.rng(ANCHOR))
+        writer.depth = depth  # a seen perturbation's counts at its own depth
+        if depth is not None and writer.anchor is not None and writer.anchor.lib is not None:
+            writer.anchor.lib = writer.anchor.lib * depth
+        return tokens
+
+    return finish

@@ -14,10 +14,8 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 
-from ..data import clipped_mean_shift, log1p_to_counts
 from ..effects import (
     EFFECT_RANK,
     EffectConfig,
@@ -29,11 +27,11 @@ from ..effects import (
     project_effect,
 )
 from ._cells import LIBRARY_KEY, CellRows, CellStore
+from ._decoder import GeneDecoder, fit_decoder
+from ._unmodelled import UnmodelledAnchor, anchor, decoded_changes
 
 #: Most stored cells the expression basis of a held-out context's projection is fitted on.
 BASIS_CELLS = 3000
-#: Most values (cells × genes, float64) the unmodelled genes' shifts are solved on at a time.
-ANCHOR_VALUES = 2**21
 #: Fewest reference cells of a perturbation and of control in a context for
 #: :meth:`EffectTargets.depth_factor` to differ from 1.
 DEPTH_MIN_CELLS = 10
@@ -69,6 +67,7 @@ class EffectTargets:
         self._genes: EffectTable | None = None
         self._bases: dict[int, np.ndarray | None] = {}
         self._depth: dict[tuple, tuple[float, int]] | None = None
+        self._decoder: list[GeneDecoder | None] = []  # fitted once, on first use
         #: Rank of the expression basis a held-out context's estimate is projected onto.
         self.rank = EFFECT_RANK
 
@@ -358,34 +357,28 @@ class EffectTargets:
         anchored. The shifts are solved a block of genes at a time (at most
         :data:`ANCHOR_VALUES` values); :meth:`UnmodelledAnchor.apply` applies them per chunk
         of cells."""
-        c = self.cells
-        cols = c.unmodelled
-        if not estimates or not len(cols):
+        if not estimates:
             return None
-        X = sp.csr_matrix(c.log1p_columns(ref), dtype=np.float32)  # (n, U) log1p
-        ctx_of = c.context_keys(c.frame(ref), X.shape[0])
-        canon = c.canonical(label)
-        codes, shifts = np.full(X.shape[0], -1), []
-        for ctx, est in estimates.items():
-            rows = np.array([i for i, k in enumerate(ctx_of) if k == ctx], dtype=np.int64)
-            if not len(rows):
-                continue
-            block = X[rows].tocsc()
-            width = max(1, ANCHOR_VALUES // len(rows))
-            spans = [slice(a, a + width) for a in range(0, len(cols), width)]
-            carried = np.concatenate([_dense(block, sl).mean(0) for sl in spans])
-            target = self.gene_target(canon, ctx, est, carried)
-            if target is None:
-                continue
-            shifts.append(np.concatenate([clipped_mean_shift(_dense(block, sl), target[sl])
-                                          for sl in spans]))
-            codes[rows] = len(shifts) - 1
-        if not shifts:
+        canon = self.cells.canonical(label)
+        return anchor(self.cells, ref, list(estimates), representation, rng, lambda ctx, carried:
+                      self.gene_target(canon, ctx, estimates[ctx], carried))
+
+    def decoded_anchor(self, ref: CellRows, tokens: torch.Tensor, cov_df: pd.DataFrame | None,
+                       representation: str, rng: np.random.Generator) -> UnmodelledAnchor | None:
+        """The anchoring of the genes outside the model of cells whose mean the generator sets
+        (``tokens`` ``(n, T, P)``, one per reference cell of ``ref``): in each context, the
+        reference cells' mean moved by the change that the generated genes' mean change from
+        the reference cells' implies (:func:`decoded_changes`, with the model's
+        :class:`~scdit.model.GeneDecoder`, fitted once on the stored cells), reached as
+        :meth:`unmodelled_anchor` reaches an estimate's. ``None`` when the tokenizer models
+        every gene."""
+        if not self._decoder:
+            self._decoder.append(fit_decoder(self.cells))
+        if self._decoder[0] is None or not len(tokens):
             return None
-        counts = representation == "counts"  # the anchor rounds (else the writer or nobody)
-        return UnmodelledAnchor(cols, X, codes, np.stack(shifts),
-                                ref.obs[LIBRARY_KEY].to_numpy() if counts else None,
-                                rng if counts else None)
+        change = decoded_changes(self.cells, self.tokenizer, self._decoder[0], ref, tokens)
+        return anchor(self.cells, ref, list(change), representation, rng,
+                      lambda ctx, carried: carried + change[ctx])
 
     def report(self, label: str, estimates: dict | None) -> tuple[dict, dict]:
         """``(mean_set_by, context_estimator)`` for ``uns["scdit"]``: per ``"label | context"``
@@ -409,45 +402,3 @@ class EffectTargets:
                 "n_contexts": int(len(info.get("weights", []))),
                 "effect_rank": int(info.get("effect_rank", 0))}
         return set_by, chosen
-
-
-def _dense(block: sp.csc_matrix, cols: slice) -> np.ndarray:
-    """Columns ``cols`` of a sparse block as a dense float64 array."""
-    return np.asarray(block[:, cols].toarray(), dtype=np.float64)
-
-
-class UnmodelledAnchor:
-    """The anchoring of the unmodelled genes of one prediction, applied a chunk at a time.
-
-    Parameters
-    ----------
-    cols
-        Output columns of the unmodelled genes ``(U,)``.
-    X
-        Their log1p values in the reference cells, CSR ``(n, U)``.
-    codes
-        Per cell, the row of ``shifts`` of its context (-1: not anchored).
-    shifts
-        One shift per anchored context and gene ``(k, U)`` (log1p).
-    lib
-        Library sizes of the reference cells where the anchor rounds to counts, else ``None``.
-    rng
-        Generator of the counts rounding; ``None`` where it writes log1p.
-    """
-
-    def __init__(self, cols: np.ndarray, X: sp.csr_matrix, codes: np.ndarray,
-                 shifts: np.ndarray, lib: np.ndarray | None, rng: np.random.Generator | None):
-        self.cols, self.X, self.codes, self.shifts = cols, X, codes, shifts
-        self.lib, self.rng = lib, rng
-
-    def apply(self, out: np.ndarray, start: int, stop: int) -> None:
-        """Write the anchored unmodelled genes of cells ``start:stop`` into the chunk ``out``
-        ``(stop - start, n_vars)``; call for consecutive chunks in order (counts rounding
-        draws from one stream)."""
-        u = np.asarray(self.X[start:stop].toarray(), dtype=np.float64)
-        code = self.codes[start:stop]
-        has = code >= 0
-        u[has] = np.maximum(u[has] + self.shifts[code[has]], 0.0)
-        if self.rng is not None:
-            u = log1p_to_counts(u, self.lib[start:stop], rng=self.rng, rounding="systematic")
-        out[:, self.cols] = u.astype(out.dtype)

@@ -27,9 +27,13 @@ def test_predict_counts_are_integers_in_training_genes(counts_model):
     assert out.uns["scdit"]["representation"] == "counts"
 
 
+CARRY = scdit.SamplingConfig(unmodelled_genes="carry")
+
+
 def test_unmodelled_genes_are_copied_from_reference_cells(counts_model):
-    """The generator alone copies the genes it does not model from the reference cells."""
-    out = counts_model.predict("G2", n_cells=40, seed=1, effects="none")
+    """With ``unmodelled_genes="carry"`` the generator alone copies the genes it does not model
+    from the reference cells (by default it decodes them: tests/model/test_unmodelled.py)."""
+    out = counts_model.predict("G2", n_cells=40, seed=1, effects="none", sampling=CARRY)
     ref = counts_model.reference[out.obs["reference_cell"].to_numpy()]
     X, R = dense(out.X), dense(ref.X)
     cols = unmodelled(counts_model)
@@ -69,7 +73,7 @@ def ctrl_source(counts_adata):
 
 
 def test_predict_from_source_keeps_context(counts_model, ctrl_source):
-    out = counts_model.predict("G2", source=ctrl_source, seed=0, effects="none")
+    out = counts_model.predict("G2", source=ctrl_source, seed=0, effects="none", sampling=CARRY)
     assert out.n_obs == ctrl_source.n_obs
     assert out.obs["cell_type"].tolist() == ctrl_source.obs["cell_type"].tolist()
     assert out.obs["reference_cell"].tolist() == ctrl_source.obs_names.tolist()
@@ -77,8 +81,11 @@ def test_predict_from_source_keeps_context(counts_model, ctrl_source):
     np.testing.assert_array_equal(dense(out.X)[:, cols], ctrl_source.X[:, cols])
     # source genes in another order are aligned to the training genes
     shuffled = ctrl_source[:, ctrl_source.var_names[::-1]].copy()
-    again = counts_model.predict("G2", source=shuffled, seed=0, effects="none")
+    again = counts_model.predict("G2", source=shuffled, seed=0, effects="none", sampling=CARRY)
     np.testing.assert_array_equal(dense(again.X), dense(out.X))
+    decoded = counts_model.predict("G2", source=ctrl_source, seed=0, effects="none")
+    again = counts_model.predict("G2", source=shuffled, seed=0, effects="none")
+    np.testing.assert_array_equal(dense(again.X), dense(decoded.X))
     # by default a seen perturbation's training mean also moves the unmodelled genes
     default = counts_model.predict("G2", source=ctrl_source, seed=0)
     assert set(default.uns["scdit"]["mean_set_by"].values()) == {"seen"}
@@ -86,7 +93,8 @@ def test_predict_from_source_keeps_context(counts_model, ctrl_source):
 
 
 def test_predict_from_source_resamples_for_more_cells(counts_model, ctrl_source):
-    out = counts_model.predict("G2", source=ctrl_source, n_cells=60, seed=0, effects="none")
+    out = counts_model.predict("G2", source=ctrl_source, n_cells=60, seed=0, effects="none",
+                               sampling=CARRY)
     assert out.n_obs == 60
     refs = out.obs["reference_cell"].to_numpy()
     assert set(refs) <= set(ctrl_source.obs_names) and len(set(refs)) < 60

@@ -1,0 +1,102 @@
+"""Genes outside the model where the generator sets the mean: decoded from the generated genes
+(``SamplingConfig(unmodelled_genes="decode")``, the default) or carried over."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import scdit
+from scdit.model import DECODER_RIDGE, GeneDecoder
+from tests.helpers import dense
+
+CARRY = scdit.SamplingConfig(unmodelled_genes="carry")
+
+
+def test_gene_decoder_recovers_a_linear_map():
+    """Unmodelled genes that are a linear function of the modelled genes' top components are
+    decoded exactly (up to the small ridge), from a sparse matrix as from a dense one."""
+    rng = np.random.default_rng(0)
+    n, m, k, u = 400, 30, 4, 12
+    Z = rng.normal(size=(n, k)) @ rng.normal(size=(k, m)) * 3  # rank k
+    A = rng.normal(size=(m, u))
+    U = Z @ A + 5.0  # an offset: the fit centres
+    dec = GeneDecoder.fit(Z, sp.csr_matrix(U), rank=k, ridge=1e-9)
+    assert dec.axes.shape == (m, k) and dec.coef.shape == (k, u)
+    delta = Z[:5] - Z[5:10]
+    np.testing.assert_allclose(dec(delta), delta @ A, rtol=1e-3, atol=1e-3)
+    dense_fit = GeneDecoder.fit(Z, U, rank=k, ridge=1e-9)
+    np.testing.assert_allclose(dense_fit(delta), dec(delta), rtol=1e-8, atol=1e-8)
+    # the ridge shrinks the map towards zero, never flips it
+    shrunk = GeneDecoder.fit(Z, U, rank=k, ridge=10.0)(delta)
+    assert np.abs(shrunk).sum() < np.abs(delta @ A).sum() and (shrunk * (delta @ A)).sum() > 0
+
+
+def test_gene_decoder_without_anything_to_learn():
+    rng = np.random.default_rng(1)
+    assert GeneDecoder.fit(rng.normal(size=(2, 5)), np.ones((2, 3))) is None  # < 3 cells
+    assert GeneDecoder.fit(np.ones((10, 5)), rng.normal(size=(10, 3))) is None  # no variation
+    assert GeneDecoder.fit(rng.normal(size=(10, 5)), np.ones((10, 0))) is None  # no genes
+    # fewer modelled genes than the rank: regressed on all of them
+    dec = GeneDecoder.fit(rng.normal(size=(50, 5)), rng.normal(size=(50, 3)), rank=50)
+    assert dec.axes.shape == (5, 5)
+
+
+def _log1p(cells, cols):
+    X = dense(cells.X)
+    return np.log1p(X[:, cols] / X.sum(1, keepdims=True) * 1e4)
+
+
+def test_generator_alone_decodes_the_genes_outside_the_model(counts_model, counts_adata):
+    """Predicted from control cells, the generator alone's unmodelled genes have the source
+    cells' mean plus the decoded change of the generated genes' mean; the decoder recomputed
+    here with numpy from the stored cells (the model's reference cells fewer than 3,000)."""
+    model = counts_model
+    mod = model.var_names.get_indexer(list(model.tokenizer.genes))
+    un = np.setdiff1d(np.arange(model.var_names.size), mod)
+    source = counts_adata[(counts_adata.obs["condition"] == "ctrl").to_numpy()][:60].copy()
+    source = source[(source.obs["cell_type"] == "T").to_numpy()].copy()
+    out = model.predict("G2", source=source, seed=0, effects="none", representation="log1p")
+    assert out.uns["scdit"]["unmodelled_genes"] == "decode"
+    assert out.uns["scdit"]["mean_set_by"] == {"G2": "generator"}
+    # the decoder, independently: ridge on the top components of the stored cells
+    ref = model.reference
+    assert ref.n_obs <= scdit.model.DECODER_CELLS
+    Z, U = _log1p(ref, mod), _log1p(ref, un)
+    Zc = Z - Z.mean(0)
+    _, s, vt = np.linalg.svd(Zc, full_matrices=False)
+    S = Zc @ vt.T  # all 30 components: fewer genes than the rank
+    gram = S.T @ S
+    coef = np.linalg.solve(gram + DECODER_RIDGE * np.linalg.eigvalsh(gram)[-1] * np.eye(len(gram)),
+                           S.T @ (U - U.mean(0)))
+    X = dense(out.X)
+    change = ((X[:, mod].mean(0) - _log1p(source, mod).mean(0)) @ vt.T) @ coef
+    target = np.maximum(_log1p(source, un).mean(0) + change, 0)
+    assert np.abs(change).max() > 0.01  # the generated genes moved, and so do these
+    np.testing.assert_allclose(X[:, un].mean(0), target, atol=1e-4)
+    # carried over instead: the source cells' own values
+    carried = model.predict("G2", source=source, seed=0, effects="none", representation="log1p",
+                            sampling=CARRY)
+    assert carried.uns["scdit"]["unmodelled_genes"] == "carry"
+    np.testing.assert_allclose(dense(carried.X)[:, un], _log1p(source, un), atol=1e-5)
+    np.testing.assert_allclose(dense(carried.X)[:, mod], X[:, mod], atol=1e-6)
+
+
+def test_estimates_still_set_the_genes_outside_the_model(counts_model):
+    """Where an estimate sets the mean (a seen label, the default), decoding changes nothing."""
+    a = counts_model.predict("G1", n_cells=30, seed=2)
+    b = counts_model.predict("G1", n_cells=30, seed=2, sampling=CARRY)
+    assert set(a.uns["scdit"]["mean_set_by"].values()) == {"seen"}
+    np.testing.assert_array_equal(dense(a.X), dense(b.X))
+
+
+def test_a_model_of_every_gene_has_nothing_to_decode(log1p_model):
+    a = log1p_model.predict("G3", n_cells=20, seed=1, effects="none")
+    b = log1p_model.predict("G3", n_cells=20, seed=1, effects="none", sampling=CARRY)
+    np.testing.assert_array_equal(dense(a.X), dense(b.X))
+
+
+def test_unknown_unmodelled_genes_value():
+    with pytest.raises(ValueError, match=r"unmodelled_genes = 'copy'.*'decode', 'carry'"):
+        scdit.SamplingConfig(unmodelled_genes="copy")
