@@ -368,7 +368,7 @@ class EffectTargets:
         """The anchoring of the genes outside the model of cells whose mean the generator sets
         (``tokens`` ``(n, T, P)``, one per reference cell of ``ref``): in each context, the
         reference cells' mean moved by the change that the generated genes' mean change from
-        the reference cells' implies (:func:`decoded_changes`, with the model's
+        the reference cells' (both decoded by the tokenizer) implies (:func:`decoded_changes`, with the model's
         :class:`~scdit.model.GeneDecoder`, fitted once on the stored cells), reached as
         :meth:`unmodelled_anchor` reaches an estimate's. ``None`` when the tokenizer models
         every gene."""
@@ -376,7 +376,8 @@ class EffectTargets:
             self._decoder.append(fit_decoder(self.cells))
         if self._decoder[0] is None or not len(tokens):
             return None
-        change = decoded_changes(self.cells, self.tokenizer, self._decoder[0], ref, tokens)
+        change = decoded_changes(self.cells, self.tokenizer, self.encode, self._decoder[0], ref,
+                                 tokens)
         return anchor(self.cells, ref, list(change), representation, rng,
                       lambda ctx, carried: carried + change[ctx])
 

@@ -59,23 +59,26 @@ def anchor(cells: CellStore, ref: CellRows, contexts: list, representation: str,
                             rng if counts else None)
 
 
-def decoded_changes(cells: CellStore, tokenizer, decoder: GeneDecoder, ref: CellRows,
+def decoded_changes(cells: CellStore, tokenizer, encode, decoder: GeneDecoder, ref: CellRows,
                     tokens: torch.Tensor, rows_per_chunk: int = 4096) -> dict[tuple, np.ndarray]:
     """Per context of ``ref``'s cells, the change ``(U,)`` of the unmodelled genes' mean that
-    ``decoder`` reads from the change of the modelled genes' mean, generated (``tokens``
-    ``(n, T, P)``, decoded to log1p ``rows_per_chunk`` cells at a time) minus the reference
-    cells' own."""
+    ``decoder`` reads from the change of the modelled genes' mean: the generated cells
+    (``tokens`` ``(n, T, P)``, one per reference cell) minus the reference cells, both as the
+    tokenizer decodes them (``encode``: cells → tokens), so that a tokenizer whose decoding
+    differs from the data (scVI's denoised means, a PCA's reconstruction) sees no change where
+    nothing changed. Decoded ``rows_per_chunk`` cells at a time."""
     obs = cells.frame(ref)
     codes, uniques = pd.factorize(pd.Series(cells.context_keys(obs, len(tokens)), dtype=object))
-    base = cells.log1p_columns(ref, cells.modelled)  # (n, M) the reference cells' values
     change = {}
     for j, ctx in enumerate(uniques):
         rows = np.flatnonzero(codes == j)
-        diff = -np.asarray(base[rows].sum(axis=0, dtype=np.float64)).ravel()
+        diff = np.zeros(len(cells.modelled))
         for s in range(0, len(rows), rows_per_chunk):
             part = rows[s:s + rows_per_chunk]
             z = tokens[torch.as_tensor(part, dtype=torch.long)].float()
-            diff += tokenizer.decode(z, obs=obs.iloc[part]).double().sum(0).numpy()
+            diff += (tokenizer.decode(z, obs=obs.iloc[part]).double()
+                     - tokenizer.decode(encode(ref[part]), obs=obs.iloc[part]).double()
+                     ).sum(0).numpy()
         change[ctx] = decoder(diff[None] / len(rows))[0]
     return change
 

@@ -100,3 +100,22 @@ def test_a_model_of_every_gene_has_nothing_to_decode(log1p_model):
 def test_unknown_unmodelled_genes_value():
     with pytest.raises(ValueError, match=r"unmodelled_genes = 'copy'.*'decode', 'carry'"):
         scdit.SamplingConfig(unmodelled_genes="copy")
+
+
+@pytest.mark.parametrize("tokenizer", ["genes", "pca"])
+def test_nothing_generated_means_nothing_decoded(make_adata, tiny, tokenizer):
+    """Tokens equal to the reference cells' own encoding decode to no change of the genes
+    outside the model, whatever the tokenizer's decoding does to the data (a PCA's
+    reconstruction is not the data): every context's shift is 0."""
+    opts = {"n_components": 8} if tokenizer == "pca" else {}
+    model = scdit.fit(make_adata(), "condition", covariate_keys=["cell_type"], max_steps=3,
+                      tokenizer=scdit.TokenizerConfig(kind=tokenizer, n_top_genes=30, **opts),
+                      **tiny)
+    rng = np.random.default_rng(0)
+    ref = model.cells.reference_cells("G1", None, 40, None, rng)
+    tokens = model.encode(ref)
+    anchor = model.targets.decoded_anchor(ref, tokens, model.cells.frame(ref), "log1p", rng)
+    assert anchor is not None and len(anchor.cols) == 20
+    np.testing.assert_allclose(anchor.shifts, 0, atol=1e-5)
+    moved = model.targets.decoded_anchor(ref, tokens + 0.5, model.cells.frame(ref), "log1p", rng)
+    assert np.abs(moved.shifts).max() > 1e-3
