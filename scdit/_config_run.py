@@ -85,10 +85,11 @@ class SamplingConfig:
     unmodelled_genes
         The genes the tokenizer does not model, in cells whose mean the generator sets (no
         effect estimate: ``effects="none"``, and labels no estimator covers): ``"decode"``
-        (default) moves each cell's reference values by the change its generated genes imply
-        (:class:`scdit.model.GeneDecoder`, a linear map fitted on the stored training cells
-        without their labels); ``"carry"`` copies the reference cell's values, i.e. predicts
-        no change outside the model. Where an estimate sets the mean, it sets theirs too.
+        (default) shifts the reference cells' values, per context, by the change that the
+        generated genes' mean change implies (:class:`scdit.model.GeneDecoder`, a linear map
+        fitted on the stored training cells without their labels); ``"carry"`` copies the
+        reference cells' values, i.e. predicts no change outside the model. Where an estimate
+        sets the mean, it sets theirs too.
     """
 
     steps: int | None = None

@@ -4,14 +4,17 @@ A model generates the genes its tokenizer models (by default the 2,000 most vari
 others are copied from each generated cell's reference cell. Where an effect estimate sets a
 prediction's mean they are shifted to its target (:meth:`EffectTargets.unmodelled_anchor`);
 where the generator alone sets it, copying them would predict *no change* for every gene
-outside the model, however far the generated genes moved. :class:`GeneDecoder` is a linear map,
-fitted on the model's stored training cells without their labels, from a change of the modelled
-genes to the change it implies for the others (reduced-rank ridge regression of the unmodelled
-genes' log1p values on the modelled genes' top principal components, cell by cell): the decoded
-cell is its reference cell with its unmodelled genes moved by the decoded change of its own
-generated genes from the reference cell's. No perturbation label and no effect estimate enters
-it: it is part of the generator's output, like the tokenizer's decoder (CellFlow, for example,
-decodes all genes from 50 principal components).
+outside the model, however far the generated genes moved. :class:`GeneDecoder` is a linear map
+from a change of the modelled genes to the change it implies for the others: a ridge
+regression of the unmodelled genes' log1p values on the top principal components of the
+modelled genes as the tokenizer decodes them, fitted cell by cell on the model's stored
+training cells (of every condition and context, without their labels). Each context's
+unmodelled genes are then shifted so that their mean moves by the decoded change of the
+generated genes' mean from the reference cells' (:meth:`EffectTargets.decoded_anchor`). No
+effect estimate enters it; what it knows of a perturbation's response is the covariation of
+genes across the training cells, the response of other contexts included. It is part of the
+generator's output, like the tokenizer's decoder (CellFlow, for example, decodes all genes
+from 50 principal components).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ DECODER_RANK = 50
 DECODER_CELLS = 3000
 #: Ridge penalty, relative to the largest component's sum of squares.
 DECODER_RIDGE = 1e-3
+#: Unmodelled genes a dense fit reads at a time.
+GENE_BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,10 @@ class GeneDecoder:
         without variation in the modelled genes.
 
         The components are the top ``rank`` principal axes of the modelled genes
-        (:func:`scdit.effects.expression_basis`; all ``M`` genes when ``M ≤ rank``), the
-        coefficients ``(SᵀS + λ I)⁻¹ Sᵀ (U − Ū)`` for the cells' component scores ``S``, with
-        ``λ = ridge`` × the largest eigenvalue of ``SᵀS``.
+        (:func:`scdit.effects.expression_basis`; all ``M`` genes when ``rank ≥ min(n − 1,
+        M)``), the coefficients ``(SᵀS + λ I)⁻¹ Sᵀ (U − Ū)`` for the cells' component scores
+        ``S``, with ``λ = ridge`` × the largest eigenvalue of ``SᵀS``. A dense ``unmodelled``
+        is read in blocks of genes (no float64 copy of it).
         """
         Z = np.asarray(modelled, dtype=np.float64)
         n, m = Z.shape
@@ -75,18 +81,25 @@ class GeneDecoder:
         top = float(np.linalg.eigvalsh(gram)[-1]) if len(gram) else 0.0
         if top <= 0:
             return None
-        U = sp.csr_matrix(unmodelled, dtype=np.float64) if sp.issparse(unmodelled) \
-            else np.asarray(unmodelled, dtype=np.float64)
-        cross = np.asarray((U.T @ S).T)  # Sᵀ U = Sᵀ (U − Ū): the scores sum to 0 over cells
+        # Sᵀ U = Sᵀ (U − Ū): the scores sum to 0 over the cells
+        if sp.issparse(unmodelled):
+            cross = np.asarray((sp.csr_matrix(unmodelled, dtype=np.float64).T @ S).T)
+        else:
+            cross = np.empty((S.shape[1], unmodelled.shape[1]))
+            for a in range(0, unmodelled.shape[1], GENE_BLOCK):
+                block = np.asarray(unmodelled[:, a:a + GENE_BLOCK], dtype=np.float64)
+                cross[:, a:a + GENE_BLOCK] = S.T @ block
         coef = np.linalg.solve(gram + ridge * top * np.eye(len(gram)), cross)
         return cls(np.ascontiguousarray(axes), coef)
 
 
-def fit_decoder(cells, *, rank: int = DECODER_RANK, max_cells: int = DECODER_CELLS,
-                ridge: float = DECODER_RIDGE, seed: int = 0) -> GeneDecoder | None:
+def fit_decoder(cells, tokenizer, encode, *, rank: int = DECODER_RANK,
+                max_cells: int = DECODER_CELLS, ridge: float = DECODER_RIDGE,
+                seed: int = 0) -> GeneDecoder | None:
     """The :class:`GeneDecoder` of a model's stored reference cells (a
-    :class:`~scdit.model.CellStore`; a seeded subsample of at most ``max_cells``), ``None`` when
-    the tokenizer models every gene."""
+    :class:`~scdit.model.CellStore`; a seeded subsample of at most ``max_cells``), on their
+    modelled genes as ``tokenizer`` decodes their tokens (``encode``: cells → tokens; the
+    scale of the changes it is applied to), ``None`` when the tokenizer models every gene."""
     if not len(cells.unmodelled):
         return None
     ref = cells.reference
@@ -94,6 +107,5 @@ def fit_decoder(cells, *, rank: int = DECODER_RANK, max_cells: int = DECODER_CEL
     if ref.n_obs > max_cells:
         rows = np.sort(np.random.default_rng(seed).choice(ref.n_obs, max_cells, replace=False))
     sub = ref[rows]
-    Z = cells.log1p_columns(sub, cells.modelled)
-    Z = Z.toarray() if sp.issparse(Z) else np.asarray(Z)
+    Z = tokenizer.decode(encode(sub), obs=sub.obs).double().numpy()
     return GeneDecoder.fit(Z, cells.log1p_columns(sub), rank=rank, ridge=ridge, seed=seed)

@@ -195,7 +195,8 @@ class CellWriter:
         #: Per cell, the factor of its reference cell's library size (``None``: all 1).
         self.depth: np.ndarray | None = None
         #: Per cell, whether its generated log1p values are rescaled so that with the genes
-        #: copied from its reference cell they sum to the normalisation's total
+        #: carried over from its reference cell (after :attr:`anchor`) they sum to the
+        #: normalisation's total
         #: (:func:`scdit.data.renormalise_log1p`; ``None``: none are). Set for
         #: the cells whose mean no estimate sets in contexts their label was not seen in (see
         #: :meth:`scdit.model.EffectTargets.unseen_here`).

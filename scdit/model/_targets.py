@@ -373,7 +373,7 @@ class EffectTargets:
         :meth:`unmodelled_anchor` reaches an estimate's. ``None`` when the tokenizer models
         every gene."""
         if not self._decoder:
-            self._decoder.append(fit_decoder(self.cells))
+            self._decoder.append(fit_decoder(self.cells, self.tokenizer, self.encode))
         if self._decoder[0] is None or not len(tokens):
             return None
         change = decoded_changes(self.cells, self.tokenizer, self.encode, self._decoder[0], ref,

@@ -67,8 +67,9 @@ def decoded_changes(cells: CellStore, tokenizer, encode, decoder: GeneDecoder, r
     tokenizer decodes them (``encode``: cells → tokens), so that a tokenizer whose decoding
     differs from the data (scVI's denoised means, a PCA's reconstruction) sees no change where
     nothing changed. Decoded ``rows_per_chunk`` cells at a time."""
-    obs = cells.frame(ref)
-    codes, uniques = pd.factorize(pd.Series(cells.context_keys(obs, len(tokens)), dtype=object))
+    obs = ref.obs  # all columns: a tokenizer may decode with a batch column (scVI)
+    keys = cells.context_keys(cells.frame(ref), len(tokens))
+    codes, uniques = pd.factorize(pd.Series(keys, dtype=object))
     change = {}
     for j, ctx in enumerate(uniques):
         rows = np.flatnonzero(codes == j)

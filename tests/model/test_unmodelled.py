@@ -102,12 +102,14 @@ def test_unknown_unmodelled_genes_value():
         scdit.SamplingConfig(unmodelled_genes="copy")
 
 
-@pytest.mark.parametrize("tokenizer", ["genes", "pca"])
+@pytest.mark.parametrize("tokenizer", ["genes", "pca", "scvi"])
 def test_nothing_generated_means_nothing_decoded(make_adata, tiny, tokenizer):
     """Tokens equal to the reference cells' own encoding decode to no change of the genes
     outside the model, whatever the tokenizer's decoding does to the data (a PCA's
-    reconstruction is not the data): every context's shift is 0."""
-    opts = {"n_components": 8} if tokenizer == "pca" else {}
+    reconstruction, scVI's denoised means with a batch column are not the data): every
+    context's shift is 0."""
+    opts = {"pca": {"n_components": 8},
+            "scvi": {"n_latent": 6, "max_epochs": 3, "batch_key": "cell_type"}}.get(tokenizer, {})
     model = scdit.fit(make_adata(), "condition", covariate_keys=["cell_type"], max_steps=3,
                       tokenizer=scdit.TokenizerConfig(kind=tokenizer, n_top_genes=30, **opts),
                       **tiny)
@@ -119,3 +121,17 @@ def test_nothing_generated_means_nothing_decoded(make_adata, tiny, tokenizer):
     np.testing.assert_allclose(anchor.shifts, 0, atol=1e-5)
     moved = model.targets.decoded_anchor(ref, tokens + 0.5, model.cells.frame(ref), "log1p", rng)
     assert np.abs(moved.shifts).max() > 1e-3
+
+
+def test_decoding_without_covariates(make_adata, tiny):
+    """A model without covariates (one context) decodes too, from given source cells."""
+    adata = make_adata()
+    model = scdit.fit(adata, "condition", max_steps=3,
+                      tokenizer=scdit.TokenizerConfig(n_top_genes=30), **tiny)
+    source = adata[(adata.obs["condition"] == "ctrl").to_numpy()][:30].copy()
+    out = model.predict("G1", source=source, seed=0, effects="none", representation="log1p")
+    carried = model.predict("G1", source=source, seed=0, effects="none", representation="log1p",
+                            sampling=CARRY)
+    un = np.flatnonzero(~np.isin(np.asarray(model.var_names), list(model.tokenizer.genes)))
+    np.testing.assert_allclose(dense(carried.X)[:, un], _log1p(source, un), atol=1e-5)
+    assert np.abs(dense(out.X)[:, un].mean(0) - dense(carried.X)[:, un].mean(0)).max() > 1e-3
