@@ -226,6 +226,11 @@ class CellWriter:
         return log1p_to_counts(X, lib, rng=self._counts_rng, rounding=COUNT_ROUNDING,
                                groups=self._groups[a:e])
 
+    @property
+    def prior_columns(self) -> list[int]:
+        """Output columns the target prior scales."""
+        return [j for j, _ in self._prior_rngs]
+
     def write(self, start: int, tokens: torch.Tensor) -> None:
         """Write the cells ``start : start + len(tokens)`` from their tokens ``(b, T, P)``."""
         if start != self._next:
@@ -357,6 +362,8 @@ def label_finisher(targets: EffectTargets, job: SampleJob, ref, est: dict,
             tokens = targets.match_clipped(tokens, cov_df, label)
             writer.anchor = targets.decoded_anchor(ref, tokens, cov_df, writer.anchor_representation,
                                                    seeds.rng(ANCHOR))
+            if writer.anchor is not None:  # target-prior genes get the prior alone
+                writer.anchor.shifts[:, np.isin(writer.anchor.cols, writer.prior_columns)] = 0
             return tokens
 
         return decode

@@ -135,3 +135,22 @@ def test_decoding_without_covariates(make_adata, tiny):
     un = np.flatnonzero(~np.isin(np.asarray(model.var_names), list(model.tokenizer.genes)))
     np.testing.assert_allclose(dense(carried.X)[:, un], _log1p(source, un), atol=1e-5)
     assert np.abs(dense(out.X)[:, un].mean(0) - dense(carried.X)[:, un].mean(0)).max() > 1e-3
+
+
+def test_target_prior_genes_are_not_decoded(make_adata, tiny):
+    """An unseen target outside the model (target marks off) gets the target prior alone: its
+    column is the same whether the other unmodelled genes are decoded or carried."""
+    adata = make_adata()
+    train = adata[(adata.obs["condition"] != "G3").to_numpy()].copy()
+    model = scdit.fit(train, "condition", max_steps=5, seed=0, conditions={"target_marks": False},
+                      tokenizer=scdit.TokenizerConfig(n_top_genes=10), **tiny)
+    assert "G3" not in model.tokenizer.genes and "G3" in model.vocab.featured
+    ctrl = train[(train.obs["condition"] == "ctrl").to_numpy()].copy()
+    kw = dict(source=ctrl, seed=0, representation="log1p")
+    decoded, carried = model.predict("G3", **kw), model.predict("G3", sampling=CARRY, **kw)
+    j = list(train.var_names).index("G3")
+    np.testing.assert_allclose(dense(decoded.X)[:, j], dense(carried.X)[:, j], atol=1e-5)
+    assert dense(decoded.X)[:, j].mean() < 0.8 * _log1p(ctrl, [j]).mean()  # knocked down
+    others = np.setdiff1d(np.flatnonzero(~np.isin(np.asarray(model.var_names),
+                                                   list(model.tokenizer.genes))), [j])
+    assert not np.array_equal(dense(decoded.X)[:, others], dense(carried.X)[:, others])
