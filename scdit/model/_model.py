@@ -400,7 +400,7 @@ class ScDiT:
                 depth.update(report)
                 job.sink = LabelSink(writer, ref.n_obs, self.generator.shape,
                                      label_finisher(self.targets, job, ref, est, cov_df, seeds,
-                                               writer, factors, sampling.unmodelled_genes))
+                                                    writer, factors, sampling.unmodelled_genes))
                 inverted.extend([label] if job.invert else [])
                 scales.update({label: job.scale} if job.scale != 1 else {})
                 by, ce = self.targets.report(label, est)
