@@ -1,11 +1,13 @@
+"""Kang held-out cell type with the PCA tokenizer (session 30): the default and the generator alone
+with the unmodelled genes decoded and copied. ``python kang_pca_unmodelled.py CELLTYPE VALID_H5AD``."""
 import sys
 from pathlib import Path
 import pandas as pd, torch
-sys.path.insert(0, "/work/main/benchmarks")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scdit
 from suites import quality as Q
 from suites.common import fit_model, predict_cells
-class O: kang = "/work/scratch/s27/valid.h5ad"
+class O: kang = sys.argv[2]  # scGen valid.h5ad
 torch.set_num_threads(1)
 S = Q.settings()["kang"]
 h = sys.argv[1]
