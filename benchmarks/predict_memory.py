@@ -62,7 +62,8 @@ def fit_model(path: Path, n_genes: int, n_modelled: int, representation: str) ->
     model.save(path, overwrite=True)
 
 
-def child(path: str, n_cells: int, label: str | None, effects: str, batch_size: int) -> dict:
+def child(path: str, n_cells: int, label: str | None, effects: str, batch_size: int,
+          unmodelled: str = "decode") -> dict:
     """Load the model, predict ``n_cells`` cells once, return the memory figures."""
     import numpy as np
 
@@ -71,7 +72,7 @@ def child(path: str, n_cells: int, label: str | None, effects: str, batch_size: 
     model = scdit.load(path)
     label = label or next(c for c in model.vocab.conditions if c != model.vocab.control
                           and model.vocab.separator not in c)
-    sampling = scdit.SamplingConfig(batch_size=batch_size, steps=2)
+    sampling = scdit.SamplingConfig(batch_size=batch_size, steps=2, unmodelled_genes=unmodelled)
     model.predict(label, n_cells=64, seed=1, effects=effects, sampling=sampling)  # warm-up
     loaded = _status("VmRSS")
     reset = _reset_peak()
@@ -97,11 +98,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--effects", default="auto", help="predict(effects=...)")
     p.add_argument("--label", default=None, help="perturbation (default: a seen single)")
     p.add_argument("--batch-size", type=int, default=2048, help="SamplingConfig.batch_size")
+    p.add_argument("--unmodelled-genes", default="decode", choices=["decode", "carry"],
+                   help="SamplingConfig.unmodelled_genes (matters where the generator sets the "
+                   "mean, e.g. --effects none)")
     p.add_argument("--model", default=None, help="saved model directory (fitted if absent)")
     p.add_argument("--child", nargs=2, metavar=("MODEL", "N"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
-        print(json.dumps(child(a.child[0], int(a.child[1]), a.label, a.effects, a.batch_size)))
+        print(json.dumps(child(a.child[0], int(a.child[1]), a.label, a.effects, a.batch_size,
+                               a.unmodelled_genes)))
         return
     tmp = tempfile.TemporaryDirectory()
     path = Path(a.model or Path(tmp.name) / "model")
@@ -111,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{'output GiB':>10} {'seconds':>8}")
     for n in a.cells:
         cmd = [sys.executable, __file__, "--child", str(path), str(n), "--effects", a.effects,
-               "--batch-size", str(a.batch_size)] + (["--label", a.label] if a.label else [])
+               "--batch-size", str(a.batch_size), "--unmodelled-genes", a.unmodelled_genes] \
+            + (["--label", a.label] if a.label else [])
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode:
             print(f"{n:>8} failed:\n{res.stderr[-2000:]}")
