@@ -360,7 +360,7 @@ def label_finisher(targets: EffectTargets, job: SampleJob, ref, est: dict,
 
         def decode(tokens: torch.Tensor) -> torch.Tensor:
             tokens = targets.match_clipped(tokens, cov_df, label)
-            writer.anchor = targets.decoded_anchor(ref, tokens, cov_df, writer.anchor_representation,
+            writer.anchor = targets.decoded_anchor(ref, tokens, writer.anchor_representation,
                                                    seeds.rng(ANCHOR))
             if writer.anchor is not None:  # target-prior genes get the prior alone
                 writer.anchor.shifts[:, np.isin(writer.anchor.cols, writer.prior_columns)] = 0

@@ -363,15 +363,15 @@ class EffectTargets:
         return anchor(self.cells, ref, list(estimates), representation, rng, lambda ctx, carried:
                       self.gene_target(canon, ctx, estimates[ctx], carried))
 
-    def decoded_anchor(self, ref: CellRows, tokens: torch.Tensor, cov_df: pd.DataFrame | None,
-                       representation: str, rng: np.random.Generator) -> UnmodelledAnchor | None:
+    def decoded_anchor(self, ref: CellRows, tokens: torch.Tensor, representation: str,
+                       rng: np.random.Generator) -> UnmodelledAnchor | None:
         """The anchoring of the genes outside the model of cells whose mean the generator sets
-        (``tokens`` ``(n, T, P)``, one per reference cell of ``ref``): in each context, the
-        reference cells' mean moved by the change that the generated genes' mean change from
-        the reference cells' (both decoded by the tokenizer) implies (:func:`decoded_changes`, with the model's
-        :class:`~scdit.model.GeneDecoder`, fitted once on the stored cells), reached as
-        :meth:`unmodelled_anchor` reaches an estimate's. ``None`` when the tokenizer models
-        every gene."""
+        (``tokens`` ``(n, T, P)``, one per reference cell of ``ref``, whose covariates give the
+        contexts): in each context, the reference cells' mean moved by the change that the
+        generated genes' mean change from the reference cells' (both decoded by the tokenizer)
+        implies (:func:`decoded_changes`, with the model's :class:`~scdit.model.GeneDecoder`,
+        fitted once on the stored cells), reached as :meth:`unmodelled_anchor` reaches an
+        estimate's. ``None`` when the tokenizer models every gene."""
         if not self._decoder:
             self._decoder.append(fit_decoder(self.cells, self.tokenizer, self.encode))
         if self._decoder[0] is None or not len(tokens):

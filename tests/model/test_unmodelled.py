@@ -116,10 +116,10 @@ def test_nothing_generated_means_nothing_decoded(make_adata, tiny, tokenizer):
     rng = np.random.default_rng(0)
     ref = model.cells.reference_cells("G1", None, 40, None, rng)
     tokens = model.encode(ref)
-    anchor = model.targets.decoded_anchor(ref, tokens, model.cells.frame(ref), "log1p", rng)
+    anchor = model.targets.decoded_anchor(ref, tokens, "log1p", rng)
     assert anchor is not None and len(anchor.cols) == 20
     np.testing.assert_allclose(anchor.shifts, 0, atol=1e-5)
-    moved = model.targets.decoded_anchor(ref, tokens + 0.5, model.cells.frame(ref), "log1p", rng)
+    moved = model.targets.decoded_anchor(ref, tokens + 0.5, "log1p", rng)
     assert np.abs(moved.shifts).max() > 1e-3
 
 
