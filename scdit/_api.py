@@ -47,6 +47,7 @@ from .tokenizers import format_ceiling, reconstruction_ceiling, resolve_tokenize
 from .train import (
     contexts_lacking_perturbations,
     default_source_noise,
+    default_time_sampling,
     is_global_zero,
     train_field,
 )
@@ -305,6 +306,9 @@ def fit(
     if flow.source_noise is None:
         flow = dataclasses.replace(flow, source_noise=default_source_noise(flow.source,
                                                                            lacking > 0))
+    if flow.time_sampling is None:
+        flow = dataclasses.replace(flow, time_sampling=default_time_sampling(flow.source,
+                                                                             lacking > 0))
     cfg = ScDiTConfig(
         data=DataConfig(condition_key=condition_key, control=info.control,
                         covariate_keys=tuple(covariate_keys), separator=separator, layer=layer,

@@ -227,6 +227,13 @@ class FlowConfig:
     (predicting a context from its own control cells), else ``"noise"``; a fitted model stores
     the resolved value.
 
+    ``time_sampling`` is the distribution of training times ``t`` (``"uniform"``,
+    ``"logit_normal"`` with ``logit_mean`` and ``logit_std``, or ``"uniform_end"``; see
+    :func:`scdit.flow.get_time_sampler`). ``None`` (default) is set by ``fit``: ``"uniform"``
+    for a control source fitted with held-out contexts (a context has control cells but lacks
+    perturbations other contexts have), else ``"logit_normal"``
+    (:func:`scdit.train.default_time_sampling`). A fitted model stores the value used.
+
     ``compose`` is the weight of single-perturbation composition used by default when predicting
     combinations *not seen in training* (see :meth:`scdit.ScDiT.predict`); combinations seen in
     training use their learned joint condition.
@@ -234,7 +241,7 @@ class FlowConfig:
 
     source: str = "auto"
     source_noise: float | None = None
-    time_sampling: str = "logit_normal"
+    time_sampling: str | None = None
     logit_mean: float = 0.0
     logit_std: float = 1.0
     solver: str = "heun"
@@ -247,6 +254,10 @@ class FlowConfig:
                     hint="0 is the joint condition, 1 the composition of the members")
         check_field(self, "source_noise", low=0.0, none_ok=True,
                     hint="None lets fit choose from the design")
+        if self.time_sampling not in (None, "uniform", "logit_normal", "uniform_end"):
+            raise ValueError(f"FlowConfig.time_sampling = {self.time_sampling!r} is not a time "
+                             "sampler; choose 'uniform', 'logit_normal', 'uniform_end', or None "
+                             "(fit chooses from the design).")
         check_field(self, "logit_mean")
         check_field(self, "logit_std", low=0.0, low_open=True)
 
@@ -346,6 +357,8 @@ def _legacy_flow(flow: Mapping[str, Any]) -> dict[str, Any]:
     flow = dict(flow)
     if flow.get("source_noise") is None:  # fit resolves None; older files: the fixed 0.5
         flow["source_noise"] = 0.5
+    if flow.get("time_sampling") is None:  # fit resolves None; older files: logit-normal
+        flow["time_sampling"] = "logit_normal"
     if flow.pop("center", False):
         raise ValueError("This model was saved with FlowConfig.center=True, an option removed "
                          "from scdit (it lowered accuracy on held-out patients); refit it.")

@@ -144,6 +144,34 @@ def test_fit_chooses_the_control_source_schedule_from_the_design(counts_adata):
     assert noise.config.flow.source_noise == 0.5  # unused there; the value stored before
 
 
+def test_fit_chooses_the_time_sampling_from_the_design(counts_adata, monkeypatch):
+    """Uniform training times for a control source with a held-out context, logit-normal for a
+    complete design and for a noise source; the resolved value is stored and is the one the
+    training module draws from; a given value is kept."""
+    from scdit.train import _module
+
+    used = []
+    real = _module.get_time_sampler
+
+    def spy(name, **kw):
+        used.append(name)
+        return real(name, **kw)
+
+    monkeypatch.setattr(_module, "get_time_sampler", spy)
+    held = counts_adata[~((counts_adata.obs["cell_type"] == "B")
+                          & (counts_adata.obs["condition"] == "G1"))].copy()
+    kw = dict(max_steps=2, preset="tiny", verbose=False)
+    ctrl = dict(covariate_keys=["cell_type"], source="control", **kw)
+    fitted = [scdit.fit(held, "condition", **ctrl), scdit.fit(counts_adata, "condition", **ctrl),
+              scdit.fit(counts_adata, "condition", source="noise", **kw),
+              scdit.fit(held, "condition", flow={"time_sampling": "logit_normal"}, **ctrl)]
+    stored = [m.config.flow.time_sampling for m in fitted]
+    assert stored == ["uniform", "logit_normal", "logit_normal", "logit_normal"]
+    assert used == stored
+    assert scdit.train.default_time_sampling("control", True) == "uniform"
+    assert scdit.train.default_time_sampling("noise", True) == "logit_normal"
+
+
 def test_model_files_without_a_source_noise_load_with_the_old_default():
     from scdit import DataConfig, ScDiTConfig
 
@@ -152,6 +180,8 @@ def test_model_files_without_a_source_noise_load_with_the_old_default():
         if old is None:
             d["flow"]["source_noise"] = None
         assert ScDiTConfig.from_dict(d).flow.source_noise == 0.5
+    d["flow"].pop("time_sampling")  # files written before the automatic choice
+    assert ScDiTConfig.from_dict(d).flow.time_sampling == "logit_normal"
 
 
 def test_fit_passes_the_design_to_the_automatic_length(counts_adata, monkeypatch):
