@@ -130,8 +130,9 @@ def default_time_sampling(source: str, held_out_contexts: bool) -> str:
     (which train the start of the path, near the source cell, as often as its middle) gave the
     generator alone a higher Pearson Δ on all seven held-out Kang 2018 cell types and a lower
     energy distance on five, and the default its figures of before on the held-out
-    glioblastoma patients; the default's energy distance on Kang rose slightly, as the
-    generated cells' spread around the estimated mean narrowed (benchmarks/archive/RESULTS.md,
+    glioblastoma patients; the default's energy distance on Kang rose on six of seven cell
+    types (by 0.03–0.07; CD4T 0.163 → 0.204 over three seeds), as the generated cells' spread
+    around the estimated mean narrowed (benchmarks/archive/RESULTS.md,
     session 31). Elsewhere logit-normal times are kept: they were not measured against uniform
     there.
     """
@@ -220,7 +221,8 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset | Streame
     :class:`~scdit.TrainConfig`. With control cells as the source, the minibatch OT pairing is computed
     within each process's batch of ``batch_size`` cells. ``held_out_contexts``: whether the
     training data has held-out contexts (it sets a control-source model's default length,
-    :func:`auto_max_steps`).
+    :func:`auto_max_steps`, and, where ``flow.time_sampling`` is ``None``, its time sampler,
+    :func:`default_time_sampling`).
     """
     streamed = isinstance(train_ds, StreamedTrainingSet)  # on-disk cells, read as they train
     n_cells = train_ds.n_cells if streamed else len(train_ds)
@@ -234,8 +236,9 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset | Streame
         field, tokenizer, lr=train.lr, weight_decay=train.weight_decay,
         warmup_steps=min(train.warmup_steps, max_steps // 5), max_steps=max_steps,
         ema_decay=train.ema_decay, cond_dropout=dit.cond_dropout,
-        time_sampling=default_time_sampling(flow.source, held_out_contexts)
-        if flow.time_sampling is None else flow.time_sampling, logit_mean=flow.logit_mean, logit_std=flow.logit_std,
+        time_sampling=flow.time_sampling or default_time_sampling(flow.source,
+                                                                  held_out_contexts),
+        logit_mean=flow.logit_mean, logit_std=flow.logit_std,
         val_seed=train.seed, source=flow.source,
         source_noise=default_source_noise(flow.source, held_out_contexts)
         if flow.source_noise is None else flow.source_noise,
