@@ -6,10 +6,22 @@ from ._decoder import DECODER_CELLS, DECODER_RANK, DECODER_RIDGE, GeneDecoder, f
 from ._io import FORMAT_VERSION, build_field, read_model, write_model
 from ._model import ScDiT
 from ._sampler import NOISE_BLOCK, PROGRESS_DELAY, Generator, NoiseStream, SampleJob
+from ._spread import (
+    SPREAD_CELLS,
+    SPREAD_FLOOR,
+    SPREAD_MIN_CELLS,
+    SPREAD_RANGE,
+    resolve_spread,
+    spread_applies,
+    spread_factors,
+    widen,
+)
 from ._targets import EffectTargets
 
 __all__ = ["DECODER_CELLS", "DECODER_RANK", "DECODER_RIDGE", "FORMAT_VERSION",
            "GUIDANCE_SCALES", "LIBRARY_KEY", "NOISE_BLOCK", "PROGRESS_DELAY", "REFERENCE_CELLS",
+           "SPREAD_CELLS", "SPREAD_FLOOR", "SPREAD_MIN_CELLS", "SPREAD_RANGE",
            "CellStore", "EffectTargets", "GeneDecoder", "Generator", "NoiseStream", "SampleJob",
            "ScDiT", "build_field", "calibrate_seen_guidance", "fit_decoder", "make_reference",
-           "read_model", "write_model"]
+           "read_model", "resolve_spread", "spread_applies", "spread_factors", "widen",
+           "write_model"]

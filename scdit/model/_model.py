@@ -33,6 +33,7 @@ from ._output import (
 )
 from ._sampler import Generator, SampleJob, progress_bar, sampling_record
 from ._seeds import CELLS, LabelSeeds
+from ._spread import resolve_spread
 from ._targets import EffectTargets
 
 
@@ -296,7 +297,7 @@ class ScDiT:
         sampling
             ODE integration (:class:`scdit.SamplingConfig`: ``steps``, ``solver``,
             ``guidance_scale``, ``compose``, ``batch_size``, ``center_noise``,
-            ``precision``); default: the model's :class:`~scdit.FlowConfig` values, with the
+            ``precision``, ``unmodelled_genes``, ``spread``); default: the model's :class:`~scdit.FlowConfig` values, with the
             network under bf16 autocast where the hardware multiplies bf16 natively. Labels
             whose velocity is their joint condition alone (all but unseen combinations
             composed from their members) are integrated in shared batches of up to
@@ -316,9 +317,8 @@ class ScDiT:
         device
             Where to integrate (default: CUDA if available, else CPU).
         verbose
-            Show a progress bar (tqdm, on stderr) over the cells integrated when the
-            prediction takes more than one batch; it appears only once the call has run for
-            :data:`scdit.model.PROGRESS_DELAY` seconds. ``False`` silences it.
+            A progress bar (tqdm, stderr) over the cells integrated, shown once a multi-batch
+            call has run :data:`scdit.model.PROGRESS_DELAY` seconds; ``False`` silences it.
 
         Returns
         -------
@@ -344,6 +344,7 @@ class ScDiT:
         effects, sampling, seed = self._model_effects(EffectConfig.coerce(effects)), \
             _sampling_arg(sampling), _seed_arg(seed)
         width = self.vocab.encode(self._check_known(labels)).shape[1]  # before any work
+        kappa, sampling = resolve_spread(self, sampling)
         covariates = covariates_arg(covariates)
         self.cells.check_covariates(covariates)
         if n_cells is not None:
@@ -400,7 +401,8 @@ class ScDiT:
                 depth.update(report)
                 job.sink = LabelSink(writer, ref.n_obs, self.generator.shape,
                                      label_finisher(self.targets, job, ref, est, cov_df, seeds,
-                                                    writer, factors, sampling.unmodelled_genes))
+                                                    writer, factors, sampling.unmodelled_genes,
+                                                    kappa))
                 inverted.extend([label] if job.invert else [])
                 scales.update({label: job.scale} if job.scale != 1 else {})
                 by, ce = self.targets.report(label, est)
@@ -422,9 +424,8 @@ class ScDiT:
                             "inverted": list(dict.fromkeys(inverted)),
                             "shrink": "auto" if effects.shrink is None else effects.shrink,
                             "target_prior": effects.use_target_prior, "mean_set_by": set_by}
-        if chosen:
-            out.uns["scdit"]["context_estimator"] = chosen
-        out.uns["scdit"].update({"depth_factor": depth} if depth else {})
+        out.uns["scdit"].update({**({"context_estimator": chosen} if chosen else {}),
+                                 **({"depth_factor": depth} if depth else {})})
         return out
 
     # ------------------------------------------------------------------ persistence

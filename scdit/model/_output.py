@@ -22,6 +22,7 @@ import torch
 from ..data import log1p_to_counts, renormalise_log1p, to_log1p
 from ._cells import LIBRARY_KEY, CellRows, CellStore
 from ._seeds import ANCHOR, COUNTS, PRIOR, LabelSeeds
+from ._spread import widen
 
 if TYPE_CHECKING:  # types only: the targets and the sampler do not import this module
     from ._sampler import SampleJob
@@ -342,7 +343,24 @@ class LabelSink:
 
 def label_finisher(targets: EffectTargets, job: SampleJob, ref, est: dict,
                    cov_df: pd.DataFrame | None, seeds: LabelSeeds, writer: CellWriter,
-                   depth: np.ndarray | None = None, unmodelled: str = "decode"):
+                   depth: np.ndarray | None = None, unmodelled: str = "decode",
+                   spread: torch.Tensor | None = None):
+    """:func:`finisher`, after each context's spread is calibrated by ``spread`` (factors
+    ``(T, P)`` of :func:`~scdit.model.spread_factors`, applied by :func:`widen`) where given."""
+    then = finisher(targets, job, ref, est, cov_df, seeds, writer, depth, unmodelled)
+    if spread is None:
+        return then
+
+    def widened(tokens: torch.Tensor) -> torch.Tensor:
+        tokens = widen(tokens, spread, targets.cells, cov_df, targets.tokenizer)
+        return tokens if then is None else then(tokens)
+
+    return widened
+
+
+def finisher(targets: EffectTargets, job: SampleJob, ref, est: dict,
+             cov_df: pd.DataFrame | None, seeds: LabelSeeds, writer: CellWriter,
+             depth: np.ndarray | None = None, unmodelled: str = "decode"):
     """``tokens -> tokens`` of ``job``'s label whose means estimates set: shifted to the targets,
     the writer's anchoring of the unmodelled genes and library factors (``depth``) set. Without
     estimates (``est`` None): the generated means kept through clipping in the contexts the

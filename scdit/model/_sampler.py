@@ -438,4 +438,5 @@ def sampling_record(sampling: SamplingConfig, flow, device: torch.device,
             "compose": "auto" if sampling.compose is None else sampling.compose,
             "precision": "bf16" if sampling_bf16(sampling.precision, device) else "fp32",
             "invert": False if transport_only else "auto" if sampling.invert is None
-            else sampling.invert, "unmodelled_genes": sampling.unmodelled_genes}
+            else sampling.invert, "unmodelled_genes": sampling.unmodelled_genes,
+            "spread": sampling.spread}

@@ -94,7 +94,7 @@ class BaseTokenizer:
 
     A tokenizer class inherits from this and overrides what it has: ``requires_counts = True``
     (needs raw counts), a ``batch_key``, ``gene_embedding_init``, per-coordinate :meth:`units`,
-    ``clips_output = True`` with :meth:`match_decoded_mean`, ``can_decode_counts = True`` with a
+    ``clips_output = True`` with :meth:`match_decoded_mean` and :meth:`keep_decoded_mean`, ``can_decode_counts = True`` with a
     ``decode_counts`` method, ``expression_coordinates = True``.
     """
 
@@ -122,6 +122,14 @@ class BaseTokenizer:
         The default (a tokenizer that does not clip per coordinate) returns ``tokens``.
         """
         return tokens
+
+    def keep_decoded_mean(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """``after`` (tokens of the same cells, e.g. with their spread changed about the same
+        mean) shifted so that its decoded mean is ``before``'s (``clips_output``).
+
+        The default (a tokenizer that does not clip per coordinate) returns ``after``.
+        """
+        return after
 
 
 TOKENIZERS: dict[str, type] = {}

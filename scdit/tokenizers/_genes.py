@@ -231,6 +231,22 @@ class GeneTokenizer(BaseTokenizer):
         out[:, : self.n_genes] = (flat[:, : self.n_genes].double() + shift / std).to(flat.dtype)
         return out.reshape(tokens.shape)
 
+    def keep_decoded_mean(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """``after`` with each gene's tokens shifted by one constant so that the mean of its
+        :meth:`decode` (clipped at 0) equals that of ``before`` (the same cells' tokens before
+        their spread changed: a wider spread clips more values and would raise the mean).
+        Rank-encoded tokenizers return ``after`` unchanged."""
+        if self.rank is not None or len(after) == 0:
+            return after
+        g = self.n_genes
+        std, mean = self.std.double(), self.mean.double()
+        was = before.reshape(len(before), -1)[:, :g].double() * std + mean
+        u = after.reshape(len(after), -1)[:, :g].double() * std + mean
+        shift = clipped_mean_shift(u.cpu().numpy(), was.clamp_min(0.0).mean(0).cpu().numpy())
+        out = after.reshape(len(after), -1).clone()
+        out[:, :g] = (out[:, :g].double() + torch.as_tensor(shift) / std).to(out.dtype)
+        return out.reshape(after.shape)
+
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(JSON-able settings, arrays) to save."""
         meta = {"kind": self.kind, "n_top_genes": self.n_top_genes, "max_tokens": self.max_tokens,

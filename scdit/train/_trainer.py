@@ -131,10 +131,11 @@ def default_time_sampling(source: str, held_out_contexts: bool) -> str:
     generator alone a higher Pearson Δ on all seven held-out Kang 2018 cell types and a lower
     energy distance on five, and the default its figures of before on the held-out
     glioblastoma patients; the default's energy distance on Kang rose on six of seven cell
-    types (by 0.03–0.07; CD4T 0.163 → 0.204 over three seeds), as the generated cells' spread
-    around the estimated mean narrowed (benchmarks/archive/RESULTS.md,
-    session 31). Elsewhere logit-normal times are kept: they were not measured against uniform
-    there.
+    types (by 0.03–0.07), as the generated cells' spread around the estimated mean narrowed;
+    with the spread calibrated (``SamplingConfig(spread="auto")``, the default for such
+    models) it is lower than with logit-normal times on all seven
+    (benchmarks/archive/RESULTS.md, session 31). Elsewhere logit-normal times are kept: they
+    were not measured against uniform there.
     """
     return "uniform" if source == "control" and held_out_contexts else "logit_normal"
 
