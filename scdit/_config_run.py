@@ -97,7 +97,9 @@ class SamplingConfig:
         each context's deviations from its mean, per token value, by how much wider the stored
         training cells are than the cells the generator makes for those same training groups
         (:func:`scdit.model.spread_factors`: no effect estimate and no held-out cell enters;
-        means are kept); ``"raw"`` keeps the generated cells as they are. ``"auto"``
+        token means are kept, decoded means too with the genes tokenizer); ``"raw"`` keeps the
+        generated cells as they are. ``predict`` only (``sample`` is raw); never for models
+        fitted with doses. ``"auto"``
         (default): calibrated for a model that transports control cells and was fitted with
         held-out contexts (there the learned transport was measured narrower than the real
         cells, and calibrating lowered the energy distance on most held-out Kang cell types and

@@ -344,7 +344,6 @@ class ScDiT:
         effects, sampling, seed = self._model_effects(EffectConfig.coerce(effects)), \
             _sampling_arg(sampling), _seed_arg(seed)
         width = self.vocab.encode(self._check_known(labels)).shape[1]  # before any work
-        kappa, sampling = resolve_spread(self, sampling)
         covariates = covariates_arg(covariates)
         self.cells.check_covariates(covariates)
         if n_cells is not None:
@@ -354,6 +353,7 @@ class ScDiT:
         base = seed if seed is not None else int(np.random.default_rng().integers(2**63))
         cells = self.cells
         src = cells.check_source(source, layer) if source is not None else None
+        kappa, sampling = resolve_spread(self, sampling, device)  # after the input checks
         transport_only = self.config.flow.source == "control"
         transport = transport_only or self.generator.inverts(sampling)
         auto_invert = sampling.invert is None and not transport_only \

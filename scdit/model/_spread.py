@@ -33,69 +33,84 @@ def spread_applies(sampling: SamplingConfig, model: Any) -> bool:
     """Whether ``predict`` calibrates the generated spread: ``SamplingConfig.spread`` is
     ``"calibrated"``, or ``"auto"`` for a model that transports control cells and was fitted with
     held-out contexts (``summary["contexts_lacking_perturbations"] > 0``), where it was
-    measured."""
-    if sampling.spread != "auto":
-        return sampling.spread == "calibrated"
-    return model.config.flow.source == "control" \
-        and int(model.summary.get("contexts_lacking_perturbations", 0)) > 0
+    measured. Never for a model fitted with doses (its groups would mix doses)."""
+    if model.config.data.dose_key is not None or sampling.spread == "raw":
+        return False
+    return sampling.spread == "calibrated" or (
+        model.config.flow.source == "control"
+        and int(model.summary.get("contexts_lacking_perturbations", 0)) > 0)
 
 
-def resolve_spread(model: Any, sampling: SamplingConfig
+def resolve_spread(model: Any, sampling: SamplingConfig, device: str | None = None
                    ) -> tuple[torch.Tensor | None, SamplingConfig]:
     """The calibration factors a prediction uses (``None``: the raw spread) and ``sampling``
     with ``spread`` resolved to ``"calibrated"`` or ``"raw"`` (as ``uns["scdit"]`` records)."""
-    kappa = spread_factors(model) if spread_applies(sampling, model) else None
+    kappa = spread_factors(model, sampling, device=device) \
+        if spread_applies(sampling, model) else None
     return kappa, replace(sampling, spread="raw" if kappa is None else "calibrated")
 
 
-def spread_factors(model: Any, *, max_cells: int = SPREAD_CELLS,
+def spread_factors(model: Any, sampling: SamplingConfig | None = None, *,
+                   device: str | None = None, max_cells: int = SPREAD_CELLS,
                    min_cells: int = SPREAD_MIN_CELLS) -> torch.Tensor | None:
     """Calibration factors ``(T, P)`` of a fitted model's (:class:`~scdit.ScDiT`) generated
-    spread, cached per model.
+    spread, cached per model, sampling settings and device.
 
-    For each training group (a perturbation in a covariate context) with at least
-    ``min_cells`` stored cells and stored control cells in its context, up to
-    ``max_cells // groups`` of the context's stored control cells are predicted under the
-    perturbation (as source cells) by the generator alone (``effects="none"``, raw
-    spread, fixed seed), and the standard deviation of every token value of the generated cells
-    is compared with that of the group's stored cells. The factor is the geometric mean of
-    ``real / generated`` over the groups, clipped to :data:`SPREAD_RANGE`; 1 where either
-    deviation is below :data:`SPREAD_FLOOR` (e.g. padding). No effect estimate and no held-out
-    cell enters. ``None`` where no group qualifies.
+    Training groups (a perturbation in a covariate context) qualify with at least
+    ``min_cells`` stored cells and as many stored control cells in their context; at most
+    ``max_cells // min_cells`` of them are used (a seeded draw). For each, ``n = max(min_cells,
+    max_cells // groups)`` of the context's stored control cells (at most) are predicted under
+    the perturbation, as source cells, by the generator alone (``effects="none"``, raw spread,
+    seed 0, with ``sampling``'s integration settings and on ``device``), so at most
+    ``max_cells`` cells are generated in all; the standard deviation of every token value of
+    the generated cells is compared with that of ``n`` of the group's stored cells. The factor
+    is the geometric mean of ``real / generated`` over the groups where both deviations exceed
+    :data:`SPREAD_FLOOR`, clipped to :data:`SPREAD_RANGE` (1 where none does, e.g. padding).
+    No effect estimate and no held-out cell enters. ``None`` where no group qualifies.
     """
-    if model in _CACHE:
-        return _CACHE[model]
+    inner = replace(sampling or SamplingConfig(), spread="raw", unmodelled_genes="carry",
+                    invert=None)
+    key = (inner, str(device))
+    cached = _CACHE.setdefault(model, {})
+    if key in cached:
+        return cached[key]
     cells = model.cells
     obs = cells.reference.obs
     labels = cells.canonical_labels()
     ctx = np.array(["\x1f".join(c) for c in cells.reference_contexts()], dtype=object)
     control = labels == cells.vocab.control
+    n_ctrl = {c: int((control & (ctx == c)).sum()) for c in np.unique(ctx)}
     groups = [(lab, c) for lab, c in dict.fromkeys(zip(labels[~control], ctx[~control],
                                                        strict=True))
-              if ((labels == lab) & (ctx == c)).sum() >= min_cells and (control & (ctx == c)).any()]
+              if min(((labels == lab) & (ctx == c)).sum(), n_ctrl[c]) >= min_cells]
+    rng = np.random.default_rng(0)
+    if len(groups) > max_cells // min_cells:
+        keep = np.sort(rng.choice(len(groups), max_cells // min_cells, replace=False))
+        groups = [groups[i] for i in keep]
     kappa = None
     if groups:
         per = max(min_cells, max_cells // len(groups))
-        rng = np.random.default_rng(0)
-        raw = SamplingConfig(spread="raw", unmodelled_genes="carry")
-        logs = []
+        total = torch.zeros(int(np.prod(model.generator.shape)), dtype=torch.float64)
+        count = torch.zeros_like(total)
         for lab, c in groups:
             real = np.flatnonzero((labels == lab) & (ctx == c))
             pool = np.flatnonzero(control & (ctx == c))
-            src = cells.reference[rng.choice(pool, min(per, len(pool)), replace=False)]
+            src = cells.reference[np.sort(rng.choice(pool, min(per, len(pool)), replace=False))]
             covariates = dict(zip(cells.covariates.keys, c.split("\x1f"), strict=True)) \
                 if cells.covariates.keys else None
             gen = model.predict(str(obs[cells.key].iloc[real[0]]), source=src,
-                                covariates=covariates, effects="none", sampling=raw, seed=0,
-                                verbose=False)
-            sd_gen = model.encode(gen).flatten(1).std(0).double()
-            sd_real = model.encode(cells.reference[real[:per]]).flatten(1).std(0).double()
+                                covariates=covariates, effects="none", sampling=inner, seed=0,
+                                device=device, verbose=False)
+            picked = np.sort(rng.choice(real, min(per, len(real)), replace=False))
+            sd_gen = model.encode(gen).flatten(1).std(0).double().cpu()
+            sd_real = model.encode(cells.reference[picked]).flatten(1).std(0).double().cpu()
             ok = (sd_gen > SPREAD_FLOOR) & (sd_real > SPREAD_FLOOR)
-            logs.append(torch.where(ok, (sd_real / sd_gen.clamp_min(SPREAD_FLOOR)).log(),
-                                    torch.zeros_like(sd_gen)))
-        factor = torch.stack(logs).mean(0).exp().clamp(*SPREAD_RANGE)
-        kappa = factor.to(torch.float32).reshape(model.generator.shape)
-    _CACHE[model] = kappa
+            total += torch.where(ok, (sd_real / sd_gen.clamp_min(SPREAD_FLOOR)).log(), 0.0)
+            count += ok
+        factor = (total / count.clamp_min(1)).exp().clamp(*SPREAD_RANGE)
+        kappa = torch.where(count > 0, factor, 1.0).to(torch.float32) \
+            .reshape(model.generator.shape)
+    cached[key] = kappa
     return kappa
 
 

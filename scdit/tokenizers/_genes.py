@@ -239,12 +239,12 @@ class GeneTokenizer(BaseTokenizer):
         if self.rank is not None or len(after) == 0:
             return after
         g = self.n_genes
-        std, mean = self.std.double(), self.mean.double()
+        std, mean = self.std.to(after.device).double(), self.mean.to(after.device).double()
         was = before.reshape(len(before), -1)[:, :g].double() * std + mean
         u = after.reshape(len(after), -1)[:, :g].double() * std + mean
         shift = clipped_mean_shift(u.cpu().numpy(), was.clamp_min(0.0).mean(0).cpu().numpy())
         out = after.reshape(len(after), -1).clone()
-        out[:, :g] = (out[:, :g].double() + torch.as_tensor(shift) / std).to(out.dtype)
+        out[:, :g] = (out[:, :g].double() + torch.as_tensor(shift).to(std) / std).to(out.dtype)
         return out.reshape(after.shape)
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -51,7 +51,8 @@ def _fake_model(ratio: float, n_per=60):
     calls = []
 
     def predict(label, *, source, covariates, **kw):
-        calls.append((label, covariates["cell_type"], source.n_obs, kw["effects"]))
+        calls.append((label, covariates["cell_type"], source.n_obs, kw["effects"],
+                      kw["sampling"].spread))
         real = ref[(ref.obs.condition == label).to_numpy()
                    & (ref.obs.cell_type == covariates["cell_type"]).to_numpy()].X
         gen = (real - real.mean(0)) / ratio + real.mean(0)
@@ -81,13 +82,23 @@ def test_spread_factors_are_the_ratio_of_real_to_generated_spread():
         assert kappa.flatten()[5] == 1.0  # no spread to compare
         # one call per (context, perturbation) group, generator alone, from control cells
         assert sorted(c[:2] for c in calls) == [("P", "a"), ("P", "b")]
-        assert all(c[3] == "none" and c[2] <= 60 for c in calls)
+        assert all(c[3:] == ("none", "raw") and c[2] <= 60 for c in calls)
         assert spread_factors(model) is kappa  # cached
 
 
 def test_groups_with_too_few_cells_give_no_factors():
     model, calls = _fake_model(2.0, n_per=10)
     assert spread_factors(model) is None and not calls
+
+
+def test_the_cells_generated_stay_within_the_budget():
+    """Two groups and a budget of 40 cells at 20 per group: 20 cells each; a budget of 20
+    allows one group only (drawn)."""
+    for budget, groups in ((40, 2), (20, 1)):
+        model, calls = _fake_model(1.5)
+        kappa = spread_factors(model, max_cells=budget, min_cells=20)
+        assert len(calls) == groups and sum(c[2] for c in calls) <= budget
+        assert torch.all((kappa >= SPREAD_RANGE[0]) & (kappa <= SPREAD_RANGE[1]))
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +157,15 @@ def test_widening_keeps_the_decoded_mean_of_a_clipping_tokenizer(held_out_model)
     assert (wide - before).max() > 1e-2  # clipping alone raised some means
     torch.testing.assert_close(out, before, atol=1e-4, rtol=0)
     assert (tok.decode(kept).std(0) > tok.decode(tokens).std(0)).float().mean() > 0.5
+
+
+def test_a_dose_model_keeps_the_raw_spread(counts_adata, tiny):
+    """Groups would mix doses: a model fitted with doses is never calibrated, and predicts."""
+    adata = counts_adata.copy()
+    adata.obs["dose"] = np.where(adata.obs.condition == "ctrl", 0.0,
+                                 np.where(np.arange(adata.n_obs) % 2, 1.0, 10.0))
+    model = scdit.fit(adata, "condition", dose_key="dose", max_steps=5, **tiny)
+    assert not spread_applies(scdit.SamplingConfig(spread="calibrated"), model)
+    pred = model.predict("G1", n_cells=5, dose=10.0, seed=0, verbose=False,
+                         sampling=scdit.SamplingConfig(spread="calibrated"))
+    assert pred.uns["scdit"]["spread"] == "raw"
