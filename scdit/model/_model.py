@@ -295,18 +295,17 @@ class ScDiT:
             ``EffectConfig`` (``shrink``, ``target_prior``). The held-out-split benchmarks in
             docs/results.md report the default beside the generator alone.
         sampling
-            ODE integration (:class:`scdit.SamplingConfig`: ``steps``, ``solver``,
-            ``guidance_scale``, ``compose``, ``batch_size``, ``center_noise``,
-            ``precision``, ``unmodelled_genes``, ``spread``); default: the model's :class:`~scdit.FlowConfig` values, with the
-            network under bf16 autocast where the hardware multiplies bf16 natively. Labels
-            whose velocity is their joint condition alone (all but unseen combinations
-            composed from their members) are integrated in shared batches of up to
-            ``batch_size`` cells; only the network evaluations are shared, so a label's cells
-            do not depend on the others (up to floating-point rounding of the batched products,
-            exact in our CPU tests). ``batch_size`` cells (at most 2^21 values) are also
-            decoded and converted at a time, so that the memory beyond the output grows only
-            with the cells carried over (reference cells, and a label's generated tokens where
-            an effect estimate sets its mean: by default every label seen in training).
+            ODE integration and finishing (:class:`scdit.SamplingConfig`: ``steps``,
+            ``solver``, ``guidance_scale``, ``compose``, ``batch_size``, ``center_noise``,
+            ``precision``, ``unmodelled_genes``, ``spread``); default: the model's
+            :class:`~scdit.FlowConfig` values, bf16 autocast where the hardware multiplies bf16
+            natively. Labels whose velocity is their joint condition alone (all but unseen
+            combinations composed from their members) are integrated in shared batches of up to
+            ``batch_size`` cells; only network evaluations are shared, so a label's cells do not
+            depend on the others (up to floating-point rounding of the batched products). Cells
+            are decoded ``batch_size`` (≤ 2^21 values) at a time: memory beyond the output grows
+            only with the cells carried over (reference cells, and a label's generated tokens
+            where an estimate sets its mean or its spread is calibrated).
         representation
             ``None`` (default): the training representation. ``"log1p"``: log1p(normalize_total
             1e4) expression as the model generates it, also for a model trained on counts (the

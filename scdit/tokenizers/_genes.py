@@ -222,14 +222,7 @@ class GeneTokenizer(BaseTokenizer):
         """
         if self.rank is not None or len(tokens) == 0:
             return tokens
-        flat = tokens.reshape(tokens.shape[0], -1)
-        std, mean = self.std.to(flat).double(), self.mean.to(flat).double()
-        u = flat[:, : self.n_genes].double() * std + mean  # (B, G) unclipped log1p
-        shift = torch.as_tensor(clipped_mean_shift(u.cpu().numpy(),
-                                                   u.mean(0).cpu().numpy())).to(u)
-        out = flat.clone()
-        out[:, : self.n_genes] = (flat[:, : self.n_genes].double() + shift / std).to(flat.dtype)
-        return out.reshape(tokens.shape)
+        return self._decoded_mean_to(tokens, self._unclipped(tokens).mean(0))
 
     def keep_decoded_mean(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """``after`` with each gene's tokens shifted by one constant so that the mean of its
@@ -238,14 +231,23 @@ class GeneTokenizer(BaseTokenizer):
         Rank-encoded tokenizers return ``after`` unchanged."""
         if self.rank is not None or len(after) == 0:
             return after
-        g = self.n_genes
-        std, mean = self.std.to(after.device).double(), self.mean.to(after.device).double()
-        was = before.reshape(len(before), -1)[:, :g].double() * std + mean
-        u = after.reshape(len(after), -1)[:, :g].double() * std + mean
-        shift = clipped_mean_shift(u.cpu().numpy(), was.clamp_min(0.0).mean(0).cpu().numpy())
-        out = after.reshape(len(after), -1).clone()
-        out[:, :g] = (out[:, :g].double() + torch.as_tensor(shift).to(std) / std).to(out.dtype)
-        return out.reshape(after.shape)
+        return self._decoded_mean_to(after, self._unclipped(before).clamp_min(0.0).mean(0))
+
+    def _unclipped(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, G)`` float64 log1p of ``tokens`` before the clip at 0."""
+        flat = tokens.reshape(tokens.shape[0], -1)[:, : self.n_genes].double()
+        return flat * self.std.to(flat) + self.mean.to(flat)
+
+    def _decoded_mean_to(self, tokens: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``tokens`` shifted per gene so that their clipped decoded mean is ``target`` (G,)."""
+        shift = torch.as_tensor(clipped_mean_shift(self._unclipped(tokens).cpu().numpy(),
+                                                   target.cpu().numpy()))
+        flat = tokens.reshape(tokens.shape[0], -1)
+        std = self.std.to(flat).double()
+        out = flat.clone()
+        out[:, : self.n_genes] = (flat[:, : self.n_genes].double() + shift.to(std) / std
+                                  ).to(flat.dtype)
+        return out.reshape(tokens.shape)
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(JSON-able settings, arrays) to save."""
