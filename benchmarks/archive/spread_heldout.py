@@ -5,7 +5,8 @@
 ``SETTING``: ``kang`` or ``glioblastoma_patients``) and prints Pearson Δ / top-20-DE Pearson Δ /
 energy distance of the generator alone (``gen_*``) and the default (``def_*``), predicted with
 ``SamplingConfig(spread="raw")`` and with ``spread="auto"`` (which calibrates a held-out-context
-fit), plus the prediction time (the first calibrated prediction measures the factors). The
+fit; ``SPREAD=calibrated`` forces it, e.g. on the seen settings, session 32), plus the
+prediction time (the first calibrated prediction measures the factors). The
 baselines are the quality suite's (``run.py quality``). Kang needs ``KANG`` (scGen's
 validation file). One thread. Public API plus ``benchmarks/suites``.
 """
@@ -48,7 +49,7 @@ def main(setting_name: str, holdout: str, model_dir: str, seed: int) -> None:
         return out
 
     preds = {}
-    for spread in ("raw", "auto"):
+    for spread in ("raw", os.environ.get("SPREAD", "auto")):
         t0 = time.perf_counter()
         for generator_only in (True, False):
             name = f"{'gen' if generator_only else 'def'}_{spread}"
