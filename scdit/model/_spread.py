@@ -32,8 +32,9 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def spread_applies(sampling: SamplingConfig, model: Any) -> bool:
     """Whether ``predict`` calibrates the generated spread: ``SamplingConfig.spread`` is
     ``"calibrated"``, or ``"auto"`` for a model that transports control cells and was fitted with
-    held-out contexts (``summary["contexts_lacking_perturbations"] > 0``), where it was
-    measured. Never for a model fitted with doses (its groups would mix doses)."""
+    held-out contexts (``summary["contexts_lacking_perturbations"] > 0``), where it helped; on
+    the bundled seen settings it did not (docs/results.md). Never for a model fitted with doses
+    (its groups would mix doses)."""
     if model.config.data.dose_key is not None or sampling.spread == "raw":
         return False
     return sampling.spread == "calibrated" or (

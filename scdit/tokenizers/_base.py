@@ -94,8 +94,9 @@ class BaseTokenizer:
 
     A tokenizer class inherits from this and overrides what it has: ``requires_counts = True``
     (needs raw counts), a ``batch_key``, ``gene_embedding_init``, per-coordinate :meth:`units`,
-    ``clips_output = True`` with :meth:`match_decoded_mean` and :meth:`keep_decoded_mean`, ``can_decode_counts = True`` with a
-    ``decode_counts`` method, ``expression_coordinates = True``.
+    ``clips_output = True`` with :meth:`match_decoded_mean` and :meth:`keep_decoded_mean`,
+    ``can_decode_counts = True`` with a ``decode_counts`` method,
+    ``expression_coordinates = True``.
     """
 
     requires_counts: bool = False

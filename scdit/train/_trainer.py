@@ -134,8 +134,9 @@ def default_time_sampling(source: str, held_out_contexts: bool) -> str:
     types (by 0.03–0.07), as the generated cells' spread around the estimated mean narrowed;
     with the spread calibrated (``SamplingConfig(spread="auto")``, the default for such
     models) it is lower than with logit-normal times on all seven
-    (benchmarks/archive/RESULTS.md, session 31). Elsewhere logit-normal times are kept: they
-    were not measured against uniform there.
+    (benchmarks/archive/RESULTS.md, session 31). Elsewhere logit-normal times are kept: on
+    the seen glioblastoma cells, a complete design, uniform times raised the default's energy
+    distance (same log); other designs were not measured.
     """
     return "uniform" if source == "control" and held_out_contexts else "logit_normal"
 
