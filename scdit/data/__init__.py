@@ -26,6 +26,7 @@ from ._representation import (
     detect_representation,
     library_size,
     log1p_to_counts,
+    mean_fold_change,
     renormalise_log1p,
     to_log1p,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "log1p_to_counts",
     "make_loader",
     "matched_round_up",
+    "mean_fold_change",
     "open_cells",
     "parse_doses",
     "preview",

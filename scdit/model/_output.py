@@ -387,9 +387,10 @@ def finisher(targets: EffectTargets, job: SampleJob, ref, est: dict,
         return decode
 
     def finish(tokens: torch.Tensor) -> torch.Tensor:
-        tokens = targets.shift(est, tokens, cov_df, label)
+        scale = writer.representation != "counts"  # counts output rounds zeros back itself
+        tokens = targets.shift(est, tokens, cov_df, label, scale_stand_ins=scale)
         writer.anchor = targets.unmodelled_anchor(label, ref, est, writer.anchor_representation,
-                                                  seeds.rng(ANCHOR))
+                                                  seeds.rng(ANCHOR), scale_stand_ins=scale)
         writer.depth = depth  # a seen perturbation's counts at its own depth
         if depth is not None and writer.anchor is not None and writer.anchor.lib is not None:
             writer.anchor.lib = writer.anchor.lib * depth

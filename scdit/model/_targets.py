@@ -30,6 +30,10 @@ from ._cells import LIBRARY_KEY, CellRows, CellStore
 from ._decoder import GeneDecoder, fit_decoder
 from ._unmodelled import UnmodelledAnchor, anchor, decoded_changes
 
+#: Kinds of estimate whose mean :meth:`EffectTargets.shift` imposes by scaling each gene's
+#: expression (log1p output) instead of shifting it: the typical perturbation of a stand-in,
+#: whose cells are real control cells.
+SCALED_KINDS = ("typical",)
 #: Most stored cells the expression basis of a held-out context's projection is fitted on.
 BASIS_CELLS = 3000
 #: Fewest reference cells of a perturbation and of control in a context for
@@ -252,15 +256,24 @@ class EffectTargets:
 
     # ------------------------------------------------------------------ applying them
     def shift(self, estimates: dict, x0: torch.Tensor, cov_df: pd.DataFrame | None,
-              label: str | None = None, rows_per_chunk: int = 4096) -> torch.Tensor:
+              label: str | None = None, rows_per_chunk: int = 4096, *,
+              scale_stand_ins: bool = True) -> torch.Tensor:
         """Generated tokens ``x0`` ``(n, T, P)`` of ``label`` shifted per context so that their
         mean is the target, then matched on the decoded scale where the tokenizer clips its
         output (also in the contexts without an estimate where ``label`` was seen, see
-        :meth:`match_clipped`). ``x0`` is shifted in place (float64 means accumulated
-        ``rows_per_chunk`` rows at a time)."""
+        :meth:`match_clipped`). With ``scale_stand_ins``, a stand-in's cells (the typical
+        perturbation's mean, on control cells) are instead scaled per gene where the tokenizer
+        can (``scale_decoded_mean_to``): their zeros stay zeros, where a shift would leave
+        small positive values in log1p output (counts output rounds them back to counts
+        itself; there ``predict`` shifts). ``x0`` is changed in place (float64 means
+        accumulated ``rows_per_chunk`` rows at a time)."""
         c = self.cells
         ctx_of = c.context_keys(cov_df, len(x0))
         shape = x0.shape[1:]
+        scale = getattr(self.tokenizer, "scale_decoded_mean_to", None) if scale_stand_ins \
+            else None
+        scaled = {ctx for ctx, est in estimates.items()
+                  if est.kind in SCALED_KINDS and scale is not None}
         for ctx, est in estimates.items():
             rows = torch.as_tensor([i for i, k in enumerate(ctx_of) if k == ctx],
                                    dtype=torch.long)
@@ -270,12 +283,16 @@ class EffectTargets:
             for s in range(0, len(rows), rows_per_chunk):
                 total += x0[rows[s:s + rows_per_chunk]].double().sum(0)
             gen_mean = total / len(rows)
-            shift = torch.as_tensor(sum(w * (torch.as_tensor(v).reshape(shape) - gen_mean)
-                                        for v, w in est.terms), dtype=torch.float64).float()
+            goal = sum(w * torch.as_tensor(v, dtype=torch.float64).reshape(shape)
+                       for v, w in est.terms)
+            if ctx in scaled:  # a stand-in's real cells
+                x0[rows] = scale(x0[rows], goal)
+                continue
+            shift = (goal - gen_mean).float()
             for s in range(0, len(rows), rows_per_chunk):
                 part = rows[s:s + rows_per_chunk]
                 x0[part] = x0[part] + shift
-        return self.match_clipped(x0, cov_df, label, always=set(estimates))
+        return self.match_clipped(x0, cov_df, label, always=set(estimates) - scaled)
 
     def seen_here(self, label: str | None, cov_df: pd.DataFrame | None, n: int) -> np.ndarray:
         """Per row ``(n,)``: was ``label`` seen in training in the row's covariate context
@@ -348,20 +365,21 @@ class EffectTargets:
         return c + apply_effect(info, E, C, c)
 
     def unmodelled_anchor(self, label: str, ref: CellRows, estimates: dict | None,
-                          representation: str, rng: np.random.Generator
-                          ) -> UnmodelledAnchor | None:
+                          representation: str, rng: np.random.Generator, *,
+                          scale_stand_ins: bool = True) -> UnmodelledAnchor | None:
         """How to give the genes outside the model (carried over from ``ref``) the target mean
         of each context: one shift per gene and context, solved over all the context's cells
         so that the mean after clipping at 0 is the target (counts: on each cell's log1p
         scale, then rounded as the modelled genes, with ``rng``). ``None`` where nothing is
         anchored. The shifts are solved a block of genes at a time (at most
         :data:`ANCHOR_VALUES` values); :meth:`UnmodelledAnchor.apply` applies them per chunk
-        of cells."""
+        of cells. A stand-in's genes are scaled instead, as in :meth:`shift`."""
         if not estimates:
             return None
         canon = self.cells.canonical(label)
+        scale = scale_stand_ins and all(e.kind in SCALED_KINDS for e in estimates.values())
         return anchor(self.cells, ref, list(estimates), representation, rng, lambda ctx, carried:
-                      self.gene_target(canon, ctx, estimates[ctx], carried))
+                      self.gene_target(canon, ctx, estimates[ctx], carried), scale=scale)
 
     def decoded_anchor(self, ref: CellRows, tokens: torch.Tensor, representation: str,
                        rng: np.random.Generator) -> UnmodelledAnchor | None:

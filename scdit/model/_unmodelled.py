@@ -11,7 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..data import clipped_mean_shift, log1p_to_counts
+from ..data import clipped_mean_shift, log1p_to_counts, mean_fold_change
 from ._cells import LIBRARY_KEY, CellRows, CellStore
 from ._decoder import GeneDecoder
 
@@ -21,14 +21,16 @@ ANCHOR_VALUES = 2**21
 
 def anchor(cells: CellStore, ref: CellRows, contexts: list, representation: str,
            rng: np.random.Generator,
-           target_of: Callable[[tuple, np.ndarray], np.ndarray | None]
+           target_of: Callable[[tuple, np.ndarray], np.ndarray | None], *, scale: bool = False
            ) -> UnmodelledAnchor | None:
     """How to give the unmodelled genes of ``ref``'s cells (carried over from them) in each of
     ``contexts`` the mean ``target_of(ctx, carried)`` (``carried``: the cells' own mean; a
     ``None`` target leaves the context as it is): one shift per gene and context, solved over
     all the context's cells so that the mean after clipping at 0 is the target (counts: on
     each cell's log1p scale, then rounded as the modelled genes, with ``rng``). ``None`` where
-    nothing is anchored. The shifts are solved a block of genes at a time (at most
+    nothing is anchored. ``scale``: each gene's expression is scaled by one factor per
+    context instead (:func:`scdit.data.mean_fold_change`; shifted where no cell expresses a
+    gene that must rise). The shifts are solved a block of genes at a time (at most
     :data:`ANCHOR_VALUES` values); :meth:`UnmodelledAnchor.apply` applies them per chunk of
     cells."""
     cols = cells.unmodelled
@@ -36,7 +38,7 @@ def anchor(cells: CellStore, ref: CellRows, contexts: list, representation: str,
         return None
     X = sp.csr_matrix(cells.log1p_columns(ref), dtype=np.float32)  # (n, U) log1p
     ctx_of = cells.context_keys(cells.frame(ref), X.shape[0])
-    codes, shifts = np.full(X.shape[0], -1), []
+    codes, shifts, factors = np.full(X.shape[0], -1), [], []
     for ctx in contexts:
         rows = np.array([i for i, k in enumerate(ctx_of) if k == ctx], dtype=np.int64)
         if not len(rows):
@@ -48,15 +50,29 @@ def anchor(cells: CellStore, ref: CellRows, contexts: list, representation: str,
         target = target_of(ctx, carried)
         if target is None:
             continue
-        shifts.append(np.concatenate([clipped_mean_shift(_dense(block, sl), target[sl])
-                                      for sl in spans]))
+        solved = [_solve(_dense(block, sl), target[sl], scale) for sl in spans]
+        shifts.append(np.concatenate([sh for sh, _ in solved]))
+        factors.append(np.concatenate([f for _, f in solved]))
         codes[rows] = len(shifts) - 1
     if not shifts:
         return None
     counts = representation == "counts"  # the anchor rounds (else the writer or nobody)
     return UnmodelledAnchor(cols, X, codes, np.stack(shifts),
                             ref.obs[LIBRARY_KEY].to_numpy() if counts else None,
-                            rng if counts else None)
+                            rng if counts else None, np.stack(factors) if scale else None)
+
+
+def _solve(u: np.ndarray, target: np.ndarray, scale: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(shifts, factors)`` ``(G,)`` giving the columns of ``u`` the mean ``target``: a shift
+    before the clip at 0, or with ``scale`` a factor on ``expm1`` (shift 0; factor 1 and a
+    shift where no value can be scaled to the target)."""
+    if not scale:
+        return clipped_mean_shift(u, target), np.ones(u.shape[1])
+    factor = mean_fold_change(u, target)
+    lift = np.isnan(factor)
+    shift = np.zeros(u.shape[1])
+    shift[lift] = clipped_mean_shift(u[:, lift], target[lift])
+    return shift, np.where(lift, 1.0, factor)
 
 
 def decoded_changes(cells: CellStore, tokenizer, encode, decoder: GeneDecoder, ref: CellRows,
@@ -106,12 +122,16 @@ class UnmodelledAnchor:
         Library sizes of the reference cells where the anchor rounds to counts, else ``None``.
     rng
         Generator of the counts rounding; ``None`` where it writes log1p.
+    factors
+        One factor per anchored context and gene ``(k, U)`` applied to ``expm1`` of the values
+        before the shift, or ``None`` (shifts only).
     """
 
     def __init__(self, cols: np.ndarray, X: sp.csr_matrix, codes: np.ndarray,
-                 shifts: np.ndarray, lib: np.ndarray | None, rng: np.random.Generator | None):
+                 shifts: np.ndarray, lib: np.ndarray | None, rng: np.random.Generator | None,
+                 factors: np.ndarray | None = None):
         self.cols, self.X, self.codes, self.shifts = cols, X, codes, shifts
-        self.lib, self.rng = lib, rng
+        self.lib, self.rng, self.factors = lib, rng, factors
 
     def apply(self, out: np.ndarray, start: int, stop: int) -> None:
         """Write the anchored unmodelled genes of cells ``start:stop`` into the chunk ``out``
@@ -120,6 +140,8 @@ class UnmodelledAnchor:
         u = np.asarray(self.X[start:stop].toarray(), dtype=np.float64)
         code = self.codes[start:stop]
         has = code >= 0
+        if self.factors is not None:
+            u[has] = np.log1p(self.factors[code[has]] * np.expm1(u[has]))
         u[has] = np.maximum(u[has] + self.shifts[code[has]], 0.0)
         if self.rng is not None:
             u = log1p_to_counts(u, self.lib[start:stop], rng=self.rng, rounding="systematic")

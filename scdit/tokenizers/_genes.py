@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..data import clipped_mean_shift, dispersion_top
+from ..data import clipped_mean_shift, dispersion_top, mean_fold_change
 from ._base import BaseTokenizer, check_fitted, padded_units, register, token_layout
 from ._rank import RankCodec
 
@@ -75,6 +75,9 @@ def coexpression_order(X, *, max_cells: int = 5000, seed: int = 0) -> np.ndarray
 
 
 ENCODINGS = ("value", "rank")
+#: Decoded log1p values below this are zeros (float32 tokens bring a 0 back within ~1e-6;
+#: the smallest non-zero log1p-normalised value of a cell with a million counts is ~0.01).
+ZERO_TOL = 1e-5
 
 
 @register("genes")
@@ -232,6 +235,32 @@ class GeneTokenizer(BaseTokenizer):
         if self.rank is not None or len(after) == 0:
             return after
         return self._decoded_mean_to(after, self._unclipped(before).clamp_min(0.0).mean(0))
+
+    def scale_decoded_mean_to(self, tokens: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``tokens`` ``(B, T, P)`` whose decoded cells are scaled per gene, ``log1p(r ·
+        expm1(x))`` with one factor ``r`` per gene (:func:`scdit.data.mean_fold_change`), so
+        that each gene's decoded mean is that of the token vector ``target`` ``(T, P)``.
+
+        How a change of mean is imposed on real cells (a stand-in's control cells): zeros stay
+        zeros, where a shift would raise them. A gene without an expressing cell that must
+        rise is shifted instead (:func:`scdit.data.clipped_mean_shift`). Rank-encoded
+        tokenizers return ``tokens`` unchanged."""
+        if self.rank is not None or len(tokens) == 0:
+            return tokens
+        v = self._unclipped(tokens).cpu().numpy()  # (B, G) decoded log1p
+        v[v < ZERO_TOL] = 0.0  # zeros come back from float32 tokens within ~1e-6
+        std, mean = self.std.double(), self.mean.double()
+        goal = (target.reshape(-1)[: self.n_genes].double().cpu() * std + mean).numpy()
+        factor = mean_fold_change(v, goal)
+        out = np.log1p(np.nan_to_num(factor) * np.expm1(v))
+        lift = np.isnan(factor)  # nothing expressed, a positive mean wanted
+        if lift.any():
+            out[:, lift] = np.maximum(v[:, lift] + clipped_mean_shift(v[:, lift], goal[lift]), 0.0)
+        flat = tokens.reshape(tokens.shape[0], -1).clone()
+        z = (torch.as_tensor(out) - mean) / std
+        z = torch.where(torch.as_tensor(out) == 0, z - 1e-3, z)  # zeros below the clip, exactly
+        flat[:, : self.n_genes] = z.to(flat.dtype).to(flat.device)
+        return flat.reshape(tokens.shape)
 
     def _unclipped(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B, G)`` float64 log1p of ``tokens`` before the clip at 0."""

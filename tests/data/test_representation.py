@@ -132,6 +132,33 @@ def test_clipped_mean_shift_is_exact():
                                        np.array([1.0, 1.0]))).tolist() == [False, True]
 
 
+def test_mean_fold_change_scales_each_gene_to_its_target():
+    """One factor per column on expm1 gives the wanted log1p mean; zeros stay zeros."""
+    from scdit.data import mean_fold_change
+
+    # by hand: column (log1p 1, log1p 3, 0) scaled by 3 is (log1p 3, log1p 9, 0)
+    col = np.log1p(np.array([[1.0], [3.0], [0.0]]))
+    want = np.log1p(np.array([3.0, 9.0, 0.0])).mean(keepdims=True)
+    assert mean_fold_change(col, want) == pytest.approx([3.0], rel=1e-9)
+    rng = np.random.default_rng(0)
+    u = np.log1p(rng.poisson(rng.uniform(0.1, 20, 30), (60, 30)).astype(float))
+    u[:, 5] = 0.0  # nothing expressed
+    target = rng.uniform(0.05, 3.0, 30)
+    target[7] = 0.0
+    r = mean_fold_change(u, target)
+    ok = np.isfinite(r)
+    assert ok.tolist() == [j != 5 for j in range(30)] and r[7] == 0.0
+    scaled = np.log1p(r[ok] * np.expm1(u[:, ok]))
+    np.testing.assert_allclose(scaled.mean(0), target[ok], atol=1e-9)
+    assert np.all(scaled[u[:, ok] == 0] == 0)
+    # the same cells ordered by expression keep their order (a monotone map per gene)
+    j = int(np.flatnonzero(ok)[0])
+    assert np.array_equal(np.argsort(u[:, j], kind="stable"),
+                          np.argsort(scaled[:, 0], kind="stable"))
+    with pytest.raises(ValueError, match="non-negative"):
+        mean_fold_change(-u, target)
+
+
 def test_renormalise_log1p_projects_rows_onto_the_normalisation_total():
     rng = np.random.default_rng(1)
     counts = rng.poisson(3.0, (20, 12)).astype(np.float32)

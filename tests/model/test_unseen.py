@@ -115,17 +115,24 @@ def test_unseen_measured_gene_without_any_measured_seen_target(log1p_adata, tiny
     pert = [lab for lab in np.unique(a.obs.condition) if lab != "ctrl"]
     target = np.mean([X[(a.obs.condition == lab).to_numpy()].mean(0) for lab in pert], axis=0)
     got = pred.X.toarray().mean(0)
-    assert np.abs(got - target).max() < 0.05
+    assert np.abs(got - target).max() < 1e-3
     assert np.corrcoef(got - X[labels == "ctrl"].mean(0), target - X[labels == "ctrl"].mean(0)
                        )[0, 1] > 0.99
     with pytest.warns(UserWarning, match="typical"):
         alone = model.predict("G3", source=src, seed=0, effects="none")
     assert alone.uns["scdit"]["mean_set_by"] == {"G3": "generator"}
-    # nothing is integrated: the cells are the source cells (shifted by the estimate)
+    # nothing is integrated: the cells are the source cells, each gene's expression scaled
+    # by one factor (log1p output): zeros stay zeros, the mean is the estimate's
     np.testing.assert_allclose(alone.X.toarray(), src.X.toarray(), atol=1e-4)
-    diff = pred.X.toarray() - src.X.toarray()
-    kept = (pred.X.toarray() > 0).all(0)  # genes with no value clipped at 0
-    assert kept.sum() > 10 and diff[:, kept].std(0).max() < 1e-4
+    P, S = pred.X.toarray().astype(np.float64), src.X.toarray().astype(np.float64)
+    some = S.any(0)  # a gene no source cell expresses is lifted by a shift instead
+    assert np.all(P[:, some][S[:, some] == 0] == 0)
+    expressed = S > 0.5
+    ratio = np.where(expressed, np.expm1(P) / np.where(expressed, np.expm1(S), 1.0), np.nan)
+    used = expressed.sum(0) >= 2
+    assert used.sum() > 10
+    spread = np.nanmax(ratio[:, used], 0) / np.nanmin(ratio[:, used], 0)
+    assert spread.max() < 1.01 and np.ptp(np.nanmedian(ratio[:, used], 0)) > 0.05
     with pytest.warns(UserWarning, match="typical") as rec:
         assert model.sample("G3", 3, seed=0).shape[0] == 3
     assert rec[0].filename == __file__  # the caller's line, not torch's no_grad wrapper
@@ -262,3 +269,26 @@ def test_unseen_label_without_source_inverts_only_its_own_contexts_control_cells
     # T has no stored control cells: B's carry library sizes over, but are not inverted as T
     t = model.predict(label, n_cells=4, covariates={"cell_type": "T"}, seed=0)
     assert t.uns["scdit"]["inverted"] == [] and (t.obs["cell_type"] == "T").all()
+
+
+def test_stand_in_scales_modelled_and_unmodelled_genes(log1p_adata, tiny):
+    """With genes outside the model, a stand-in's log1p cells are still its source cells with
+    each gene scaled to the typical perturbation's mean (zeros stay zeros)."""
+    a = log1p_adata.copy()
+    a.obs["condition"] = ["ctrl" if lab == "ctrl" else "+".join(f"KO_{m}" for m in lab.split("+"))
+                          for lab in a.obs.condition.astype(str)]
+    model = scdit.fit(a, "condition", tokenizer=scdit.TokenizerConfig(n_top_genes=30),
+                      max_steps=5, seed=0, **tiny)
+    modelled = np.isin(a.var_names, model.tokenizer.genes)
+    assert 0 < modelled.sum() < a.n_vars
+    src = a[a.obs.condition == "ctrl"].copy()
+    with pytest.warns(UserWarning, match="typical"):
+        pred = model.predict("G3", source=src, seed=0)
+    P, S = pred.X.toarray().astype(np.float64), src.X.toarray().astype(np.float64)
+    X, lab = a.X.toarray(), a.obs.condition.to_numpy()
+    target = np.mean([X[lab == p].mean(0) for p in np.unique(lab) if p != "ctrl"], axis=0)
+    np.testing.assert_allclose(P.mean(0), target, atol=1e-3)
+    some = S.any(0)
+    for part in (modelled, ~modelled):
+        cols = part & some
+        assert cols.sum() > 5 and np.all(P[:, cols][S[:, cols] == 0] == 0)
