@@ -19,6 +19,7 @@ from ._labels import (
 from ._ondisk import CellStore, open_cells
 from ._ondisk_stats import GeneStats, dispersion_top, gene_stats, select_hvg
 from ._representation import (
+    FOLD_MAX,
     TARGET_SUM,
     Representation,
     clipped_mean_shift,
@@ -57,6 +58,7 @@ from ._vocab import ConditionVocab, CovariateVocab, parse_doses
 
 __all__ = [
     "COMMON_CONTROL_LABELS",
+    "FOLD_MAX",
     "LOG1P_MAX",
     "LOG1P_WARN",
     "TARGET_SUM",

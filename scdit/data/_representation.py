@@ -222,11 +222,14 @@ def clipped_mean_shift(values: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(u).any(0), np.nan, out)
 
 
-#: Bisection steps of :func:`mean_fold_change` on ``log r`` (the bracket ``±FOLD_LOG_MAX`` is
-#: halved each step: 2⁻⁶⁰ of its width at the end).
-FOLD_STEPS = 60
-#: Widest fold change :func:`mean_fold_change` considers, as ``log r``.
-FOLD_LOG_MAX = 30.0
+#: Bisection steps of :func:`mean_fold_change` on ``log r`` (its bracket is halved each step).
+FOLD_STEPS = 50
+#: Largest factor :func:`mean_fold_change` gives (smallest: ``exp(-30)``); a column that would
+#: need more (the rise of its mean falls on a few expressing values, which would become
+#: outliers) gives NaN.
+FOLD_MAX = 1000.0
+#: Most values (rows × columns, float64) :func:`mean_fold_change` works on at a time.
+FOLD_VALUES = 2**21
 
 
 def mean_fold_change(values: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -239,22 +242,31 @@ def mean_fold_change(values: np.ndarray, target: np.ndarray) -> np.ndarray:
     same as a shift in log1p) and lowly expressed ones by less, where a shift followed by a
     clip at 0 (:func:`clipped_mean_shift`) would turn zeros into small positive values and
     narrow the distribution. The mean is increasing in ``r``; it is found by bisection on
-    ``log r`` (:data:`FOLD_STEPS` steps within ``±FOLD_LOG_MAX``).
+    ``log r`` (:data:`FOLD_STEPS` steps in ``[-30, log FOLD_MAX]``), a block of columns at a
+    time (at most :data:`FOLD_VALUES` values).
 
-    A target of 0 or below gives 0 (every value to 0); a column without a positive value
-    cannot be scaled to a positive target and gives NaN (use :func:`clipped_mean_shift` there).
+    A target of 0 or below gives 0 (every value to 0). NaN, for the caller to shift instead
+    (:func:`clipped_mean_shift`): a column that no factor up to :data:`FOLD_MAX` brings to its
+    target (e.g. no positive value, or a few small ones that would have to carry the whole
+    mean), and a column holding NaN.
     """
     v = np.asarray(values, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     if np.any(v < 0):
         raise ValueError("mean_fold_change needs non-negative log1p values; clip them at 0.")
-    e = np.expm1(v)
-    lo = np.full(v.shape[1], -FOLD_LOG_MAX)
-    hi = np.full(v.shape[1], FOLD_LOG_MAX)
-    for _ in range(FOLD_STEPS):
-        mid = (lo + hi) / 2
-        low = np.log1p(np.exp(mid) * e).mean(0) < target
-        lo, hi = np.where(low, mid, lo), np.where(low, hi, mid)
-    out = np.exp((lo + hi) / 2)
-    out = np.where(target > 0, out, 0.0)
-    return np.where((target > 0) & ~(e > 0).any(0), np.nan, out)
+    n, g = v.shape
+    if n == 0:  # nothing to scale: only a zero target is reached
+        return np.where(target > 0, np.nan, 0.0)
+    out = np.empty(g)
+    width = max(1, FOLD_VALUES // max(n, 1))
+    for a in range(0, g, width):
+        e, t = np.expm1(v[:, a:a + width]), target[a:a + width]
+        lo, hi = np.full(e.shape[1], -30.0), np.full(e.shape[1], np.log(FOLD_MAX))
+        reach = np.log1p(FOLD_MAX * e).mean(0) >= t  # the target is within the largest factor
+        for _ in range(FOLD_STEPS):
+            mid = (lo + hi) / 2
+            low = np.log1p(np.exp(mid) * e).mean(0) < t
+            lo, hi = np.where(low, mid, lo), np.where(low, hi, mid)
+        r = np.where(t > 0, np.exp((lo + hi) / 2), 0.0)
+        out[a:a + width] = np.where((t > 0) & ~reach, np.nan, r)
+    return np.where(np.isnan(v).any(0), np.nan, out)

@@ -131,6 +131,14 @@ class EffectTargets:
             self._bases[self.rank] = basis
         return self._bases[self.rank]
 
+    @property
+    def scales(self) -> bool:
+        """Whether stand-ins' log1p cells can be scaled to their mean: a tokenizer whose
+        coordinates decode to log1p genes clipped at 0 (``clips_output``) and that has
+        ``scale_decoded_mean_to`` (rank-encoded genes are shifted instead)."""
+        return bool(self.tokenizer.clips_output) \
+            and callable(getattr(self.tokenizer, "scale_decoded_mean_to", None))
+
     # ------------------------------------------------------------------ estimates
     def resolve(self, label: str, cov_df: pd.DataFrame | None, config: EffectConfig,
                 source_means: dict, source_cells: ad.AnnData | None) -> dict | None:
@@ -270,8 +278,7 @@ class EffectTargets:
         c = self.cells
         ctx_of = c.context_keys(cov_df, len(x0))
         shape = x0.shape[1:]
-        scale = getattr(self.tokenizer, "scale_decoded_mean_to", None) if scale_stand_ins \
-            else None
+        scale = self.tokenizer.scale_decoded_mean_to if scale_stand_ins and self.scales else None
         scaled = {ctx for ctx, est in estimates.items()
                   if est.kind in SCALED_KINDS and scale is not None}
         for ctx, est in estimates.items():
@@ -283,8 +290,7 @@ class EffectTargets:
             for s in range(0, len(rows), rows_per_chunk):
                 total += x0[rows[s:s + rows_per_chunk]].double().sum(0)
             gen_mean = total / len(rows)
-            goal = sum(w * torch.as_tensor(v, dtype=torch.float64).reshape(shape)
-                       for v, w in est.terms)
+            goal = torch.as_tensor(est.mean(), dtype=torch.float64).reshape(shape)
             if ctx in scaled:  # a stand-in's real cells
                 x0[rows] = scale(x0[rows], goal)
                 continue
@@ -377,7 +383,8 @@ class EffectTargets:
         if not estimates:
             return None
         canon = self.cells.canonical(label)
-        scale = scale_stand_ins and all(e.kind in SCALED_KINDS for e in estimates.values())
+        scale = scale_stand_ins and self.scales \
+            and all(e.kind in SCALED_KINDS for e in estimates.values())
         return anchor(self.cells, ref, list(estimates), representation, rng, lambda ctx, carried:
                       self.gene_target(canon, ctx, estimates[ctx], carried), scale=scale)
 

@@ -29,8 +29,8 @@ def anchor(cells: CellStore, ref: CellRows, contexts: list, representation: str,
     all the context's cells so that the mean after clipping at 0 is the target (counts: on
     each cell's log1p scale, then rounded as the modelled genes, with ``rng``). ``None`` where
     nothing is anchored. ``scale``: each gene's expression is scaled by one factor per
-    context instead (:func:`scdit.data.mean_fold_change`; shifted where no cell expresses a
-    gene that must rise). The shifts are solved a block of genes at a time (at most
+    context instead (:func:`scdit.data.mean_fold_change`; shifted where no factor up to
+    :data:`scdit.data.FOLD_MAX` reaches the target). The shifts are solved a block of genes at a time (at most
     :data:`ANCHOR_VALUES` values); :meth:`UnmodelledAnchor.apply` applies them per chunk of
     cells."""
     cols = cells.unmodelled

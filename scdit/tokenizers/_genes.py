@@ -242,9 +242,10 @@ class GeneTokenizer(BaseTokenizer):
         that each gene's decoded mean is that of the token vector ``target`` ``(T, P)``.
 
         How a change of mean is imposed on real cells (a stand-in's control cells): zeros stay
-        zeros, where a shift would raise them. A gene without an expressing cell that must
-        rise is shifted instead (:func:`scdit.data.clipped_mean_shift`). Rank-encoded
-        tokenizers return ``tokens`` unchanged."""
+        zeros, where a shift would raise them. A gene that no factor up to
+        :data:`scdit.data.FOLD_MAX` brings to its mean (e.g. no expressing cell) is shifted
+        instead (:func:`scdit.data.clipped_mean_shift`). Rank-encoded tokenizers return
+        ``tokens`` unchanged (they do not clip an affine decode)."""
         if self.rank is not None or len(tokens) == 0:
             return tokens
         v = self._unclipped(tokens).cpu().numpy()  # (B, G) decoded log1p

@@ -133,30 +133,40 @@ def test_clipped_mean_shift_is_exact():
 
 
 def test_mean_fold_change_scales_each_gene_to_its_target():
-    """One factor per column on expm1 gives the wanted log1p mean; zeros stay zeros."""
-    from scdit.data import mean_fold_change
+    """One factor per column on expm1 gives the wanted log1p mean; zeros stay zeros; columns
+    out of reach of FOLD_MAX (or holding NaN) give NaN for the caller to shift."""
+    from scdit.data import FOLD_MAX, mean_fold_change
 
     # by hand: column (log1p 1, log1p 3, 0) scaled by 3 is (log1p 3, log1p 9, 0)
     col = np.log1p(np.array([[1.0], [3.0], [0.0]]))
     want = np.log1p(np.array([3.0, 9.0, 0.0])).mean(keepdims=True)
     assert mean_fold_change(col, want) == pytest.approx([3.0], rel=1e-9)
     rng = np.random.default_rng(0)
-    u = np.log1p(rng.poisson(rng.uniform(0.1, 20, 30), (60, 30)).astype(float))
-    u[:, 5] = 0.0  # nothing expressed
-    target = rng.uniform(0.05, 3.0, 30)
+    u = np.log1p(rng.poisson(rng.uniform(0.5, 20, 30), (60, 30)).astype(float))
+    wanted = np.exp(rng.uniform(-3, 3, 30))  # factors within reach
+    target = np.log1p(wanted * np.expm1(u)).mean(0)
     target[7] = 0.0
+    u[:, 5] = 0.0  # nothing expressed: out of reach
     r = mean_fold_change(u, target)
     ok = np.isfinite(r)
     assert ok.tolist() == [j != 5 for j in range(30)] and r[7] == 0.0
+    np.testing.assert_allclose(np.delete(r, [5, 7]), np.delete(wanted, [5, 7]), rtol=1e-6)
     scaled = np.log1p(r[ok] * np.expm1(u[:, ok]))
     np.testing.assert_allclose(scaled.mean(0), target[ok], atol=1e-9)
     assert np.all(scaled[u[:, ok] == 0] == 0)
-    # the same cells ordered by expression keep their order (a monotone map per gene)
-    j = int(np.flatnonzero(ok)[0])
-    assert np.array_equal(np.argsort(u[:, j], kind="stable"),
-                          np.argsort(scaled[:, 0], kind="stable"))
+    # one small value would have to carry a mean a thousandfold away: NaN, not an outlier
+    few = np.zeros((1000, 1))
+    few[0] = 0.3
+    assert np.isnan(mean_fold_change(few, np.array([0.1])))
+    within = np.array([np.log1p(FOLD_MAX / 2 * np.expm1(0.3)) / 1000])
+    assert mean_fold_change(few, within) == pytest.approx([FOLD_MAX / 2], rel=1e-6)
+    # NaN in a column, no rows, a negative value
+    u[3, 2] = np.nan
+    assert np.isnan(mean_fold_change(u, target)[2])
+    assert np.array_equal(mean_fold_change(u[:0, :2], np.array([0.0, 1.0])), [0.0, np.nan],
+                          equal_nan=True)
     with pytest.raises(ValueError, match="non-negative"):
-        mean_fold_change(-u, target)
+        mean_fold_change(-np.abs(np.nan_to_num(u)) - 1, target)
 
 
 def test_renormalise_log1p_projects_rows_onto_the_normalisation_total():

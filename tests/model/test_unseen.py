@@ -292,3 +292,49 @@ def test_stand_in_scales_modelled_and_unmodelled_genes(log1p_adata, tiny):
     for part in (modelled, ~modelled):
         cols = part & some
         assert cols.sum() > 5 and np.all(P[:, cols][S[:, cols] == 0] == 0)
+
+
+def test_stand_in_with_rank_encoded_genes_is_shifted_to_its_mean(log1p_adata, tiny):
+    """Rank-encoded tokens do not decode to clipped log1p: the stand-in's mean is set by the
+    shift there (its change follows the typical effect), not left unset."""
+    a = log1p_adata.copy()
+    a.obs["condition"] = ["ctrl" if lab == "ctrl" else "+".join(f"KO_{m}" for m in lab.split("+"))
+                          for lab in a.obs.condition.astype(str)]
+    model = scdit.fit(a, "condition", tokenizer=scdit.TokenizerConfig(encoding="rank"),
+                      max_steps=5, seed=0, **tiny)
+    src = a[a.obs.condition == "ctrl"].copy()
+    with pytest.warns(UserWarning, match="typical"):
+        pred = model.predict("G3", source=src, seed=0)
+    with pytest.warns(UserWarning, match="typical"):
+        alone = model.predict("G3", source=src, seed=0, effects="none")
+    X, lab = a.X.toarray(), a.obs.condition.to_numpy()
+    ctrl = X[lab == "ctrl"].mean(0)
+    effect = np.mean([X[lab == p].mean(0) for p in np.unique(lab) if p != "ctrl"], axis=0) - ctrl
+    moved = pred.X.toarray().mean(0) - alone.X.toarray().mean(0)
+    assert np.corrcoef(moved, effect)[0, 1] > 0.8
+
+
+def test_stand_in_in_a_context_without_perturbed_cells_gets_the_pooled_mean(counts_adata, tiny):
+    """The pooled typical estimate (control mean of the context plus the average effect of the
+    others) is the stand-in's mean in log1p output."""
+    a = counts_adata.copy()
+    a.obs["condition"] = ["ctrl" if lab == "ctrl" else "+".join(f"KO_{m}" for m in lab.split("+"))
+                          for lab in a.obs.condition.astype(str)]
+    a = a[(a.obs.condition == "ctrl").to_numpy() | (a.obs.cell_type == "T").to_numpy()].copy()
+    model = scdit.fit(a, "condition", covariate_keys=["cell_type"], max_steps=5, seed=0, **tiny)
+    b = a[((a.obs.condition == "ctrl") & (a.obs.cell_type == "B")).to_numpy()].copy()
+    with pytest.warns(UserWarning, match="typical"):
+        pred = model.predict("G3", source=b, seed=0, representation="log1p")
+    assert pred.uns["scdit"]["mean_set_by"] == {"G3 | B": "typical"}
+    from scdit.data import counts_to_log1p
+
+    L = np.asarray(counts_to_log1p(a.X).todense() if hasattr(a.X, "todense")
+                   else counts_to_log1p(a.X))
+    lab, ct = a.obs.condition.to_numpy(), a.obs.cell_type.to_numpy()
+    ctrl_t = L[(lab == "ctrl") & (ct == "T")].mean(0)
+    effect = np.mean([L[(lab == p) & (ct == "T")].mean(0) - ctrl_t
+                      for p in np.unique(lab) if p != "ctrl"], axis=0)
+    target = np.maximum(L[(lab == "ctrl") & (ct == "B")].mean(0) + effect, 0)
+    modelled = np.isin(a.var_names, model.tokenizer.genes)
+    got = pred.X.toarray().mean(0)
+    assert np.abs(got - target)[modelled].max() < 1e-3
