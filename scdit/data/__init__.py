@@ -28,6 +28,7 @@ from ._representation import (
     library_size,
     log1p_to_counts,
     mean_fold_change,
+    mean_fold_or_shift,
     renormalise_log1p,
     to_log1p,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "make_loader",
     "matched_round_up",
     "mean_fold_change",
+    "mean_fold_or_shift",
     "open_cells",
     "parse_doses",
     "preview",

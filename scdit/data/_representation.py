@@ -270,3 +270,16 @@ def mean_fold_change(values: np.ndarray, target: np.ndarray) -> np.ndarray:
         r = np.where(t > 0, np.exp((lo + hi) / 2), 0.0)
         out[a:a + width] = np.where((t > 0) & ~reach, np.nan, r)
     return np.where(np.isnan(v).any(0), np.nan, out)
+
+
+def mean_fold_or_shift(values: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, ``(factor, shift)`` with ``mean(max(log1p(factor · expm1(values)) + shift,
+    0)) == max(target, 0)``: the factor of :func:`mean_fold_change` and no shift where it
+    exists, else factor 1 and the shift of :func:`clipped_mean_shift` (a column no factor up
+    to :data:`FOLD_MAX` reaches, e.g. one with no positive value)."""
+    v = np.asarray(values, dtype=np.float64)
+    factor = mean_fold_change(v, target)
+    lift = np.isnan(factor)
+    shift = np.zeros(v.shape[1])
+    shift[lift] = clipped_mean_shift(v[:, lift], np.asarray(target, dtype=np.float64)[lift])
+    return np.where(lift, 1.0, factor), shift

@@ -11,7 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..data import clipped_mean_shift, log1p_to_counts, mean_fold_change
+from ..data import clipped_mean_shift, log1p_to_counts, mean_fold_or_shift
 from ._cells import LIBRARY_KEY, CellRows, CellStore
 from ._decoder import GeneDecoder
 
@@ -29,8 +29,8 @@ def anchor(cells: CellStore, ref: CellRows, contexts: list, representation: str,
     all the context's cells so that the mean after clipping at 0 is the target (counts: on
     each cell's log1p scale, then rounded as the modelled genes, with ``rng``). ``None`` where
     nothing is anchored. ``scale``: each gene's expression is scaled by one factor per
-    context instead (:func:`scdit.data.mean_fold_change`; shifted where no factor up to
-    :data:`scdit.data.FOLD_MAX` reaches the target). The shifts are solved a block of genes at a time (at most
+    context instead (:func:`scdit.data.mean_fold_or_shift`: shifted where no factor reaches
+    the target). The shifts are solved a block of genes at a time (at most
     :data:`ANCHOR_VALUES` values); :meth:`UnmodelledAnchor.apply` applies them per chunk of
     cells."""
     cols = cells.unmodelled
@@ -68,11 +68,8 @@ def _solve(u: np.ndarray, target: np.ndarray, scale: bool) -> tuple[np.ndarray, 
     shift where no value can be scaled to the target)."""
     if not scale:
         return clipped_mean_shift(u, target), np.ones(u.shape[1])
-    factor = mean_fold_change(u, target)
-    lift = np.isnan(factor)
-    shift = np.zeros(u.shape[1])
-    shift[lift] = clipped_mean_shift(u[:, lift], target[lift])
-    return shift, np.where(lift, 1.0, factor)
+    factor, shift = mean_fold_or_shift(u, target)
+    return shift, factor
 
 
 def decoded_changes(cells: CellStore, tokenizer, encode, decoder: GeneDecoder, ref: CellRows,

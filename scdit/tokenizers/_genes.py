@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from ..data import clipped_mean_shift, dispersion_top, mean_fold_change
+from ..data import clipped_mean_shift, dispersion_top, mean_fold_or_shift
 from ._base import BaseTokenizer, check_fitted, padded_units, register, token_layout
 from ._rank import RankCodec
 
@@ -238,7 +238,7 @@ class GeneTokenizer(BaseTokenizer):
 
     def scale_decoded_mean_to(self, tokens: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``tokens`` ``(B, T, P)`` whose decoded cells are scaled per gene, ``log1p(r ·
-        expm1(x))`` with one factor ``r`` per gene (:func:`scdit.data.mean_fold_change`), so
+        expm1(x))`` with one factor ``r`` per gene (:func:`scdit.data.mean_fold_or_shift`), so
         that each gene's decoded mean is that of the token vector ``target`` ``(T, P)``.
 
         How a change of mean is imposed on real cells (a stand-in's control cells): zeros stay
@@ -252,11 +252,8 @@ class GeneTokenizer(BaseTokenizer):
         v[v < ZERO_TOL] = 0.0  # zeros come back from float32 tokens within ~1e-6
         std, mean = self.std.double(), self.mean.double()
         goal = (target.reshape(-1)[: self.n_genes].double().cpu() * std + mean).numpy()
-        factor = mean_fold_change(v, goal)
-        out = np.log1p(np.nan_to_num(factor) * np.expm1(v))
-        lift = np.isnan(factor)  # nothing expressed, a positive mean wanted
-        if lift.any():
-            out[:, lift] = np.maximum(v[:, lift] + clipped_mean_shift(v[:, lift], goal[lift]), 0.0)
+        factor, shift = mean_fold_or_shift(v, goal)
+        out = np.maximum(np.log1p(factor * np.expm1(v)) + shift, 0.0)
         flat = tokens.reshape(tokens.shape[0], -1).clone()
         z = (torch.as_tensor(out) - mean) / std
         z = torch.where(torch.as_tensor(out) == 0, z - 1e-3, z)  # zeros below the clip, exactly

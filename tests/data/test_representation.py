@@ -169,6 +169,20 @@ def test_mean_fold_change_scales_each_gene_to_its_target():
         mean_fold_change(-np.abs(np.nan_to_num(u)) - 1, target)
 
 
+def test_mean_fold_or_shift_falls_back_to_the_clipped_shift():
+    """Where no factor reaches the target (nothing expressed) the column is shifted instead;
+    elsewhere the factor is mean_fold_change's and the shift 0."""
+    from scdit.data import mean_fold_change, mean_fold_or_shift
+
+    u = np.log1p(np.array([[0.0, 2.0], [0.0, 5.0], [0.0, 0.0]]))
+    target = np.array([0.4, 1.0])
+    factor, shift = mean_fold_or_shift(u, target)
+    assert factor[0] == 1.0 and shift[1] == 0.0
+    assert factor[1] == pytest.approx(mean_fold_change(u, target)[1])
+    got = np.maximum(np.log1p(factor * np.expm1(u)) + shift, 0).mean(0)
+    np.testing.assert_allclose(got, target, atol=1e-9)
+
+
 def test_renormalise_log1p_projects_rows_onto_the_normalisation_total():
     rng = np.random.default_rng(1)
     counts = rng.poisson(3.0, (20, 12)).astype(np.float32)
