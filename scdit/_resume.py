@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from ._config import LEGACY_VALUES, ScDiTConfig
+from ._config import LEGACY_VALUES, ScDiTConfig, legacy_pairing
 from .model import ScDiT
 from .train import CHECKPOINT_NAME, StepCheckpoint, digest, read_checkpoint
 
@@ -143,6 +143,7 @@ def open_run(cfg: ScDiTConfig, adata: AnnData, X, labels: np.ndarray, *,
     stored = dict(info["meta"])
     # a checkpoint written before a setting existed ran with that setting's legacy value
     legacy = {f"{s}.{k}": v for (s, k), v in LEGACY_VALUES.items()}
+    legacy["flow.pairing"] = legacy_pairing(stored.get("config", {}).get("flow.source"))
     old = sorted(k for k in legacy if k not in stored.get("config", {}))
     stored["config"] = {**{k: legacy[k] for k in old}, **stored.get("config", {})}
     # those that differ now (the config part, checked first, then always differs)

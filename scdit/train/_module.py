@@ -20,10 +20,11 @@ class FlowModule(L.LightningModule):
     """Rectified-flow training of ``field`` on tokenised cells.
 
     Each step: tokens ``x0`` of a batch, source ``x1`` (Gaussian noise; with ``source="pairs"``
-    the batch's own fixed pairs, for reflow; or with
-    ``source="control"`` the tokens of control cells of the same context, re-paired by exact
-    minibatch optimal transport within each (context, condition) group, plus
-    ``source_noise``-scaled Gaussian noise), times from the configured sampler, condition dropout with probability ``cond_dropout`` (classifier-free guidance),
+    the batch's own fixed pairs, for reflow; or with ``source="control"`` the tokens of control
+    cells of the same context, plus ``source_noise``-scaled Gaussian noise) re-paired, with
+    ``pairing="ot"``, by exact minibatch optimal transport within each (context, condition)
+    group (:func:`pair_within_groups`), times from the configured sampler, condition dropout
+    with probability ``cond_dropout`` (classifier-free guidance),
     loss ``||v(x_t, t, c) - (x1 - x0)||²``. AdamW with linear warm-up then cosine decay; an EMA
     copy is validated and kept (its best state is restored when training ends).
 
@@ -39,13 +40,17 @@ class FlowModule(L.LightningModule):
                  warmup_steps: int, max_steps: int, ema_decay: float, cond_dropout: float,
                  time_sampling: str, logit_mean: float = 0.0, logit_std: float = 1.0,
                  val_seed: int = 0, source: str = "noise", source_noise: float = 0.0,
-                 covariate_dropout: float = 0.0, compile_field: bool = False, seed: int = 0):
+                 covariate_dropout: float = 0.0, compile_field: bool = False, seed: int = 0,
+                 pairing: str = "ot"):
         super().__init__()
         self.seed = int(seed)
         self.compile_field = bool(compile_field)
         if source not in ("noise", "control", "pairs"):
             raise ValueError(f"source must be 'noise', 'control' or 'pairs', got {source!r}.")
+        if pairing not in ("ot", "independent"):
+            raise ValueError(f"pairing must be 'ot' or 'independent', got {pairing!r}.")
         self.source = source
+        self.pairing = pairing
         self.source_noise = float(source_noise)
         self.covariate_dropout = float(covariate_dropout)
         self.field = field
@@ -98,10 +103,15 @@ class FlowModule(L.LightningModule):
         return flow_matching_loss(lambda x, tt: field(x, tt, cond), x0, x1, t)
 
     def _source(self, x0: torch.Tensor, batch, generator) -> torch.Tensor:
-        """Source draws ``x1`` for cells ``x0``: noise, or OT-paired control cells plus noise."""
+        """Source draws ``x1`` for cells ``x0``: noise, or control cells plus noise; re-paired
+        within (context, condition) groups with ``pairing="ot"``."""
+        ot = self.pairing == "ot"
         if self.source != "control":
-            return noise_like(x0, generator)  # (B, T, P)
-        x1 = pair_within_groups(x0, self.tokenizer.encode(batch["x_src"]), group_ids(batch))
+            x1 = noise_like(x0, generator)  # (B, T, P)
+            return pair_within_groups(x0, x1, group_ids(batch)) if ot else x1
+        x1 = self.tokenizer.encode(batch["x_src"])  # (B, T, P)
+        if ot:  # the control cells are paired; their added noise is not
+            x1 = pair_within_groups(x0, x1, group_ids(batch))
         if self.source_noise > 0:
             x1 = x1 + self.source_noise * noise_like(x1, generator)
         return x1
@@ -274,8 +284,10 @@ class FlowModule(L.LightningModule):
 
 
 def group_ids(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Integer id per cell of its (context, condition[, dose]) group ``(B,)``."""
-    parts = [batch["ctx"][:, None].to(torch.float64), batch["atoms"].to(torch.float64)]
+    """Integer id per cell of its (context, condition[, dose]) group ``(B,)``; the context is
+    the batch's ``ctx`` (control-source batches) or its covariate codes."""
+    ctx = batch["ctx"][:, None] if "ctx" in batch else batch["covariates"]  # (B, 1 or K)
+    parts = [ctx.to(torch.float64), batch["atoms"].to(torch.float64)]
     if "dose" in batch:
         parts.append(batch["dose"].to(torch.float64))
     _, inv = torch.unique(torch.cat(parts, 1), dim=0, return_inverse=True)

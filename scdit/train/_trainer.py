@@ -245,6 +245,7 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset | Streame
         source_noise=default_source_noise(flow.source, held_out_contexts)
         if flow.source_noise is None else flow.source_noise,
         covariate_dropout=covariate_dropout, compile_field=compiled, seed=train.seed,
+        pairing=flow.pairing,
     )
     if streamed:
         train_loader = StreamLoader(train_ds, seed=train.seed,

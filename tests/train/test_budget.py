@@ -219,3 +219,13 @@ def test_fit_shortens_a_run_to_its_time_budget(counts_adata, tiny):
     assert s["budget_steps"] is not None and s["budget_steps"] < 100_000
     assert not s["stopped_by_time"]
     assert s["steps"] <= s["budget_steps"] and s["seconds"] < 90
+
+
+def test_model_files_without_a_pairing_load_with_what_their_version_did():
+    from scdit import DataConfig, FlowConfig, ScDiTConfig
+
+    for source, old in (("noise", "independent"), ("control", "ot")):
+        d = ScDiTConfig(data=DataConfig(condition_key="condition", control="ctrl"),
+                        flow=FlowConfig(source=source)).to_dict()
+        assert d["flow"].pop("pairing") == "ot"  # today's default, whatever the source
+        assert ScDiTConfig.from_dict(d).flow.pairing == old

@@ -21,3 +21,45 @@ def test_pair_within_groups_keeps_groups_and_lowers_cost():
         assert a == b
     cost = lambda y: ((x0 - y) ** 2).sum()  # noqa: E731
     assert cost(out) <= cost(x1) + 1e-6
+
+
+def test_group_ids_of_noise_batches_use_covariates():
+    batch = {"covariates": torch.tensor([[1, 2], [1, 2], [1, 3], [2, 2]]),
+             "atoms": torch.tensor([[1], [1], [1], [1]])}
+    g = group_ids(batch)
+    assert g[0] == g[1] and len(torch.unique(g)) == 3
+
+
+def _module(pairing: str, source: str = "noise"):
+    from scdit.train import FlowModule
+
+    return FlowModule(torch.nn.Linear(3, 3), None, lr=1e-3, weight_decay=0.0, warmup_steps=1,
+                      max_steps=10, ema_decay=0.9, cond_dropout=0.0, time_sampling="uniform",
+                      source=source, pairing=pairing)
+
+
+def test_noise_source_ot_pairing_permutes_draws_within_condition_groups():
+    torch.manual_seed(1)
+    x0 = torch.randn(10, 2, 3) + 3.0
+    atoms = torch.tensor([[1]] * 5 + [[2]] * 5)
+    batch = {"atoms": atoms, "covariates": torch.zeros(10, 0, dtype=torch.long)}
+    plain = _module("independent")._source(x0, batch, torch.Generator().manual_seed(5))
+    paired = _module("ot")._source(x0, batch, torch.Generator().manual_seed(5))
+    assert not torch.equal(plain, paired)
+    for grp in (slice(0, 5), slice(5, 10)):  # the same Gaussian draws, partners changed in-group
+        a = sorted(map(tuple, plain[grp].reshape(5, -1).tolist()))
+        b = sorted(map(tuple, paired[grp].reshape(5, -1).tolist()))
+        assert a == b
+    cost = lambda y: ((x0 - y) ** 2).sum()  # noqa: E731
+    assert cost(paired) < cost(plain)
+
+
+def test_pairing_is_checked():
+    import pytest
+
+    from scdit import FlowConfig
+
+    with pytest.raises(ValueError, match="pairing"):
+        FlowConfig(pairing="sinkhorn")
+    with pytest.raises(ValueError, match="pairing"):
+        _module("random")

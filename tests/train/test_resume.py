@@ -176,6 +176,23 @@ def test_resume_of_an_older_versions_checkpoint(tmp_path):
     assert again.summary["resumed_from_step"] == 6 and _same_weights(again, model)
 
 
+def test_resume_of_a_checkpoint_from_before_noise_pairing(tmp_path):
+    """A noise-source checkpoint without ``flow.pairing`` trained with independent pairs."""
+    adata = make_counts_adata(conditions=SMALL)
+    train = tiny_train(val_every=3, checkpoint_dir=str(tmp_path / "old"))
+    plain = {"pairing": "independent"}
+    model = _fit(adata, train, max_steps=6, covariate_keys=(), flow=plain)
+    path = tmp_path / "old" / CHECKPOINT_NAME
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    del ckpt["scdit"]["meta"]["config"]["flow.pairing"]
+    torch.save(ckpt, path)
+    resume = dataclasses.replace(train, resume=True)
+    with pytest.raises(ValueError, match=r"flow\.pairing = 'independent'"):
+        _fit(adata, resume, max_steps=6, covariate_keys=())
+    again = _fit(adata, resume, max_steps=6, covariate_keys=(), flow=plain)
+    assert again.summary["resumed_from_step"] == 6 and _same_weights(again, model)
+
+
 def test_existing_checkpoint_is_not_overwritten_without_resume(small_run):
     adata, train, _ = small_run
     with pytest.raises(ValueError, match=r"already holds the checkpoint of a run \(step 6\)\. "
