@@ -371,8 +371,10 @@ LEGACY_VALUES: dict[tuple[str, str], Any] = {
 
 def legacy_pairing(source: str | None) -> str:
     """:attr:`FlowConfig.pairing` of model files and checkpoints written before the field
-    existed: OT pairs for a control source, independent draws for a noise source."""
-    return "ot" if source == "control" else "independent"
+    existed: independent draws for a (resolved) noise source, OT pairs otherwise (a control
+    source, or an unresolved ``"auto"``/missing source, which is not a fitted model's and
+    takes today's default)."""
+    return "independent" if source == "noise" else "ot"
 
 
 def _legacy_flow(flow: Mapping[str, Any]) -> dict[str, Any]:

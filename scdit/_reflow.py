@@ -1,7 +1,8 @@
 """Reflow (Liu et al., 2022): straighten a fitted model's flow so that a few Euler steps suffice.
 
-A rectified flow trained on independent (cell, noise) couplings has curved paths: integrating it
-takes tens of solver steps. Reflow draws sources ``x1`` (noise, or control cells plus noise),
+A rectified flow trained on independent (cell, noise) couplings, or on couplings made optimal
+only within small minibatch groups, has curved paths: integrating it takes tens of solver
+steps. Reflow draws sources ``x1`` (noise, or control cells plus noise),
 integrates the fitted model from each to its cell ``x0`` with the model's accurate solver, and
 fine-tunes a copy of the network on the straight paths between these fixed pairs. The new flow
 transports the same source distribution to (nearly) the same cells along almost straight lines,

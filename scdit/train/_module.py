@@ -7,6 +7,7 @@ import math
 import warnings
 
 import lightning as L
+import numpy as np
 import torch
 
 from ..flow import flow_matching_loss, get_time_sampler, noise_like, ot_pairing
@@ -297,9 +298,10 @@ def group_ids(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def pair_within_groups(x0: torch.Tensor, x1: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """Reorder ``x1`` so that within each group it is the exact OT match of ``x0``."""
     out = x1.clone()
-    for g in torch.unique(groups):
-        idx = torch.nonzero(groups == g).flatten()
-        if len(idx) > 1:
-            perm = ot_pairing(x0[idx], x1[idx])
-            out[idx] = x1[idx[perm]]
+    ids = groups.cpu().numpy()  # one transfer: the groups are found on the CPU
+    values, counts = np.unique(ids, return_counts=True)
+    for g in values[counts > 1]:  # a group of one cell keeps its draw
+        idx = torch.as_tensor(np.flatnonzero(ids == g), device=x1.device)
+        perm = ot_pairing(x0[idx], x1[idx])
+        out[idx] = x1[idx[perm]]
     return out

@@ -220,8 +220,8 @@ def train_field(field: VelocityField, tokenizer, train_ds: CellDataset | Streame
     one process only (:func:`is_global_zero`). ``"ddp_spawn"`` starts the processes from this
     one (the script needs an ``if __name__ == "__main__":`` guard) and the result is handed
     back to it. One device runs exactly as without these settings. ``"fsdp"`` is refused by
-    :class:`~scdit.TrainConfig`. With control cells as the source, the minibatch OT pairing is computed
-    within each process's batch of ``batch_size`` cells. ``held_out_contexts``: whether the
+    :class:`~scdit.TrainConfig`. The minibatch OT pairing of sources and cells is computed within each
+    process's batch of ``batch_size`` cells. ``held_out_contexts``: whether the
     training data has held-out contexts (it sets a control-source model's default length,
     :func:`auto_max_steps`, and, where ``flow.time_sampling`` is ``None``, its time sampler,
     :func:`default_time_sampling`).

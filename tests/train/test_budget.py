@@ -224,8 +224,10 @@ def test_fit_shortens_a_run_to_its_time_budget(counts_adata, tiny):
 def test_model_files_without_a_pairing_load_with_what_their_version_did():
     from scdit import DataConfig, FlowConfig, ScDiTConfig
 
-    for source, old in (("noise", "independent"), ("control", "ot")):
+    for source, old in (("noise", "independent"), ("control", "ot"), ("auto", "ot")):
         d = ScDiTConfig(data=DataConfig(condition_key="condition", control="ctrl"),
                         flow=FlowConfig(source=source)).to_dict()
         assert d["flow"].pop("pairing") == "ot"  # today's default, whatever the source
         assert ScDiTConfig.from_dict(d).flow.pairing == old
+    d.pop("flow")  # a configuration without the section takes the defaults
+    assert ScDiTConfig.from_dict(d).flow.pairing == "ot"

@@ -63,3 +63,31 @@ def test_pairing_is_checked():
         FlowConfig(pairing="sinkhorn")
     with pytest.raises(ValueError, match="pairing"):
         _module("random")
+
+
+def test_control_source_pairs_the_cells_then_adds_noise():
+    """A control source: OT over the control cells' tokens, the source noise added after."""
+    from scdit.flow import noise_like
+
+    m = _module("ot", source="control")
+    m.source_noise = 0.1
+    m.tokenizer = type("Identity", (), {"encode": staticmethod(lambda x: x)})()
+    torch.manual_seed(2)
+    x0, src = torch.randn(8, 2, 3), torch.randn(8, 2, 3)
+    batch = {"x_src": src, "ctx": torch.tensor([0] * 4 + [1] * 4),
+             "atoms": torch.tensor([[1]] * 8), "covariates": torch.zeros(8, 1, dtype=torch.long)}
+    got = m._source(x0, batch, torch.Generator().manual_seed(3))
+    paired = pair_within_groups(x0, src, group_ids(batch))
+    want = paired + 0.1 * noise_like(paired, torch.Generator().manual_seed(3))
+    assert torch.equal(got, want)
+
+
+def test_fit_trains_with_the_pairing_it_is_given(counts_adata):
+    import scdit
+
+    kw = {"preset": "tiny", "max_steps": 4, "seed": 0, "verbose": False}
+    models = {p: scdit.fit(counts_adata, "condition", flow={"pairing": p}, **kw)
+              for p in ("ot", "independent")}
+    assert [m.config.flow.pairing for m in models.values()] == ["ot", "independent"]
+    a, b = (m.field.state_dict() for m in models.values())
+    assert any(not torch.equal(a[k], b[k]) for k in a)
