@@ -22,9 +22,9 @@ class FlowModule(L.LightningModule):
 
     Each step: tokens ``x0`` of a batch, source ``x1`` (Gaussian noise; with ``source="pairs"``
     the batch's own fixed pairs, for reflow; or with ``source="control"`` the tokens of control
-    cells of the same context, plus ``source_noise``-scaled Gaussian noise) re-paired, with
-    ``pairing="ot"``, by exact minibatch optimal transport within each (context, condition)
-    group (:func:`pair_within_groups`), times from the configured sampler, condition dropout
+    cells of the same context) re-paired, with ``pairing="ot"``, by exact minibatch optimal
+    transport within each (context, condition) group (:func:`pair_within_groups`), a control
+    source then plus ``source_noise``-scaled Gaussian noise, times from the configured sampler, condition dropout
     with probability ``cond_dropout`` (classifier-free guidance),
     loss ``||v(x_t, t, c) - (x1 - x0)||²``. AdamW with linear warm-up then cosine decay; an EMA
     copy is validated and kept (its best state is restored when training ends).
@@ -106,14 +106,11 @@ class FlowModule(L.LightningModule):
     def _source(self, x0: torch.Tensor, batch, generator) -> torch.Tensor:
         """Source draws ``x1`` for cells ``x0``: noise, or control cells plus noise; re-paired
         within (context, condition) groups with ``pairing="ot"``."""
-        ot = self.pairing == "ot"
-        if self.source != "control":
-            x1 = noise_like(x0, generator)  # (B, T, P)
-            return pair_within_groups(x0, x1, group_ids(batch)) if ot else x1
-        x1 = self.tokenizer.encode(batch["x_src"])  # (B, T, P)
-        if ot:  # the control cells are paired; their added noise is not
+        control = self.source == "control"
+        x1 = self.tokenizer.encode(batch["x_src"]) if control else noise_like(x0, generator)
+        if self.pairing == "ot":  # (B, T, P); a control source's added noise is not paired
             x1 = pair_within_groups(x0, x1, group_ids(batch))
-        if self.source_noise > 0:
+        if control and self.source_noise > 0:
             x1 = x1 + self.source_noise * noise_like(x1, generator)
         return x1
 
