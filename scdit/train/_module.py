@@ -23,10 +23,10 @@ class FlowModule(L.LightningModule):
     Each step: tokens ``x0`` of a batch, source ``x1`` (Gaussian noise; with ``source="pairs"``
     the batch's own fixed pairs, for reflow; or with ``source="control"`` the tokens of control
     cells of the same context) re-paired, with ``pairing="ot"``, by exact minibatch optimal
-    transport within each (context, condition) group (:func:`pair_within_groups`), a control
-    source then plus ``source_noise``-scaled Gaussian noise, times from the configured sampler, condition dropout
-    with probability ``cond_dropout`` (classifier-free guidance),
-    loss ``||v(x_t, t, c) - (x1 - x0)||²``. AdamW with linear warm-up then cosine decay; an EMA
+    transport within each (context, condition) group (:func:`pair_within_groups`), after which
+    a control source gets ``source_noise``-scaled Gaussian noise added; times from the
+    configured sampler, condition dropout with probability ``cond_dropout`` (classifier-free
+    guidance), loss ``||v(x_t, t, c) - (x1 - x0)||²``. AdamW with linear warm-up then cosine decay; an EMA
     copy is validated and kept (its best state is restored when training ends).
 
     On several devices (Lightning's DDP) every process reseeds the global random states from
